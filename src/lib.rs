@@ -1,0 +1,7 @@
+//! LogMemcached: a memcached-compatible cache whose item memory is one log in
+//! huge pages, registered once with the RDMA NIC and replicated to read-only
+//! replicas by one-sided RDMA. See README.md and DESIGN notes in the modules.
+
+pub mod error;
+pub mod memory;
+pub mod rdma;

@@ -1,0 +1,296 @@
+//! The one place that maps item memory: a region of 2 MiB huge pages (or, as a
+//! declared fallback, normal pages with transparent-huge-page advice).
+//!
+//! The region is shared memory in the widest sense: the NIC reads it for
+//! remote replicas, `shm` replicas map it from another process. So it hands out
+//! no references to its bytes, only copies in and out (`read`, `write`) and
+//! atomics in the control block. Who may write which bytes when is the log's
+//! protocol (see `crate::log`); this module only guarantees bounds.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::bail;
+use crate::error::{Context, Error, Result};
+
+/// Huge pages are 2 MiB on every platform we target (x86_64, aarch64 default).
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// What to do about huge pages (`--hugepages`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePages {
+    /// Use them when reserved; otherwise fall back to normal pages and say so.
+    Auto,
+    /// Fail with instructions when they cannot be had.
+    Require,
+    /// Normal pages (with THP advice).
+    Off,
+}
+
+impl std::str::FromStr for HugePages {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(HugePages::Auto),
+            "require" => Ok(HugePages::Require),
+            "off" => Ok(HugePages::Off),
+            _ => Err(format!("--hugepages takes auto, require or off, not {s:?}")),
+        }
+    }
+}
+
+/// How the region's pages ended up backed; reported in `stats` as `hugepages`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    HugeTlb,
+    /// Normal pages with MADV_HUGEPAGE (the kernel may still use THP).
+    Normal,
+}
+
+impl Backing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backing::HugeTlb => "yes",
+            Backing::Normal => "no",
+        }
+    }
+}
+
+/// A mapped region. Bytes are reached only through bounds-checked copies.
+pub struct Region {
+    ptr: *mut u8,
+    len: usize,
+    backing: Backing,
+    /// Set when the region is a file another process may map (`shm`).
+    path: Option<PathBuf>,
+    writable: bool,
+    // Keeps the mapping alive; `ptr` points into it.
+    _map: Mapping,
+}
+
+enum Mapping {
+    Mut(MmapMut),
+    ReadOnly(memmap2::Mmap),
+}
+
+// SAFETY: the region is plain bytes plus atomics; all access goes through
+// copies with bounds checks, and the log's publication protocol (Release on
+// `head`, shard locks around the index) orders writers and readers.
+unsafe impl Send for Region {}
+// SAFETY: as above; no method hands out a `&mut` or a `&[u8]` into the mapping.
+unsafe impl Sync for Region {}
+
+/// Round `len` up to a whole number of huge pages.
+pub fn round_to_huge(len: usize) -> usize {
+    len.div_ceil(HUGE_PAGE) * HUGE_PAGE
+}
+
+fn require_message(len: usize, err: &std::io::Error) -> Error {
+    let pages = len / HUGE_PAGE;
+    Error::new(format!(
+        "--hugepages require: cannot map {} MiB of 2 MiB huge pages ({err}); \
+         reserve at least {pages} pages, e.g. `echo {pages} > /proc/sys/vm/nr_hugepages` \
+         or `hugepages/logmemcached-hugepages reserve -m {}`, or run with --hugepages auto",
+        len >> 20,
+        len >> 20
+    ))
+}
+
+impl Region {
+    /// An anonymous private-to-this-process region (the NIC still reads it).
+    pub fn anonymous(len: usize, huge: HugePages) -> Result<Region> {
+        let len = round_to_huge(len.max(1));
+        if huge != HugePages::Off {
+            match MmapOptions::new().len(len).huge(Some(21)).populate().map_anon() {
+                Ok(map) => return Ok(Region::from_mut(map, len, Backing::HugeTlb, None)),
+                Err(e) if huge == HugePages::Require => return Err(require_message(len, &e)),
+                Err(_) => {}
+            }
+        }
+        let map = MmapOptions::new().len(len).map_anon().context("mapping the log region")?;
+        // Advice only: THP may or may not back it; failure changes nothing.
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(Region::from_mut(map, len, Backing::Normal, None))
+    }
+
+    /// A region backed by a file that same-host replicas can map (`shm://`).
+    /// On hugetlbfs the file is huge-page backed; elsewhere (e.g. /dev/shm)
+    /// normal pages.
+    pub fn create_file(path: &Path, len: usize, huge: HugePages) -> Result<Region> {
+        let len = round_to_huge(len.max(1));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .with_context(|| format!("creating region file {}", path.display()))?;
+        let on_hugetlbfs = is_hugetlbfs(path);
+        if huge == HugePages::Require && !on_hugetlbfs {
+            bail!(
+                "--hugepages require: {} is not on a hugetlbfs mount (see hugepages/ for mounting one)",
+                path.display()
+            );
+        }
+        file.set_len(len as u64)
+            .with_context(|| format!("sizing region file {} to {} bytes", path.display(), len))?;
+        // SAFETY: we created and sized the file; other processes only map it read-only.
+        let map = unsafe { MmapOptions::new().len(len).map_mut(&file) }
+            .with_context(|| format!("mapping region file {}", path.display()))?;
+        let backing = if on_hugetlbfs { Backing::HugeTlb } else { Backing::Normal };
+        Ok(Region::from_mut(map, len, backing, Some(path.to_path_buf())))
+    }
+
+    /// Map another process's region file read-only (a same-host replica).
+    pub fn open_readonly(path: &Path) -> Result<Region> {
+        let file = File::open(path).with_context(|| format!("opening region file {}", path.display()))?;
+        let len = file.metadata()?.len() as usize;
+        // SAFETY: the mapping is read-only; the file is written only by its
+        // primary, through the same publication protocol readers validate.
+        let map = unsafe { MmapOptions::new().len(len).map(&file) }
+            .with_context(|| format!("mapping region file {}", path.display()))?;
+        let ptr = map.as_ptr() as *mut u8;
+        let backing = if is_hugetlbfs(path) { Backing::HugeTlb } else { Backing::Normal };
+        Ok(Region {
+            ptr,
+            len,
+            backing,
+            path: Some(path.to_path_buf()),
+            writable: false,
+            _map: Mapping::ReadOnly(map),
+        })
+    }
+
+    fn from_mut(mut map: MmapMut, len: usize, backing: Backing, path: Option<PathBuf>) -> Region {
+        let ptr = map.as_mut_ptr();
+        Region { ptr, len, backing, path, writable: true, _map: Mapping::Mut(map) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Base address, for registering the region with the NIC.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    fn check(&self, off: usize, len: usize) {
+        // A bad offset here is a bug in the log, never client input: panic loudly.
+        assert!(
+            off.checked_add(len).is_some_and(|end| end <= self.len),
+            "region access out of bounds: {off}+{len} > {}",
+            self.len
+        );
+    }
+
+    /// Copy bytes out of the region.
+    pub fn read(&self, off: usize, dst: &mut [u8]) {
+        self.check(off, dst.len());
+        // SAFETY: bounds checked above; `dst` is a distinct Rust buffer, so the
+        // ranges cannot overlap. Concurrent writers of these bytes are excluded
+        // by the log's protocol, or detected afterwards by record validation.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copy bytes into the region. Only the log's single writer calls this.
+    pub fn write(&self, off: usize, src: &[u8]) {
+        assert!(self.writable, "write to a read-only region");
+        self.check(off, src.len());
+        // SAFETY: bounds checked; the mapping is writable; `src` is a Rust
+        // buffer outside the region.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off), src.len()) }
+    }
+
+    /// An atomic u64 living in the region (the control block's fields).
+    pub fn atomic_u64(&self, off: usize) -> &AtomicU64 {
+        self.check(off, 8);
+        assert!(off % 8 == 0, "unaligned atomic at {off}");
+        // SAFETY: in bounds, 8-aligned (the mapping is page-aligned), lives as
+        // long as `self`; AtomicU64 has the same layout as u64 and every access
+        // to these 8 bytes in this process goes through atomics. On a read-only
+        // mapping callers only load (a store would fault, never corrupt).
+        unsafe { &*(self.ptr.add(off) as *const AtomicU64) }
+    }
+}
+
+fn is_hugetlbfs(path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    match nix::sys::statfs::statfs(dir) {
+        Ok(s) => s.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn rounds_to_whole_huge_pages() {
+        assert_eq!(round_to_huge(1), HUGE_PAGE);
+        assert_eq!(round_to_huge(HUGE_PAGE), HUGE_PAGE);
+        assert_eq!(round_to_huge(HUGE_PAGE + 1), 2 * HUGE_PAGE);
+    }
+
+    #[test]
+    fn auto_falls_back_and_reads_back_writes() {
+        let r = Region::anonymous(3 << 20, HugePages::Auto).unwrap();
+        assert_eq!(r.len(), 4 << 20);
+        r.write(100, b"hello");
+        let mut b = [0u8; 5];
+        r.read(100, &mut b);
+        assert_eq!(&b, b"hello");
+        r.atomic_u64(8).store(42, Ordering::Release);
+        assert_eq!(r.atomic_u64(8).load(Ordering::Acquire), 42);
+    }
+
+    #[test]
+    fn require_fails_with_instructions_when_no_pages_reserved() {
+        let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
+        if reserved.trim() != "0" {
+            eprintln!("huge pages are reserved here; the failure path is not exercised");
+            return;
+        }
+        let err = Region::anonymous(4 << 20, HugePages::Require).err().expect("must fail");
+        assert!(err.to_string().contains("nr_hugepages"), "{err}");
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn out_of_bounds_is_a_loud_bug() {
+        let r = Region::anonymous(1, HugePages::Off).unwrap();
+        let mut b = [0u8; 16];
+        r.read(r.len() - 8, &mut b);
+    }
+
+    #[test]
+    fn file_region_is_seen_by_a_readonly_mapping() {
+        let dir = std::env::temp_dir().join(format!("lmc-region-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("r");
+        let w = Region::create_file(&p, 1, HugePages::Auto).unwrap();
+        w.write(4096, b"shared");
+        let r = Region::open_readonly(&p).unwrap();
+        let mut b = [0u8; 6];
+        r.read(4096, &mut b);
+        assert_eq!(&b, b"shared");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

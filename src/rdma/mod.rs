@@ -1,0 +1,1 @@
+//! Safe wrapper over rdma-sys (filled in by the verbs-layer work).
