@@ -3,5 +3,7 @@
 //! replicas by one-sided RDMA. See README.md and DESIGN notes in the modules.
 
 pub mod error;
+pub mod index;
+pub mod log;
 pub mod memory;
 pub mod rdma;

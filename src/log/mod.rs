@@ -1,0 +1,409 @@
+//! The log: one circular sequence of immutable records in the region.
+//!
+//! Logical positions are u64, only ever increase and are never reused; the
+//! physical offset of position `p` is `CONTROL_SIZE + p % capacity`.
+//! Invariants (what replication relies on, byte for byte):
+//! 1. every byte below `head` belongs to a complete, sealed record; `head` is
+//!    published with Release after those bytes are written;
+//! 2. `tail` is advanced (Release) before the space below it is overwritten,
+//!    so a reader that copied [p, q) and then sees `tail <= p` read intact bytes;
+//! 3. a record never straddles the end of the circular log: the writer pads to
+//!    the end with a Padding record, or, where fewer than HEADER_LEN bytes
+//!    remain, leaves an implicit gap that every reader skips by the same rule
+//!    (`skip_gap`).
+//!
+//! `Log` is the shared, read-side view; `LogWriter` is the single writer
+//! (the store keeps it behind its write lock).
+
+pub mod checksum;
+pub mod control;
+pub mod record;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::memory::region::Region;
+use control::*;
+use record::{Header, Kind, HEADER_LEN};
+
+/// Read-side view of the log in a region.
+pub struct Log {
+    region: Arc<Region>,
+    capacity: u64,
+}
+
+impl Log {
+    /// Lay out a fresh control block in `region` and return the log in it.
+    pub fn create(region: Arc<Region>, epoch: u64) -> Log {
+        let capacity = (region.len() - CONTROL_SIZE) as u64 / record::ALIGN * record::ALIGN;
+        let a = |off| region.atomic_u64(off);
+        a(OFF_MAGIC).store(MAGIC, Ordering::Relaxed);
+        a(OFF_VERSION).store(FORMAT_VERSION, Ordering::Relaxed);
+        a(OFF_CAPACITY).store(capacity, Ordering::Relaxed);
+        a(OFF_LOG_OFFSET).store(CONTROL_SIZE as u64, Ordering::Relaxed);
+        a(OFF_HEAD).store(0, Ordering::Relaxed);
+        a(OFF_TAIL).store(0, Ordering::Relaxed);
+        a(OFF_MAX_CAS).store(0, Ordering::Relaxed);
+        a(OFF_HEARTBEAT).store(0, Ordering::Relaxed);
+        a(OFF_EPOCH).store(epoch, Ordering::Release);
+        Log { region, capacity }
+    }
+
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    pub fn head(&self) -> u64 {
+        self.region.atomic_u64(OFF_HEAD).load(Ordering::Acquire)
+    }
+
+    pub fn tail(&self) -> u64 {
+        self.region.atomic_u64(OFF_TAIL).load(Ordering::Acquire)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.region.atomic_u64(OFF_EPOCH).load(Ordering::Acquire)
+    }
+
+    pub fn set_epoch(&self, epoch: u64) {
+        self.region.atomic_u64(OFF_EPOCH).store(epoch, Ordering::Release)
+    }
+
+    /// The primary's liveness signal for replicas (microseconds, any clock
+    /// that only increases while the primary runs).
+    pub fn beat(&self, now_us: u64) {
+        self.region.atomic_u64(OFF_HEARTBEAT).store(now_us, Ordering::Release)
+    }
+
+    pub fn heartbeat(&self) -> u64 {
+        self.region.atomic_u64(OFF_HEARTBEAT).load(Ordering::Acquire)
+    }
+
+    pub fn publish_max_cas(&self, cas: u64) {
+        self.region.atomic_u64(OFF_MAX_CAS).store(cas, Ordering::Release)
+    }
+
+    /// Region offset of logical position `pos`.
+    pub fn physical(&self, pos: u64) -> usize {
+        CONTROL_SIZE + (pos % self.capacity) as usize
+    }
+
+    /// Bytes from `pos` to the physical end of the log.
+    pub fn room_to_end(&self, pos: u64) -> u64 {
+        self.capacity - pos % self.capacity
+    }
+
+    /// Where the next record after a gap starts: if fewer than HEADER_LEN
+    /// bytes remain before the physical end, records resume at the next lap.
+    pub fn skip_gap(&self, pos: u64) -> u64 {
+        let room = self.room_to_end(pos);
+        if room < HEADER_LEN as u64 {
+            pos + room
+        } else {
+            pos
+        }
+    }
+
+    /// Header of a record the index (or the writer) knows is at `pos`.
+    /// Local and trusted; `None` only if the log is corrupt (a bug).
+    pub fn read_header(&self, pos: u64) -> Option<Header> {
+        let mut b = [0u8; HEADER_LEN];
+        self.region.read(self.physical(pos), &mut b);
+        Header::decode(&b).ok()
+    }
+
+    /// Copy the key of the record at `pos` into `dst` (`dst.len() == key_len`).
+    pub fn read_key(&self, pos: u64, dst: &mut [u8]) {
+        self.region.read(self.physical(pos) + HEADER_LEN, dst);
+    }
+
+    /// Append the value of the record at `pos` to `out`.
+    pub fn append_value(&self, pos: u64, h: &Header, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + h.value_len as usize, 0);
+        self.region.read(self.physical(pos) + HEADER_LEN + h.key_len as usize, &mut out[start..]);
+    }
+
+    /// Copy `dst.len()` bytes of the log starting at logical `pos`, wrapping
+    /// at the physical end (replicas read [applied, head) this way). The
+    /// caller validates what it got: the bytes may be torn by the cleaner.
+    pub fn read_span(&self, pos: u64, dst: &mut [u8]) {
+        let first = (self.room_to_end(pos) as usize).min(dst.len());
+        self.region.read(self.physical(pos), &mut dst[..first]);
+        if first < dst.len() {
+            self.region.read(CONTROL_SIZE, &mut dst[first..]);
+        }
+    }
+
+    /// Replica progress slot `i`: (applied position, epoch, updated us, id).
+    pub fn slot(&self, i: usize) -> (u64, u64, u64, u64) {
+        let base = slot_offset(i);
+        let r = |o| self.region.atomic_u64(base + o).load(Ordering::Acquire);
+        (r(SLOT_APPLIED), r(SLOT_EPOCH), r(SLOT_UPDATED_US), r(SLOT_REPLICA_ID))
+    }
+
+    /// Write a progress slot (what a remote replica does with RDMA WRITE; an
+    /// shm replica, which maps the region read-only, reports another way).
+    pub fn write_slot(&self, i: usize, applied: u64, epoch: u64, updated_us: u64, id: u64) {
+        let base = slot_offset(i);
+        let w = |o, v| self.region.atomic_u64(base + o).store(v, Ordering::Release);
+        w(SLOT_EPOCH, epoch);
+        w(SLOT_UPDATED_US, updated_us);
+        w(SLOT_REPLICA_ID, id);
+        w(SLOT_APPLIED, applied);
+    }
+}
+
+/// A record could not be appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendError {
+    /// Larger than the log can ever hold (more than half its capacity).
+    TooLarge,
+}
+
+/// A record about to be appended: everything but position, checksum, lengths.
+#[derive(Clone, Copy, Debug)]
+pub struct NewRecord {
+    pub kind: Kind,
+    pub item_flags: u8,
+    pub client_flags: u32,
+    pub cas: u64,
+    pub expiry: u32,
+    pub time: u32,
+}
+
+/// The single writer. Keeps its own copies of head and tail so it never
+/// re-reads what only it writes.
+pub struct LogWriter {
+    log: Arc<Log>,
+    head: u64,
+    tail: u64,
+    epoch: u64,
+}
+
+impl LogWriter {
+    pub fn new(log: Arc<Log>) -> LogWriter {
+        let (head, tail, epoch) = (log.head(), log.tail(), log.epoch());
+        LogWriter { log, head, tail, epoch }
+    }
+
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Raise the epoch (promotion); records written from now on carry it.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.log.set_epoch(epoch);
+    }
+
+    /// The largest record this log accepts.
+    pub fn max_record(&self) -> u64 {
+        self.log.capacity / 2
+    }
+
+    /// Append one record whose value is the concatenation of `value`. Space
+    /// is made by reclaiming from the tail; `reclaim(pos, header, key)` is
+    /// called for every item record reclaimed, so the index can drop it.
+    /// Returns the record's position; the record is published when this returns.
+    pub fn append(
+        &mut self,
+        rec: NewRecord,
+        key: &[u8],
+        value: &[&[u8]],
+        reclaim: &mut dyn FnMut(u64, &Header, &[u8]),
+    ) -> Result<u64, AppendError> {
+        let value_len: usize = value.iter().map(|p| p.len()).sum();
+        let len = record::record_len(key.len(), value_len);
+        if len > self.max_record() || key.len() > record::MAX_KEY_LEN || value_len > u32::MAX as usize {
+            return Err(AppendError::TooLarge);
+        }
+        let room = self.log.room_to_end(self.head);
+        let pad = if room < len { room } else { 0 };
+        self.make_room(pad + len, reclaim);
+
+        let mut pos = self.head;
+        if pad > 0 {
+            if pad >= HEADER_LEN as u64 {
+                self.write_padding(pos, pad);
+            }
+            pos += pad;
+        }
+        let mut h = Header {
+            position: pos,
+            checksum: 0,
+            kind: rec.kind,
+            key_len: key.len() as u8,
+            item_flags: rec.item_flags,
+            value_len: value_len as u32,
+            client_flags: rec.client_flags,
+            cas: rec.cas,
+            expiry: rec.expiry,
+            time: rec.time,
+            epoch: self.epoch,
+        };
+        let mut body: Vec<&[u8]> = Vec::with_capacity(value.len() + 1);
+        body.push(key);
+        body.extend_from_slice(value);
+        h.seal(&body);
+        let region = self.log.region();
+        let mut off = self.log.physical(pos);
+        region.write(off, &h.encode());
+        off += HEADER_LEN;
+        for piece in body {
+            region.write(off, piece);
+            off += piece.len();
+        }
+        self.head = pos + len;
+        // Invariant 1: the bytes above are complete before anyone sees head move.
+        self.log.region().atomic_u64(OFF_HEAD).store(self.head, Ordering::Release);
+        Ok(pos)
+    }
+
+    fn write_padding(&mut self, pos: u64, len: u64) {
+        let mut h = Header {
+            position: pos,
+            checksum: 0,
+            kind: Kind::Padding,
+            key_len: 0,
+            item_flags: 0,
+            value_len: (len - HEADER_LEN as u64) as u32,
+            client_flags: 0,
+            cas: 0,
+            expiry: 0,
+            time: 0,
+            epoch: self.epoch,
+        };
+        h.seal(&[]);
+        self.log.region().write(self.log.physical(pos), &h.encode());
+    }
+
+    /// Reclaim from the tail until `need` bytes are free above head.
+    fn make_room(&mut self, need: u64, reclaim: &mut dyn FnMut(u64, &Header, &[u8])) {
+        let cap = self.log.capacity;
+        let before = self.tail;
+        while self.head + need - self.tail > cap {
+            self.reclaim_one(reclaim);
+        }
+        if self.tail != before {
+            // Invariant 2: readers learn the space is gone before it is reused.
+            self.log.region().atomic_u64(OFF_TAIL).store(self.tail, Ordering::Release);
+        }
+    }
+
+    fn reclaim_one(&mut self, reclaim: &mut dyn FnMut(u64, &Header, &[u8])) {
+        let pos = self.log.skip_gap(self.tail);
+        if pos != self.tail {
+            self.tail = pos;
+            return;
+        }
+        // Our own record below head: it decodes unless memory was corrupted,
+        // which is a bug we must not paper over.
+        let h = self
+            .log
+            .read_header(pos)
+            .unwrap_or_else(|| panic!("log corrupt: no valid record at tail position {pos}"));
+        if h.kind.is_item() || h.kind == Kind::Delete {
+            let mut key = [0u8; record::MAX_KEY_LEN];
+            let key = &mut key[..h.key_len as usize];
+            self.log.read_key(pos, key);
+            reclaim(pos, &h, key);
+        }
+        self.tail = pos + h.total_len();
+    }
+
+    /// Drop everything: head and tail meet (used by a replica that restarts
+    /// its log from a primary's tail).
+    pub fn reset_to(&mut self, pos: u64) {
+        self.head = pos;
+        self.tail = pos;
+        let r = self.log.region();
+        r.atomic_u64(OFF_TAIL).store(pos, Ordering::Release);
+        r.atomic_u64(OFF_HEAD).store(pos, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::region::HugePages;
+
+    fn small_log() -> (Arc<Log>, LogWriter) {
+        let region = Arc::new(Region::anonymous(1, HugePages::Off).unwrap());
+        let log = Arc::new(Log::create(region, 1));
+        let w = LogWriter::new(log.clone());
+        (log, w)
+    }
+
+    fn set(ts: u32) -> NewRecord {
+        NewRecord { kind: Kind::Set, item_flags: 0, client_flags: 5, cas: ts as u64, expiry: 0, time: ts }
+    }
+
+    #[test]
+    fn appended_records_validate_at_their_positions() {
+        let (log, mut w) = small_log();
+        let p1 = w.append(set(1), b"a", &[b"xyz"], &mut |_, _, _| {}).unwrap();
+        let p2 = w.append(set(2), b"bb", &[b"12", b"34"], &mut |_, _, _| {}).unwrap();
+        assert_eq!(p1, 0);
+        assert_eq!(p2, record::record_len(1, 3));
+        assert_eq!(log.head(), p2 + record::record_len(2, 4));
+        let mut buf = vec![0u8; (log.head() - p2) as usize];
+        log.read_span(p2, &mut buf);
+        let r = record::validate(&buf, p2).unwrap();
+        assert_eq!(r.key, b"bb");
+        assert_eq!(r.value, b"1234");
+    }
+
+    #[test]
+    fn wraps_without_straddling_and_reclaims_in_order() {
+        let (log, mut w) = small_log();
+        let value = vec![9u8; 100_000];
+        let mut reclaimed = Vec::new();
+        let mut positions = Vec::new();
+        for i in 0..200u32 {
+            let key = format!("k{i}");
+            let p = w
+                .append(set(i), key.as_bytes(), &[&value], &mut |pos, _, k| reclaimed.push((pos, k.to_vec())))
+                .unwrap();
+            positions.push(p);
+            // Never straddles the physical end.
+            assert!(log.room_to_end(p) >= record::record_len(key.len(), value.len()));
+            assert!(log.head() - log.tail() <= log.capacity());
+        }
+        // Reclaimed in append order, oldest first, with their keys.
+        assert!(!reclaimed.is_empty());
+        for (i, (pos, key)) in reclaimed.iter().enumerate() {
+            assert_eq!(*pos, positions[i]);
+            assert_eq!(key, format!("k{i}").as_bytes());
+        }
+        // Every record still between tail and head validates.
+        let last = *positions.last().unwrap();
+        let mut buf = vec![0u8; 200_000];
+        log.read_span(last, &mut buf);
+        assert_eq!(record::validate(&buf, last).unwrap().value.len(), 100_000);
+    }
+
+    #[test]
+    fn too_large_is_refused() {
+        let (log, mut w) = small_log();
+        let big = vec![0u8; log.capacity() as usize];
+        assert_eq!(w.append(set(1), b"k", &[&big], &mut |_, _, _| {}), Err(AppendError::TooLarge));
+        assert_eq!(log.head(), 0);
+    }
+}
