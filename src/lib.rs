@@ -6,4 +6,5 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod memory;
+pub mod store;
 pub mod rdma;

@@ -71,6 +71,8 @@ pub struct Region {
     _map: Mapping,
 }
 
+// Held only for its Drop, which unmaps; `ptr` is how the bytes are reached.
+#[allow(dead_code)]
 enum Mapping {
     Mut(MmapMut),
     ReadOnly(memmap2::Mmap),
