@@ -1,1 +1,196 @@
-fn main() {}
+//! The `logmemcached` command: CLI parsing (argh) and wiring only.
+
+use std::sync::Arc;
+
+use argh::FromArgs;
+
+use logmemcached::error::{Context, Result};
+use logmemcached::memory::region::HugePages;
+use logmemcached::server::{self, PollMode, Settings, Shared};
+use logmemcached::store::{Store, StoreConfig};
+
+/// A memcached-compatible cache whose item memory is one log in huge pages,
+/// replicated to read-only replicas by one-sided RDMA. With no subcommand it
+/// serves with the defaults; `logmemcached -p 11212 ...` means `serve -p 11212 ...`.
+#[derive(FromArgs)]
+struct Cli {
+    #[argh(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    Serve(ServeArgs),
+}
+
+/// Serve the memcached protocols over TCP.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+struct ServeArgs {
+    /// TCP port to listen on (memcached's -p; default 11211)
+    #[argh(option, short = 'p', default = "11211")]
+    port: u16,
+
+    /// interface to listen on (memcached's -l; default 127.0.0.1)
+    #[argh(option, short = 'l', default = "String::from(\"127.0.0.1\")")]
+    listen: String,
+
+    /// item memory in megabytes: the log's size (memcached's -m; default 64)
+    #[argh(option, short = 'm', default = "64")]
+    memory_limit: usize,
+
+    /// number of worker threads (memcached's -t; default 4)
+    #[argh(option, short = 't', default = "4")]
+    threads: usize,
+
+    /// maximum simultaneous connections (memcached's -c; default 1024)
+    #[argh(option, short = 'c', default = "1024")]
+    conn_limit: usize,
+
+    /// largest value accepted, with an optional k or m suffix (memcached's -I; default 1m)
+    #[argh(option, short = 'I', default = "1 << 20", from_str_fn(parse_size))]
+    max_item_size: usize,
+
+    /// huge pages for the log: auto (use when reserved, else say so and fall
+    /// back), require (fail with instructions), off (default auto)
+    #[argh(option, default = "HugePages::Auto")]
+    hugepages: HugePages,
+
+    /// worker polling: busy (never block) or adaptive (spin, then block when
+    /// idle; default adaptive)
+    #[argh(option, default = "PollMode::Adaptive")]
+    poll: PollMode,
+
+    /// verbose logging to stderr; repeat for more (-v -v)
+    #[argh(switch, short = 'v')]
+    verbose: u32,
+}
+
+fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1usize << 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1 << 20),
+        _ => (s, 1),
+    };
+    let n: usize = num.parse().map_err(|_| format!("not a size: {s:?} (e.g. 1048576, 512k, 2m)"))?;
+    if n == 0 {
+        return Err("the item size must be at least 1 byte".into());
+    }
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// memcached habits: `-vv` means `-v -v`, and flags without a subcommand mean `serve`.
+fn normalize_args(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len() + 1);
+    for (i, a) in args.into_iter().enumerate() {
+        if i == 1 && a.starts_with('-') && a != "--help" && a != "help" {
+            out.push("serve".to_string());
+        }
+        if a.len() > 2 && a.starts_with("-v") && a[1..].bytes().all(|b| b == b'v') {
+            out.extend(std::iter::repeat("-v".to_string()).take(a.len() - 1));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    if a.threads == 0 {
+        logmemcached::bail!("-t must be at least 1");
+    }
+    if a.memory_limit == 0 {
+        logmemcached::bail!("-m must be at least 1 (megabytes)");
+    }
+    let settings = Settings {
+        port: a.port,
+        listen: a.listen,
+        memory_bytes: a.memory_limit << 20,
+        threads: a.threads,
+        conn_limit: a.conn_limit,
+        max_item_size: a.max_item_size,
+        poll: a.poll,
+        hugepages: a.hugepages,
+        ..Settings::default()
+    };
+    let store = Store::new(&StoreConfig {
+        memory_bytes: settings.memory_bytes,
+        max_item_size: settings.max_item_size,
+        hugepages: settings.hugepages,
+    })
+    .context("creating the item log")?;
+    let snap = store.snapshot();
+    if snap.backing == logmemcached::memory::region::Backing::Normal && a.hugepages == HugePages::Auto {
+        eprintln!(
+            "notice: no 2 MiB huge pages reserved; the log uses normal pages (with THP advice). \
+             Reserve some (hugepages/logmemcached-hugepages) or pass --hugepages off to silence this."
+        );
+    }
+    let listener = server::bind(&settings)?;
+    let shared = Arc::new(Shared::new(settings, a.verbose)?);
+    server::install_shutdown_signals(shared.clone())?;
+    if a.verbose > 0 {
+        eprintln!(
+            "info: serving on {}:{} with {} threads, {} MiB log ({} bytes usable)",
+            shared.settings.listen,
+            shared.settings.port,
+            shared.settings.threads,
+            a.memory_limit,
+            snap.log_capacity
+        );
+    }
+    server::serve(listener, Arc::new(store), shared)
+}
+
+fn run() -> Result<()> {
+    let args = normalize_args(std::env::args().collect());
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli = match Cli::from_args(&[strs[0]], &strs[1..]) {
+        Ok(cli) => cli,
+        Err(early) => {
+            // --help prints to stdout and succeeds; a usage error fails.
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    Ok(())
+                }
+                Err(()) => Err(logmemcached::error::Error::new(early.output.trim_end().to_string())),
+            };
+        }
+    };
+    match cli.cmd {
+        None => serve(default_serve_args()?),
+        Some(Cmd::Serve(a)) => serve(a),
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("logmemcached: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `serve` with every default (no subcommand given).
+fn default_serve_args() -> Result<ServeArgs> {
+    ServeArgs::from_args(&["logmemcached serve"], &[])
+        .map_err(|e| logmemcached::error::Error::new(format!("default arguments: {}", e.output)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_memcached_habits() {
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        let v = |s: &[&str]| normalize_args(s.iter().map(|s| s.to_string()).collect());
+        assert_eq!(v(&["lm", "-p", "1"]), ["lm", "serve", "-p", "1"]);
+        assert_eq!(v(&["lm", "serve", "-vv"]), ["lm", "serve", "-v", "-v"]);
+        assert_eq!(v(&["lm", "--help"]), ["lm", "--help"]);
+    }
+}

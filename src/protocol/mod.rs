@@ -1,0 +1,73 @@
+//! The wire protocols: text, binary and meta. Each parses requests and
+//! encodes replies; none stores anything. Every operation is one call into
+//! `crate::store::Store`, shared by all three.
+//!
+//! A connection's protocol is chosen from its first byte, as memcached does:
+//! 0x80 is the binary request magic, anything else is text (meta commands are
+//! text commands whose name starts with `m`).
+
+pub mod binary;
+pub mod meta;
+pub mod text;
+
+use crate::server::Shared;
+use crate::stats::WorkerStats;
+use crate::store::Store;
+
+/// What a request handler needs besides its bytes.
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    /// This worker's counters (it is their only writer).
+    pub stats: &'a WorkerStats,
+    pub shared: &'a Shared,
+}
+
+/// The result of one attempt to handle the front of a connection's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// One request was handled (its reply, if any, appended to the output);
+    /// this many input bytes are done with.
+    Consumed(usize),
+    /// The input holds no complete request yet: read more.
+    NeedMore,
+    /// Flush what was written, then close (quit, or input beyond repair).
+    Close,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Text,
+    Binary,
+}
+
+/// Per-connection protocol state.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Decided by the first byte the client sends.
+    pub protocol: Option<Protocol>,
+    /// Input bytes still to discard (a text value that was refused before it
+    /// was read, e.g. over `-I`: memcached swallows it rather than parse it).
+    pub swallow: usize,
+}
+
+/// Handle at most one request from the front of `input`.
+pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -> Step {
+    if session.swallow > 0 {
+        if input.is_empty() {
+            return Step::NeedMore;
+        }
+        let n = session.swallow.min(input.len());
+        session.swallow -= n;
+        return Step::Consumed(n);
+    }
+    let Some(&first) = input.first() else { return Step::NeedMore };
+    let protocol = *session.protocol.get_or_insert(if first == binary::REQUEST_MAGIC {
+        Protocol::Binary
+    } else {
+        Protocol::Text
+    });
+    match protocol {
+        Protocol::Text => text::step(session, input, out, ctx),
+        Protocol::Binary => binary::step(session, input, out, ctx),
+    }
+}

@@ -1,0 +1,149 @@
+//! A worker: one thread, one epoll set, its own connections.
+//!
+//! The loop busy-polls (`epoll_wait` with a zero timeout) while there is
+//! work. In adaptive mode, after `idle_spins` empty polls it blocks in
+//! `epoll_wait` until a socket or its eventfd (shutdown) is ready; in busy
+//! mode it never blocks. Every worker has the shared listening socket in its
+//! set and accepts for itself.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use super::conn::{Conn, Next};
+use super::{PollMode, Shared};
+use crate::error::{Context, Result};
+use crate::protocol::Ctx;
+use crate::store::Store;
+
+const LISTENER: u64 = u64::MAX;
+const WAKER: u64 = u64::MAX - 1;
+
+pub struct Worker {
+    id: usize,
+    epoll: Epoll,
+    listener: TcpListener,
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    /// Each connection with the epoll interest currently registered for it.
+    conns: HashMap<u64, (Conn, EpollFlags)>,
+    next_token: u64,
+}
+
+impl Worker {
+    pub fn new(id: usize, listener: TcpListener, store: Arc<Store>, shared: Arc<Shared>) -> Result<Worker> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("creating epoll")?;
+        // EPOLLEXCLUSIVE: a new connection wakes one blocked worker, not all.
+        epoll
+            .add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, LISTENER))
+            .context("watching the listener")?;
+        epoll
+            .add(shared.wakers[id].as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER))
+            .context("watching the shutdown eventfd")?;
+        Ok(Worker { id, epoll, listener, store, shared, conns: HashMap::new(), next_token: 0 })
+    }
+
+    pub fn run(mut self) -> Result<()> {
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut idle = 0u32;
+        let (mode, budget) = (self.shared.settings.poll, self.shared.settings.idle_spins);
+        while !self.shared.is_shutting_down() {
+            let block = mode == PollMode::Adaptive && idle >= budget;
+            let timeout = if block { EpollTimeout::NONE } else { EpollTimeout::ZERO };
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => return Err(crate::error::Error::from(e).context("epoll_wait")),
+            };
+            if n == 0 {
+                idle = idle.saturating_add(1);
+                continue;
+            }
+            if block {
+                self.shared.workers[self.id].conn_yields.incr();
+            }
+            idle = 0;
+            for ev in &events[..n] {
+                match ev.data() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    token => self.serve(token),
+                }
+            }
+        }
+        let open = self.conns.len() as u64;
+        self.shared.curr_connections.fetch_sub(open, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and the like: say so, keep serving the others.
+                    if self.shared.verbosity() > 0 {
+                        eprintln!("warn: accept failed: {e}");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: std::net::TcpStream) {
+        let limit = self.shared.settings.conn_limit as u64;
+        if self.shared.curr_connections.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+            self.shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            // memcached's words for it; the socket is closed when dropped.
+            let _ = std::io::Write::write_all(&mut stream, b"ERROR Too many open connections\r\n");
+            return;
+        }
+        self.shared.total_connections.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        if stream.set_nonblocking(true).is_err() {
+            self.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let conn = Conn::new(stream);
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if self.epoll.add(conn.stream.as_fd(), EpollEvent::new(interest, token)).is_err() {
+            self.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        self.conns.insert(token, (conn, interest));
+        // Clients often send their first request with the connect; serve it now.
+        self.serve(token);
+    }
+
+    fn serve(&mut self, token: u64) {
+        let Some((conn, registered)) = self.conns.get_mut(&token) else { return };
+        let ctx = Ctx { store: &self.store, stats: &self.shared.workers[self.id], shared: &self.shared };
+        let interest = match conn.on_ready(&ctx) {
+            Next::Read => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+            // Not reading while replies are pending is the backpressure.
+            Next::Write => EpollFlags::EPOLLOUT,
+            Next::Close => {
+                let _ = self.epoll.delete(conn.stream.as_fd());
+                self.conns.remove(&token);
+                self.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        };
+        // epoll_ctl only when the interest changes: it is a syscall per request otherwise.
+        if interest != *registered {
+            let mut ev = EpollEvent::new(interest, token);
+            let _ = self.epoll.modify(conn.stream.as_fd(), &mut ev);
+            *registered = interest;
+        }
+    }
+}

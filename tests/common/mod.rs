@@ -1,0 +1,148 @@
+//! Shared by the integration tests: start the real `logmemcached` binary on a
+//! free 127.0.0.1 port, talk to it, and stop it (by its own pid) when dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub port: u16,
+    child: Child,
+}
+
+/// A port the kernel just handed out and released (racy but fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+}
+
+impl Server {
+    /// Start with extra flags, e.g. `&["-m", "8"]`; waits until it accepts.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_bin(env!("CARGO_BIN_EXE_logmemcached"), args)
+    }
+
+    pub fn start_bin(bin: &str, args: &[&str]) -> Server {
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["serve", "-p", &port.to_string(), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning logmemcached");
+        let s = Server { port, child };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("server on port {} did not start", self.port);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.port)
+    }
+
+    /// Send SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("waiting for server") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking client for exact request/reply checks.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client { stream, reader }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("sending");
+    }
+
+    /// One reply line, with its "\r\n".
+    pub fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.reader.read_line(&mut s).expect("reading a line");
+        s
+    }
+
+    /// Exactly `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n];
+        self.reader.read_exact(&mut b).expect("reading bytes");
+        b
+    }
+
+    /// Send a request and return its one-line reply.
+    pub fn cmd(&mut self, req: &str) -> String {
+        self.send(req.as_bytes());
+        self.line()
+    }
+
+    /// Read lines until (and including) one equal to `last`.
+    pub fn until(&mut self, last: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        loop {
+            let l = self.line();
+            if l.is_empty() {
+                panic!("connection closed before {last:?}; got {v:?}");
+            }
+            let done = l == last;
+            v.push(l);
+            if done {
+                return v;
+            }
+        }
+    }
+
+    /// True if the server closed the connection (read returns EOF).
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0) | Err(_))
+    }
+}
