@@ -1,0 +1,89 @@
+#!/bin/bash
+# tests/run-vm-suite.sh - the real-verbs part of the test suite.
+#
+# Builds the test binaries on the host (`cargo test --no-run`), boots a
+# throw-away QEMU VM with Soft-RoCE (tests/vm/rdma-vm.sh; ~6 s per boot under
+# TCG), and runs inside it, two processes on rxe0:
+#   - the rdma:: unit tests of the library (device list, print_devices, ...),
+#   - tests/verbs.rs with --include-ignored (RC READ/WRITE of a 4 MiB huge-page
+#     region, UD round trip with address handles, a peer killed mid-transfer, bad rkey).
+# Installs missing apt packages (build: pkg-config, libibverbs-dev, librdmacm-dev,
+# libclang-dev, clang; VM: qemu-system-x86, kmod, cpio, rdma-core userspace) when
+# run as root (or with passwordless sudo), and the VM kernel on first use.
+#
+# Exit status: the tests' own; non-zero with a loud line when the VM cannot start.
+# LOGMEMCACHED_SKIP_VM=1 skips everything with one loud line and exits 0.
+# Env: RDMA_VM_TIMEOUT (s, default 600) bounds the whole VM run; other RDMA_VM_*
+# knobs go to tests/vm/rdma-vm.sh; LOGMEMCACHED_VM_TEST_ARGS adds libtest
+# arguments (e.g. a test name filter) to the verbs binary.
+set -euo pipefail
+
+if [ "${LOGMEMCACHED_SKIP_VM:-0}" = 1 ]; then
+    echo "RDMA VM SUITE SKIPPED (LOGMEMCACHED_SKIP_VM=1)"
+    exit 0
+fi
+
+root=$(cd "$(dirname "$0")/.." && pwd -P)
+vm=$root/tests/vm/rdma-vm.sh
+fail() { echo "RDMA VM SUITE FAILED: $*" >&2; exit 1; }
+
+# Build-time packages for rdma-sys (bindgen + pkg-config over rdma-core headers).
+build_missing() {
+    local m=()
+    command -v pkg-config >/dev/null || m+=(pkg-config)
+    pkg-config --exists libibverbs 2>/dev/null || m+=(libibverbs-dev)
+    pkg-config --exists librdmacm 2>/dev/null || m+=(librdmacm-dev)
+    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null || compgen -G '/usr/lib/*-linux-gnu/libclang*.so*' >/dev/null \
+        || m+=(libclang-dev clang)
+    echo "${m[@]}"
+}
+miss=$(build_missing)
+if [ -n "$miss" ]; then
+    [ "${LOGMEMCACHED_VM_NO_INSTALL:-0}" != 1 ] || fail "missing build packages: $miss (apt-get install -y $miss)"
+    echo "run-vm-suite: installing build packages: $miss" >&2
+    sudo=; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+    # shellcheck disable=SC2086
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $miss >&2 \
+        || { $sudo apt-get update >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $miss >&2; } \
+        || fail "cannot install build packages: $miss"
+fi
+"$vm" deps || fail "cannot install the VM's host packages (see above)"
+
+cd "$root"
+json=$(mktemp /tmp/lmc-vm-build.XXXXXX)
+trap 'rm -f "$json"' EXIT
+cargo test --no-run --lib --test verbs --message-format=json >"$json" \
+    || { grep -o '"rendered":"[^"]*"' "$json" | head -20 | sed 's/\\n/\n/g' >&2; fail "cargo test --no-run failed"; }
+exe_of() {   # the executable of the test target named $1 (kind $2)
+    grep '"reason":"compiler-artifact"' "$json" | grep "\"kind\":\[\"$2\"\]" | grep "\"name\":\"$1\"" \
+        | grep '"test":true' | grep -o '"executable":"[^"]*"' | head -1 | cut -d'"' -f4
+}
+verbs=$(exe_of verbs test)
+lib=$(exe_of logmemcached lib)
+[ -n "$verbs" ] && [ -x "$verbs" ] || fail "cannot find the verbs test binary in cargo's output"
+[ -n "$lib" ] && [ -x "$lib" ] || fail "cannot find the library test binary in cargo's output"
+
+# The guest sees /usr, /etc and this directory only: stage binaries that live
+# elsewhere (CARGO_TARGET_DIR outside the tree) under target/.
+stage() {
+    case $1 in "$root"/*) echo "${1#"$root"/}" ;;
+        *) mkdir -p target/vm-bin && cp "$1" target/vm-bin/ && echo "target/vm-bin/$(basename "$1")" ;;
+    esac
+}
+verbs=$(stage "$verbs")
+lib=$(stage "$lib")
+
+echo "run-vm-suite: booting the Soft-RoCE VM for $lib (rdma::) and $verbs" >&2
+t0=$(date +%s)
+set +e
+# shellcheck disable=SC2086
+RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-600} RDMA_VM_HUGEPAGES=${RDMA_VM_HUGEPAGES:-32} \
+    "$vm" run sh tests/vm/suite-in-vm.sh "$lib" "$verbs" --include-ignored --test-threads=1 --nocapture --color=never ${LOGMEMCACHED_VM_TEST_ARGS:-}
+rc=$?
+set -e
+echo "run-vm-suite: VM run took $(( $(date +%s) - t0 )) s, exit status $rc" >&2
+case $rc in
+    0) echo "RDMA VM SUITE PASSED" ;;
+    125) fail "the VM could not start or did not finish (exit 125; see the rdma-vm lines above). Set LOGMEMCACHED_SKIP_VM=1 to skip this suite explicitly." ;;
+    *) fail "verbs tests failed in the VM (exit $rc)" ;;
+esac
