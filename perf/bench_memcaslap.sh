@@ -22,7 +22,7 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 mc_port=$(free_port); lm_port=$(free_port)
-memcached -p "$mc_port" -l 127.0.0.1 -U 0 -t "$threads" -m 64 -c 1024 & pids+=($!)
+memcached -u nobody -p "$mc_port" -l 127.0.0.1 -U 0 -t "$threads" -m 64 -c 1024 & pids+=($!)
 ./target/release/logmemcached serve -p "$lm_port" -l 127.0.0.1 -t "$threads" -m 64 -c 1024 \
     --hugepages auto --poll "$poll" 2>/dev/null & pids+=($!)
 wait_port "$mc_port"; wait_port "$lm_port"
