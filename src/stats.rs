@@ -83,31 +83,6 @@ pub fn counter(all: &[std::sync::Arc<WorkerStats>], name: &str) -> u64 {
     WorkerStats::sum(all).into_iter().find(|(n, _)| *n == name).map(|(_, v)| v).unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    #[test]
-    fn sums_across_workers() {
-        let a = Arc::new(WorkerStats::default());
-        let b = Arc::new(WorkerStats::default());
-        a.cmd_get.incr();
-        b.cmd_get.add(2);
-        b.get_hits.incr();
-        let all = [a, b];
-        assert_eq!(counter(&all, "cmd_get"), 3);
-        assert_eq!(counter(&all, "get_hits"), 1);
-        assert_eq!(counter(&all, "get_misses"), 0);
-        for w in &all {
-            w.reset();
-        }
-        assert_eq!(counter(&all, "cmd_get"), 0);
-        all[0].cmd_get.incr();
-        assert_eq!(counter(&all, "cmd_get"), 1, "counts resume from the reset");
-    }
-}
-
 /// One `stats` line: name and value as memcached prints them.
 pub type StatLine = (String, String);
 
@@ -305,4 +280,29 @@ fn settings(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn sums_across_workers() {
+        let a = Arc::new(WorkerStats::default());
+        let b = Arc::new(WorkerStats::default());
+        a.cmd_get.incr();
+        b.cmd_get.add(2);
+        b.get_hits.incr();
+        let all = [a, b];
+        assert_eq!(counter(&all, "cmd_get"), 3);
+        assert_eq!(counter(&all, "get_hits"), 1);
+        assert_eq!(counter(&all, "get_misses"), 0);
+        for w in &all {
+            w.reset();
+        }
+        assert_eq!(counter(&all, "cmd_get"), 0);
+        all[0].cmd_get.incr();
+        assert_eq!(counter(&all, "cmd_get"), 1, "counts resume from the reset");
+    }
 }

@@ -46,7 +46,7 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
     } else {
         0
     };
-    if vlen < 0 || vlen > i32::MAX - 2 {
+    if !(0..=i32::MAX - 2).contains(&vlen) {
         reply_error(out, noreply, BAD_FORMAT, ctx);
         return Step::Consumed(next);
     }
