@@ -33,12 +33,31 @@ macro_rules! worker_counters {
         #[derive(Default, Debug)]
         pub struct WorkerStats {
             $(pub $name: Counter,)*
+            /// Each counter's value at the last `stats reset`. The worker
+            /// stays the counters' only writer; a reset only moves this
+            /// baseline, which reports subtract.
+            baseline: Baseline,
+        }
+
+        #[derive(Default, Debug)]
+        struct Baseline {
+            $($name: AtomicU64,)*
         }
 
         impl WorkerStats {
-            /// (name, sum over workers) in a fixed order.
+            /// (name, sum over workers since the last reset) in a fixed order.
             pub fn sum(all: &[std::sync::Arc<WorkerStats>]) -> Vec<(&'static str, u64)> {
-                vec![$((stringify!($name), all.iter().map(|w| w.$name.get()).sum()),)*]
+                vec![$((
+                    stringify!($name),
+                    all.iter()
+                        .map(|w| w.$name.get().wrapping_sub(w.baseline.$name.load(Ordering::Relaxed)))
+                        .fold(0u64, |a, b| a.wrapping_add(b)),
+                ),)*]
+            }
+
+            /// `stats reset`: from now on, report counts from zero.
+            pub fn reset(&self) {
+                $(self.baseline.$name.store(self.$name.get(), Ordering::Relaxed);)*
             }
         }
     };
@@ -64,25 +83,6 @@ pub fn counter(all: &[std::sync::Arc<WorkerStats>], name: &str) -> u64 {
     WorkerStats::sum(all).into_iter().find(|(n, _)| *n == name).map(|(_, v)| v).unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    #[test]
-    fn sums_across_workers() {
-        let a = Arc::new(WorkerStats::default());
-        let b = Arc::new(WorkerStats::default());
-        a.cmd_get.incr();
-        b.cmd_get.add(2);
-        b.get_hits.incr();
-        let all = [a, b];
-        assert_eq!(counter(&all, "cmd_get"), 3);
-        assert_eq!(counter(&all, "get_hits"), 1);
-        assert_eq!(counter(&all, "get_misses"), 0);
-    }
-}
-
 /// One `stats` line: name and value as memcached prints them.
 pub type StatLine = (String, String);
 
@@ -92,8 +92,93 @@ pub fn report(group: &str, ctx: &crate::protocol::Ctx) -> Option<Vec<StatLine>> 
     match group {
         "" => Some(general(ctx)),
         "settings" => Some(settings(ctx)),
+        "items" => Some(items(ctx)),
+        "slabs" => Some(slabs(ctx)),
+        "sizes" => Some(vec![("sizes_status".into(), "disabled".into())]),
         _ => None,
     }
+}
+
+/// `stats reset`: the per-worker command counters start again from zero.
+/// (Store figures such as total_items and evictions describe the log and
+/// are not reset.)
+pub fn reset(ctx: &crate::protocol::Ctx) {
+    for w in &ctx.shared.workers {
+        w.reset();
+    }
+}
+
+/// A log has one "slab class": every record, whatever its size, lives in
+/// the same circular log. Class 1 stands for it.
+const LOG_CLASS: &str = "1";
+
+/// Seconds since the oldest record still in the log was written (memcached's
+/// age of the LRU tail). Best effort: the cleaner may be moving the tail.
+fn oldest_age(ctx: &crate::protocol::Ctx) -> u64 {
+    let log = ctx.store.log();
+    if log.head() == log.tail() {
+        return 0;
+    }
+    let now = ctx.store.clock.now() as u64;
+    match log.read_header(log.skip_gap(log.tail())) {
+        Some(h) if (h.time as u64) <= now && h.time != 0 => now - h.time as u64,
+        _ => 0,
+    }
+}
+
+/// `stats items`: memcached's per-class item figures for the log's one class.
+fn items(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
+    let snap = ctx.store.snapshot();
+    if snap.curr_items == 0 {
+        // memcached lists only classes that hold items.
+        return Vec::new();
+    }
+    let fields: [(&str, u64); 9] = [
+        ("number", snap.curr_items),
+        ("age", oldest_age(ctx)),
+        ("mem_requested", snap.bytes),
+        ("evicted", snap.evictions),
+        ("outofmemory", 0),
+        ("reclaimed", snap.reclaimed),
+        ("expired_unfetched", snap.expired_unfetched),
+        ("evicted_unfetched", snap.evicted_unfetched),
+        ("log_records", snap.records_appended),
+    ];
+    fields.iter().map(|(k, v)| (format!("items:{LOG_CLASS}:{k}"), v.to_string())).collect()
+}
+
+/// `stats slabs`: a log has no slabs or chunks. Its one class reports the
+/// log's figures (capacity, bytes used by live items, free space) and the
+/// per-class command counters memcached keeps; then memcached's totals.
+fn slabs(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
+    let snap = ctx.store.snapshot();
+    let sums = WorkerStats::sum(&ctx.shared.workers);
+    let c = |name: &str| sums.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0);
+    let used = snap.log_head - snap.log_tail;
+    let page = 2u64 << 20;
+    let fields: [(&str, u64); 17] = [
+        ("log_capacity", snap.log_capacity),
+        ("log_used", used),
+        ("log_free", snap.log_capacity.saturating_sub(used)),
+        ("live_bytes", snap.bytes),
+        ("total_pages", snap.log_capacity.div_ceil(page)),
+        ("page_size", page),
+        ("used_chunks", snap.curr_items),
+        ("get_hits", c("get_hits")),
+        ("cmd_set", c("cmd_set")),
+        ("delete_hits", c("delete_hits")),
+        ("incr_hits", c("incr_hits")),
+        ("decr_hits", c("decr_hits")),
+        ("cas_hits", c("cas_hits")),
+        ("cas_badval", c("cas_badval")),
+        ("touch_hits", c("touch_hits")),
+        ("log_head", snap.log_head),
+        ("log_tail", snap.log_tail),
+    ];
+    let mut v: Vec<StatLine> = fields.iter().map(|(k, v)| (format!("{LOG_CLASS}:{k}"), v.to_string())).collect();
+    v.push(("active_slabs".into(), "1".into()));
+    v.push(("total_malloced".into(), snap.log_capacity.to_string()));
+    v
 }
 
 fn rusage_self() -> (String, String) {
@@ -171,13 +256,23 @@ fn settings(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
         ("maxbytes", s.memory_bytes.to_string()),
         ("maxconns", s.conn_limit.to_string()),
         ("tcpport", s.port.to_string()),
-        ("interface", s.listen.clone()),
+        ("udpport", "0".into()),
+        // memcached's name for the listen address.
+        ("inter", s.listen.clone()),
         ("verbosity", ctx.shared.verbosity().to_string()),
-        ("num_threads", s.threads.to_string()),
-        ("item_size_max", s.max_item_size.to_string()),
         ("evictions", "on".into()),
+        ("shutdown_command", "no".into()),
+        ("num_threads", s.threads.to_string()),
+        ("detail_enabled", "no".into()),
         ("cas_enabled", "yes".into()),
         ("binding_protocol", "auto-negotiate".into()),
+        ("auth_enabled_sasl", "no".into()),
+        ("auth_enabled_ascii", "no".into()),
+        ("item_size_max", s.max_item_size.to_string()),
+        // Over the connection limit a client gets an error and is closed at once.
+        ("maxconns_fast", "yes".into()),
+        ("flush_enabled", "yes".into()),
+        ("dump_enabled", "no".into()),
         ("hugepages", hp.into()),
         ("poll_mode", s.poll.as_str().into()),
         ("poll_idle_spins", s.idle_spins.to_string()),
@@ -185,4 +280,29 @@ fn settings(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn sums_across_workers() {
+        let a = Arc::new(WorkerStats::default());
+        let b = Arc::new(WorkerStats::default());
+        a.cmd_get.incr();
+        b.cmd_get.add(2);
+        b.get_hits.incr();
+        let all = [a, b];
+        assert_eq!(counter(&all, "cmd_get"), 3);
+        assert_eq!(counter(&all, "get_hits"), 1);
+        assert_eq!(counter(&all, "get_misses"), 0);
+        for w in &all {
+            w.reset();
+        }
+        assert_eq!(counter(&all, "cmd_get"), 0);
+        all[0].cmd_get.incr();
+        assert_eq!(counter(&all, "cmd_get"), 1, "counts resume from the reset");
+    }
 }

@@ -1,53 +1,172 @@
-//! memcached's text protocol (minimal placeholder: the full command set is
-//! being written against this interface).
+//! memcached's text protocol, as memcached 1.6 speaks it.
+//!
+//! This file finds the command line, applies memcached's rules for lines
+//! without a newline, splits the line into tokens and dispatches on the
+//! command name. Each command lives in the file named after it:
+//!
+//! | file          | commands                                       |
+//! |---------------|------------------------------------------------|
+//! | retrieval.rs  | get, gets, gat, gats (and the ancient bget)    |
+//! | storage.rs    | set, add, replace, append, prepend, cas        |
+//! | arith.rs      | incr, decr                                     |
+//! | delete.rs     | delete                                         |
+//! | touch.rs      | touch                                          |
+//! | flush.rs      | flush_all                                      |
+//! | stats.rs      | stats [group]                                  |
+//! | misc.rs       | version, verbosity, quit, shutdown             |
+//! | parse.rs      | tokens, memcached's number rules               |
+//!
+//! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) share the line format
+//! and are handed to `super::meta`.
+//!
+//! Replies and error strings are byte for byte memcached's. Deliberate
+//! differences (each where memcached would let bad input change data):
+//! - a key with control characters (or DEL) is refused with
+//!   `CLIENT_ERROR bad command line format`; memcached would store it;
+//! - a storage command refused for its key (too long, control characters)
+//!   swallows its data block when the length parsed, so the value cannot be
+//!   run as a command (memcached parses it as the next command line);
+//! - a set over `-I` leaves the old item in place (memcached unlinks it);
+//! - a multi-get line without a newline is buffered up to
+//!   `MAX_MULTIGET_LINE` bytes, then the connection is closed (memcached has
+//!   no limit).
+
+mod arith;
+mod delete;
+mod flush;
+mod misc;
+pub mod parse;
+mod retrieval;
+mod stats;
+mod storage;
+mod touch;
 
 use super::{meta, Ctx, Session, Step};
-use crate::store::{ReadOpts, SetArgs, SetMode, SetOutcome};
+use parse::Tokens;
 
 pub const VERSION: &str = concat!("1.6.21-logmemcached-", env!("CARGO_PKG_VERSION"));
 
+/// memcached closes a connection whose buffered input has no newline after
+/// this many bytes (unless it looks like a large multi-get).
+const NO_NEWLINE_LIMIT: usize = 2048;
+/// Our bound on a multi-get line still waiting for its newline, so that one
+/// connection cannot grow our memory without bound (~30 000 maximal keys).
+pub const MAX_MULTIGET_LINE: usize = 8 << 20;
+
+pub const ERROR: &[u8] = b"ERROR";
+pub const BAD_FORMAT: &[u8] = b"CLIENT_ERROR bad command line format";
+pub const BAD_EXPTIME: &[u8] = b"CLIENT_ERROR invalid exptime argument";
+pub const READ_ONLY: &[u8] = b"SERVER_ERROR read-only replica";
+pub const TOO_LARGE: &[u8] = b"SERVER_ERROR object too large for cache";
+
+/// memcached's `out_string`: one reply line, unless the command said noreply
+/// (which silences errors too, as in memcached: the client is not reading).
+pub(crate) fn reply(out: &mut Vec<u8>, noreply: bool, line: &[u8]) {
+    if !noreply {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A reply to input we could not accept; also counted.
+pub(crate) fn reply_error(out: &mut Vec<u8>, noreply: bool, line: &[u8], ctx: &Ctx) {
+    ctx.stats.protocol_errors.incr();
+    reply(out, noreply, line);
+}
+
+/// A write refused because this process is a read-only replica.
+pub(crate) fn reply_read_only(out: &mut Vec<u8>, noreply: bool, ctx: &Ctx) {
+    ctx.stats.readonly_refused.incr();
+    reply(out, noreply, READ_ONLY);
+}
+
+/// Handle at most one text command from the front of `input`.
 pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -> Step {
     let Some(nl) = input.iter().position(|&b| b == b'\n') else {
-        return if input.len() > 2048 { Step::Close } else { Step::NeedMore };
+        return no_newline_yet(input);
     };
     let next = nl + 1;
-    let line_end = if nl > 0 && input[nl - 1] == b'\r' { nl - 1 } else { nl };
-    let line = &input[..line_end];
-    if line.len() >= 2 && line[0] == b'm' && b"gsdaen".contains(&line[1]) && (line.len() == 2 || line[2] == b' ') {
+    // As memcached: a "\r" before the "\n" is dropped unless it is the
+    // line's only byte ("\r\n" alone is then the one-byte command "\r").
+    let line_end = if nl > 1 && input[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let tokens = Tokens::new(&input[..line_end]);
+    let cmd = tokens.get(0);
+    if cmd.len() == 2 && cmd[0] == b'm' && b"gsdaen".contains(&cmd[1]) {
         return meta::step(session, input, line_end, next, out, ctx);
     }
-    let tokens: Vec<&[u8]> = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).collect();
-    match tokens.first().copied() {
-        Some(b"version") => out.extend_from_slice(format!("VERSION {VERSION}\r\n").as_bytes()),
-        Some(b"quit") => return Step::Close,
-        Some(b"get") => {
-            for key in &tokens[1..] {
-                let hit = ctx.store.get(key, ReadOpts { value: true, note_access: true }, out, |m, out| {
-                    out.extend_from_slice(b"VALUE ");
-                    out.extend_from_slice(key);
-                    out.extend_from_slice(format!(" {} {}\r\n", m.flags, m.value_len).as_bytes());
-                });
-                if hit.is_some() {
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
-            out.extend_from_slice(b"END\r\n");
+    // Every command has a name of at least two bytes.
+    if tokens.count() < 2 || cmd.len() < 2 {
+        reply_error(out, false, ERROR, ctx);
+        return Step::Consumed(next);
+    }
+    match cmd {
+        b"get" | b"bget" => retrieval::get(&tokens, retrieval::Kind::Get, out, ctx),
+        b"gets" => retrieval::get(&tokens, retrieval::Kind::Gets, out, ctx),
+        b"gat" => retrieval::get(&tokens, retrieval::Kind::Gat, out, ctx),
+        b"gats" => retrieval::get(&tokens, retrieval::Kind::Gats, out, ctx),
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
+            return storage::step(&tokens, session, input, next, out, ctx)
         }
-        Some(b"set") if tokens.len() >= 5 => {
-            let len: usize = std::str::from_utf8(tokens[4]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-            if input.len() < next + len + 2 {
-                return Step::NeedMore;
-            }
-            let flags = std::str::from_utf8(tokens[2]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-            let exptime = std::str::from_utf8(tokens[3]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-            let value = &input[next..next + len];
-            match ctx.store.set(&SetArgs::new(SetMode::Set, tokens[1], value, flags, exptime)) {
-                Ok(SetOutcome::Stored { .. }) => out.extend_from_slice(b"STORED\r\n"),
-                _ => out.extend_from_slice(b"NOT_STORED\r\n"),
-            }
-            return Step::Consumed(next + len + 2);
-        }
-        _ => out.extend_from_slice(b"ERROR\r\n"),
+        b"incr" => arith::step(&tokens, true, out, ctx),
+        b"decr" => arith::step(&tokens, false, out, ctx),
+        b"delete" => delete::step(&tokens, out, ctx),
+        b"touch" => touch::step(&tokens, out, ctx),
+        b"flush_all" => flush::step(&tokens, out, ctx),
+        b"stats" => stats::step(&tokens, out, ctx),
+        b"version" => misc::version(out),
+        b"verbosity" => misc::verbosity(&tokens, out, ctx),
+        b"quit" => return Step::Close,
+        b"shutdown" => misc::shutdown(out),
+        // memcached hangs up on what looks like an HTTP request.
+        _ if tokens.last().starts_with(b"HTTP/") => return Step::Close,
+        _ => reply_error(out, false, ERROR, ctx),
     }
     Step::Consumed(next)
+}
+
+/// No newline in the buffered input yet: wait, or give up as memcached does.
+fn no_newline_yet(input: &[u8]) -> Step {
+    if input.len() <= NO_NEWLINE_LIMIT {
+        return Step::NeedMore;
+    }
+    // Beyond 2 KiB without a newline, only a large multi-get is plausible
+    // (memcached's rule: at most 100 leading spaces, then "get " or "gets ").
+    let spaces = input.iter().take_while(|&&b| b == b' ').count();
+    let rest = &input[spaces..];
+    let multiget = spaces <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "));
+    if multiget && input.len() <= MAX_MULTIGET_LINE {
+        Step::NeedMore
+    } else {
+        Step::Close
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn endless_lines_close_unless_a_multiget() {
+        assert_eq!(no_newline_yet(&[b'x'; 2048]), Step::NeedMore);
+        assert_eq!(no_newline_yet(&[b'x'; 2049]), Step::Close);
+        let mut get = b"get ".to_vec();
+        get.resize(5000, b'k');
+        assert_eq!(no_newline_yet(&get), Step::NeedMore);
+        let mut gets = vec![b' '; 100];
+        gets.extend_from_slice(b"gets ");
+        gets.resize(5000, b'k');
+        assert_eq!(no_newline_yet(&gets), Step::NeedMore);
+        let mut spaced = vec![b' '; 101];
+        spaced.extend_from_slice(b"get ");
+        spaced.resize(5000, b'k');
+        assert_eq!(no_newline_yet(&spaced), Step::Close);
+        let mut gat = b"gat 0 ".to_vec();
+        gat.resize(5000, b'k');
+        assert_eq!(no_newline_yet(&gat), Step::Close, "only get/gets may be long");
+        get.resize(MAX_MULTIGET_LINE + 1, b'k');
+        assert_eq!(no_newline_yet(&get), Step::Close);
+    }
 }

@@ -1,0 +1,35 @@
+//! version, verbosity, shutdown (quit is a plain close, in mod.rs).
+
+use std::sync::atomic::Ordering;
+
+use super::parse::{safe_strtoul, Tokens};
+use super::{reply, reply_error, Ctx, BAD_FORMAT, ERROR, VERSION};
+
+/// memcached's highest verbosity level; larger requests are clamped to it.
+const MAX_VERBOSITY_LEVEL: u32 = 2;
+
+/// `version`: clients sniff the 1.6 prefix to pick features.
+pub fn version(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"VERSION ");
+    out.extend_from_slice(VERSION.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `verbosity <level> [noreply]`.
+pub fn verbosity(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
+    if t.count() != 3 && t.count() != 4 {
+        return reply_error(out, false, ERROR, ctx);
+    }
+    let noreply = t.noreply();
+    let Some(level) = safe_strtoul(t.get(1)) else {
+        return reply_error(out, noreply, BAD_FORMAT, ctx);
+    };
+    ctx.shared.verbosity.store(level.min(MAX_VERBOSITY_LEVEL), Ordering::Relaxed);
+    reply(out, noreply, b"OK");
+}
+
+/// `shutdown`: memcached refuses it unless started with -A; so do we (a
+/// cache is stopped by its supervisor, with SIGTERM).
+pub fn shutdown(out: &mut Vec<u8>) {
+    reply(out, false, b"ERROR: shutdown not enabled");
+}

@@ -1,0 +1,40 @@
+//! stats: `stats [group]`. The report itself (shared with the binary
+//! protocol's stat command) is `crate::stats::report`; this file handles the
+//! text-only subcommands and the `STAT <name> <value>` / `END` framing.
+
+use super::parse::Tokens;
+use super::{reply, reply_error, Ctx, ERROR};
+
+pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
+    let group = t.get(1);
+    match group {
+        b"reset" => {
+            crate::stats::reset(ctx);
+            return reply(out, false, b"RESET");
+        }
+        b"detail" => {
+            // Per-prefix statistics are not kept; memcached's usage message
+            // for a malformed request, a plain refusal otherwise.
+            return match t.get(2) {
+                b"on" | b"off" | b"dump" => reply(out, false, b"CLIENT_ERROR stats detail not supported"),
+                _ => reply(out, false, b"CLIENT_ERROR usage: stats detail on|off|dump"),
+            };
+        }
+        // memcached's answer when item dumps are disabled: listing keys by
+        // walking the log would stall the writer.
+        b"cachedump" => return reply(out, false, b"CLIENT_ERROR stats cachedump not allowed"),
+        _ => {}
+    }
+    let report = std::str::from_utf8(group).ok().and_then(|g| crate::stats::report(g, ctx));
+    let Some(lines) = report else {
+        return reply_error(out, false, ERROR, ctx);
+    };
+    for (name, value) in lines {
+        out.extend_from_slice(b"STAT ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    reply(out, false, b"END");
+}
