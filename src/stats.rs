@@ -92,6 +92,7 @@ pub fn report(group: &str, ctx: &crate::protocol::Ctx) -> Option<Vec<StatLine>> 
     match group {
         "" => Some(general(ctx)),
         "settings" => Some(settings(ctx)),
+        "replication" => ctx.shared.replication.get().map(|r| r.stats()),
         _ => None,
     }
 }

@@ -20,6 +20,19 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
     match tokens.first().copied() {
         Some(b"version") => out.extend_from_slice(format!("VERSION {VERSION}\r\n").as_bytes()),
         Some(b"quit") => return Step::Close,
+        Some(b"replica") => out.extend_from_slice(super::admin::replica_command(&tokens[1..], ctx).as_bytes()),
+        Some(b"stats") => {
+            let group = tokens.get(1).and_then(|g| std::str::from_utf8(g).ok()).unwrap_or("");
+            match crate::stats::report(group, ctx) {
+                Some(lines) => {
+                    for (k, v) in lines {
+                        out.extend_from_slice(format!("STAT {k} {v}\r\n").as_bytes());
+                    }
+                    out.extend_from_slice(b"END\r\n");
+                }
+                None => out.extend_from_slice(b"ERROR\r\n"),
+            }
+        }
         Some(b"get") => {
             for key in &tokens[1..] {
                 let hit = ctx.store.get(key, ReadOpts { value: true, note_access: true }, out, |m, out| {
