@@ -7,6 +7,7 @@ pub mod index;
 pub mod log;
 pub mod memory;
 pub mod protocol;
+pub mod replication;
 pub mod rdma;
 pub mod server;
 pub mod stats;

@@ -6,6 +6,7 @@ use argh::FromArgs;
 
 use logmemcached::error::{Context, Result};
 use logmemcached::memory::region::HugePages;
+use logmemcached::replication::{self, replica::ReplicaOptions, Replication, Url};
 use logmemcached::server::{self, PollMode, Settings, Shared};
 use logmemcached::store::{Store, StoreConfig};
 
@@ -62,6 +63,31 @@ struct ServeArgs {
     #[argh(option, default = "PollMode::Adaptive")]
     poll: PollMode,
 
+    /// offer this server's log to replicas: shm://NAME (same host) or
+    /// rdma://ADDR:PORT (RDMA verbs); repeatable
+    #[argh(option)]
+    replication_listen: Vec<String>,
+
+    /// run as a read-only replica of the primary at this URL (shm://NAME or
+    /// rdma://HOST:PORT); use the same -m as the primary
+    #[argh(option)]
+    replica_of: Option<String>,
+
+    /// a replica promotes itself when its primary's heartbeat has been silent
+    /// this many milliseconds (give it to one replica only)
+    #[argh(option)]
+    promote_after: Option<u64>,
+
+    /// hold each write's reply until this many replicas have it (default 0:
+    /// asynchronous)
+    #[argh(option, default = "0")]
+    sync_replicas: usize,
+
+    /// with --sync-replicas, the longest a reply waits, in milliseconds
+    /// (default 100); on timeout the reply says the write was not replicated
+    #[argh(option, default = "100")]
+    sync_timeout: u64,
+
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
     verbose: u32,
@@ -114,12 +140,42 @@ fn serve(a: ServeArgs) -> Result<()> {
         hugepages: a.hugepages,
         ..Settings::default()
     };
-    let store = Store::new(&StoreConfig {
-        memory_bytes: settings.memory_bytes,
-        max_item_size: settings.max_item_size,
-        hugepages: settings.hugepages,
-    })
-    .context("creating the item log")?;
+    let listeners = a
+        .replication_listen
+        .iter()
+        .map(|u| u.parse::<Url>().map_err(logmemcached::error::Error::new))
+        .collect::<Result<Vec<_>>>()
+        .context("--replication-listen")?;
+    let replica_of = match &a.replica_of {
+        Some(u) => Some(u.parse::<Url>().map_err(logmemcached::error::Error::new).context("--replica-of")?),
+        None => None,
+    };
+    if a.promote_after.is_some() && replica_of.is_none() {
+        logmemcached::bail!("--promote-after applies to replicas: give --replica-of too");
+    }
+    // An shm listener puts the log in a file its replicas can map.
+    let region_file = listeners.iter().find_map(|u| match u {
+        Url::Shm(name) => Some(replication::shm::region_path(name, a.hugepages != HugePages::Off)),
+        _ => None,
+    });
+    let store = Arc::new(
+        Store::open(
+            &StoreConfig {
+                memory_bytes: settings.memory_bytes,
+                max_item_size: settings.max_item_size,
+                hugepages: settings.hugepages,
+            },
+            region_file.as_deref(),
+        )
+        .context("creating the item log")?,
+    );
+    if a.sync_replicas > 0 {
+        store.set_sync_wait(replication::primary::sync_waiter(
+            store.log().clone(),
+            a.sync_replicas,
+            std::time::Duration::from_millis(a.sync_timeout),
+        ));
+    }
     let snap = store.snapshot();
     if snap.backing == logmemcached::memory::region::Backing::Normal && a.hugepages == HugePages::Auto {
         eprintln!(
@@ -130,6 +186,15 @@ fn serve(a: ServeArgs) -> Result<()> {
     let listener = server::bind(&settings)?;
     let shared = Arc::new(Shared::new(settings, a.verbose)?);
     server::install_shutdown_signals(shared.clone())?;
+    let opts = ReplicaOptions {
+        promote_after: a.promote_after.map(std::time::Duration::from_millis),
+        id: logmemcached::log::random_u64(),
+    };
+    let repl = Arc::new(Replication::new(store.clone(), listeners, opts, a.sync_replicas, a.verbose > 0)?);
+    if let Some(url) = replica_of {
+        repl.follow(url)?;
+    }
+    let _ = shared.replication.set(repl.clone());
     if a.verbose > 0 {
         eprintln!(
             "info: serving on {}:{} with {} threads, {} MiB log ({} bytes usable)",
@@ -140,7 +205,13 @@ fn serve(a: ServeArgs) -> Result<()> {
             snap.log_capacity
         );
     }
-    server::serve(listener, Arc::new(store), shared)
+    let served = server::serve(listener, store, shared);
+    repl.shutdown();
+    if let Some(p) = region_file {
+        // Replicas that still map it keep their copy; new ones must not find a dead log.
+        let _ = std::fs::remove_file(p);
+    }
+    served
 }
 
 fn run() -> Result<()> {

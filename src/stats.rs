@@ -95,6 +95,7 @@ pub fn report(group: &str, ctx: &crate::protocol::Ctx) -> Option<Vec<StatLine>> 
         "items" => Some(items(ctx)),
         "slabs" => Some(slabs(ctx)),
         "sizes" => Some(vec![("sizes_status".into(), "disabled".into())]),
+        "replication" => ctx.shared.replication.get().map(|r| r.stats()),
         _ => None,
     }
 }

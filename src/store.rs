@@ -122,6 +122,12 @@ pub enum ArithOutcome {
     Exists,
 }
 
+/// A replicated record could not be applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyError {
+    Log(crate::log::RawError),
+}
+
 /// Why a write was not performed at all (as opposed to NOT_STORED & co).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreError {
@@ -131,6 +137,12 @@ pub enum StoreError {
     TooLarge,
     /// The key is empty, longer than 250 bytes, or has control characters.
     BadKey,
+    /// This primary was superseded by a promoted replica (a higher epoch):
+    /// it refuses writes rather than fork history.
+    Fenced,
+    /// Written, but fewer than `--sync-replicas` replicas confirmed it within
+    /// `--sync-timeout`.
+    NotReplicated,
 }
 
 impl std::fmt::Display for StoreError {
@@ -139,6 +151,8 @@ impl std::fmt::Display for StoreError {
             StoreError::ReadOnly => "read-only replica",
             StoreError::TooLarge => "object too large for cache",
             StoreError::BadKey => "bad key",
+            StoreError::Fenced => "stale primary: a replica was promoted to a newer epoch; writes refused",
+            StoreError::NotReplicated => "stored, but not confirmed by the required replicas in time",
         })
     }
 }
@@ -228,6 +242,11 @@ pub struct Store {
     read_only: AtomicBool,
     /// A delayed flush_all: items written before this time die at it (0 = none).
     flush_at: AtomicU32,
+    /// Set when a higher epoch fenced this primary.
+    fenced: AtomicBool,
+    /// `--sync-replicas`: waits until replicas hold everything below the
+    /// given position; false on timeout. Installed once at start.
+    sync_wait: std::sync::OnceLock<Box<dyn Fn(u64) -> bool + Send + Sync>>,
     stats: StoreStats,
 }
 
@@ -238,8 +257,17 @@ pub fn valid_key(key: &[u8]) -> bool {
 
 impl Store {
     pub fn new(cfg: &StoreConfig) -> Result<Store> {
-        let control = crate::log::control::CONTROL_SIZE;
-        let region = Region::anonymous(cfg.memory_bytes + control, cfg.hugepages)?;
+        Store::open(cfg, None)
+    }
+
+    /// A store whose region is anonymous memory, or the file at `path` (which
+    /// same-host `shm` replicas map).
+    pub fn open(cfg: &StoreConfig, path: Option<&std::path::Path>) -> Result<Store> {
+        let len = cfg.memory_bytes + crate::log::control::CONTROL_SIZE;
+        let region = match path {
+            Some(p) => Region::create_file(p, len, cfg.hugepages)?,
+            None => Region::anonymous(len, cfg.hugepages)?,
+        };
         Store::with_region(Arc::new(region), cfg)
     }
 
@@ -263,6 +291,8 @@ impl Store {
             limit_maxbytes: cfg.memory_bytes as u64,
             read_only: AtomicBool::new(false),
             flush_at: AtomicU32::new(0),
+            fenced: AtomicBool::new(false),
+            sync_wait: std::sync::OnceLock::new(),
             stats: StoreStats::default(),
         })
     }
@@ -293,10 +323,41 @@ impl Store {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn writable(&self, key: &[u8]) -> std::result::Result<(), StoreError> {
+    /// Refuse writes from now on: a newer primary exists.
+    pub fn fence(&self) {
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Install the `--sync-replicas` wait (once, before serving).
+    pub fn set_sync_wait(&self, f: Box<dyn Fn(u64) -> bool + Send + Sync>) {
+        let _ = self.sync_wait.set(f);
+    }
+
+    /// After a write whose records end at `end`: wait for the replicas the
+    /// operator asked for. Called without the write lock held.
+    fn replicated(&self, end: u64) -> std::result::Result<(), StoreError> {
+        match self.sync_wait.get() {
+            Some(wait) if !wait(end) => Err(StoreError::NotReplicated),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_role(&self) -> std::result::Result<(), StoreError> {
+        if self.is_fenced() {
+            return Err(StoreError::Fenced);
+        }
         if self.is_read_only() {
             return Err(StoreError::ReadOnly);
         }
+        Ok(())
+    }
+
+    fn writable(&self, key: &[u8]) -> std::result::Result<(), StoreError> {
+        self.check_role()?;
         if !valid_key(key) {
             return Err(StoreError::BadKey);
         }
@@ -460,6 +521,9 @@ impl Store {
             }
         }
         w.next_cas = w.next_cas.max(cas + 1);
+        let end = w.log.head();
+        drop(w);
+        self.replicated(end)?;
         Ok(SetOutcome::Stored { cas })
     }
 
@@ -568,6 +632,9 @@ impl Store {
         let now = self.clock.now();
         let Some((pos, h)) = self.live_locked(key, now) else { return Ok(false) };
         self.retouch_locked(&mut w, key, pos, &h, exptime, now)?;
+        let end = w.log.head();
+        drop(w);
+        self.replicated(end)?;
         Ok(true)
     }
 
@@ -608,6 +675,9 @@ impl Store {
             return Ok(DeleteOutcome::Exists);
         }
         self.delete_locked(&mut w, key, now)?;
+        let end = w.log.head();
+        drop(w);
+        self.replicated(end)?;
         Ok(DeleteOutcome::Deleted)
     }
 
@@ -678,22 +748,25 @@ impl Store {
         let r = self.put_locked(&mut w, Kind::Set, a.key, &[&value], h.client_flags, expiry, cas, now, 0);
         w.scratch = value;
         r?;
+        let end = w.log.head();
+        drop(w);
+        self.replicated(end)?;
         Ok(ArithOutcome::Value { value: new, cas })
     }
 
     /// flush_all [delay]: 0 drops everything now; a delay makes everything
     /// written before then die at that time.
     pub fn flush_all(&self, delay: i64) -> std::result::Result<(), StoreError> {
-        if self.is_read_only() {
-            return Err(StoreError::ReadOnly);
-        }
+        self.check_role()?;
         let mut w = self.lock();
         let now = self.clock.now();
         let at = if delay > 0 { absolute_expiry(delay, now) } else { 0 };
         let rec = NewRecord { kind: Kind::Flush, item_flags: 0, client_flags: 0, cas: 0, expiry: at, time: now };
         self.append_locked(&mut w, rec, b"", &[])?;
         self.apply_flush(at, now);
-        Ok(())
+        let end = w.log.head();
+        drop(w);
+        self.replicated(end)
     }
 
     fn apply_flush(&self, at: u32, now: u32) {
@@ -707,25 +780,79 @@ impl Store {
         }
     }
 
-    /// A replica applies a record validated from its primary's log: the same
-    /// effect, in its own log, with the primary's CAS, expiry and time.
-    pub fn apply(&self, r: &Record) -> std::result::Result<(), StoreError> {
+    /// A replica applies a record validated from its primary's log: the raw
+    /// bytes go into its own log at the same position (so the two logs stay
+    /// byte-for-byte alike and a promoted replica continues the numbering),
+    /// then the index follows the record's meaning.
+    pub fn apply_raw(&self, bytes: &[u8], r: &Record) -> std::result::Result<(), ApplyError> {
         let mut w = self.lock();
         let h = &r.header;
+        let pos = h.position;
+        let index = &self.index;
+        let stats = &self.stats;
+        let mut reclaim = |p: u64, _h: &Header, key: &[u8]| {
+            stats.reclaimed.fetch_add(1, Ordering::Relaxed);
+            if let Some(e) = index.remove_if_at(key, p) {
+                stats.curr_items.fetch_sub(1, Ordering::Relaxed);
+                stats.bytes.fetch_sub(e.len as u64, Ordering::Relaxed);
+            }
+        };
+        w.log.append_raw(pos, &bytes[..h.total_len() as usize], &mut reclaim).map_err(ApplyError::Log)?;
+        self.stats.records_appended.fetch_add(1, Ordering::Relaxed);
         w.next_cas = w.next_cas.max(h.cas + 1);
         match h.kind {
             Kind::Set | Kind::Touch => {
-                self.put_locked(&mut w, h.kind, r.key, &[r.value], h.client_flags, h.expiry, h.cas, h.time, h.item_flags)?;
+                let len = h.total_len();
+                let old = self.index.insert(r.key, Entry::new(pos, len as u32, h.expiry, h.time));
+                self.account_replace(old, len);
+                self.stats.total_items.fetch_add(1, Ordering::Relaxed);
             }
-            Kind::Delete => self.delete_locked(&mut w, r.key, h.time)?,
-            Kind::Flush => {
-                let rec = NewRecord { kind: Kind::Flush, item_flags: 0, client_flags: 0, cas: 0, expiry: h.expiry, time: h.time };
-                self.append_locked(&mut w, rec, b"", &[])?;
-                self.apply_flush(h.expiry, self.clock.now());
+            Kind::Delete => {
+                if let Some(old) = self.index.remove(r.key) {
+                    self.account_remove(&old);
+                }
             }
+            Kind::Flush => self.apply_flush(h.expiry, self.clock.now()),
             Kind::Padding => {}
         }
         Ok(())
+    }
+
+    /// Forget everything and restart this (replica) log at `pos`: what a
+    /// replica does when it joins late, is lapped, or its primary changed
+    /// history. Everything live on the primary lies in [its tail, head), so
+    /// replaying that window rebuilds the same state.
+    pub fn resync_at(&self, pos: u64) {
+        let mut w = self.lock();
+        self.index.clear();
+        self.stats.curr_items.store(0, Ordering::Relaxed);
+        self.stats.bytes.store(0, Ordering::Relaxed);
+        self.flush_at.store(0, Ordering::Relaxed);
+        w.log.reset_to(pos);
+    }
+
+    /// Become a primary at `epoch` (promotion): CAS continues above anything
+    /// seen, records carry the new epoch, writes are accepted.
+    pub fn promote(&self, epoch: u64) {
+        let mut w = self.lock();
+        w.log.begin_epoch(epoch);
+        self.fenced.store(false, Ordering::Release);
+        self.read_only.store(false, Ordering::Release);
+    }
+
+    /// A replica adopts the epoch of the primary it follows, so its own
+    /// control block tells its followers (and a later promotion) the truth.
+    pub fn adopt_epoch(&self, epoch: u64, epoch_start: u64) {
+        let mut w = self.lock();
+        if w.log.epoch() != epoch {
+            w.log.set_epoch(epoch);
+            self.log.set_epoch_start(epoch_start);
+        }
+    }
+
+    /// The epoch this store's log carries.
+    pub fn epoch(&self) -> u64 {
+        self.log.epoch()
     }
 
     pub fn snapshot(&self) -> StoreSnapshot {
@@ -933,8 +1060,27 @@ mod tests {
         assert_eq!(s.snapshot().records_appended, 0);
     }
 
+    /// Copy every record of `p`'s log from `from` into `r`, as a replica does.
+    fn mirror(p: &Store, r: &Store, from: u64) -> u64 {
+        let log = p.log();
+        let mut pos = from;
+        let head = log.head();
+        while pos < head {
+            pos = log.skip_gap(pos);
+            if pos >= head {
+                break;
+            }
+            let mut buf = vec![0u8; log.room_to_end(pos).min(head - pos) as usize];
+            log.read_span(pos, &mut buf);
+            let rec = record::validate(&buf, pos).unwrap();
+            r.apply_raw(&buf, &rec).unwrap();
+            pos += rec.header.total_len();
+        }
+        pos
+    }
+
     #[test]
-    fn replica_apply_reproduces_primary_state() {
+    fn replica_apply_reproduces_primary_state_byte_for_byte() {
         let p = store(4);
         let r = store(4);
         set(&p, SetMode::Set, b"a", b"1");
@@ -942,23 +1088,49 @@ mod tests {
         set(&p, SetMode::Append, b"a", b"+");
         p.delete(b"b", 0).unwrap();
         p.touch(b"a", 1000).unwrap();
-        let log = p.log();
-        let mut pos = log.tail();
-        let head = log.head();
-        let mut buf = vec![0u8; (head - pos) as usize];
-        log.read_span(pos, &mut buf);
-        let mut off = 0usize;
-        while pos < head {
-            let rec = record::validate(&buf[off..], pos).unwrap();
-            r.apply(&rec).unwrap();
-            let n = rec.header.total_len();
-            pos += n;
-            off += n as usize;
-        }
+        let end = mirror(&p, &r, 0);
+        assert_eq!(end, p.log().head());
+        assert_eq!(r.log().head(), p.log().head());
         let (pv, pm) = get(&p, b"a").unwrap();
         let (rv, rm) = get(&r, b"a").unwrap();
         assert_eq!(pv, rv);
         assert_eq!((pm.cas, pm.expiry, pm.flags), (rm.cas, rm.expiry, rm.flags));
         assert!(get(&r, b"b").is_none());
+        let mut a = vec![0u8; end as usize];
+        let mut b = vec![0u8; end as usize];
+        p.log().read_span(0, &mut a);
+        r.log().read_span(0, &mut b);
+        assert!(a == b, "logs differ");
+    }
+
+    #[test]
+    fn replica_follows_through_wraps_and_resyncs_from_tail() {
+        let p = store(4);
+        let r = store(4);
+        let value = vec![b'v'; 3000];
+        let mut applied = 0;
+        for round in 0..6 {
+            for i in 0..500 {
+                set(&p, SetMode::Set, format!("k{i}").as_bytes(), &value);
+            }
+            p.delete(b"k7", 0).unwrap();
+            if round == 3 {
+                // Lapped: skip to the primary's tail with a clean slate.
+                r.resync_at(p.log().tail());
+                applied = p.log().tail();
+            }
+            applied = mirror(&p, &r, applied.max(p.log().tail()));
+        }
+        assert_eq!(r.snapshot().curr_items, p.snapshot().curr_items);
+        for i in 0..500 {
+            let k = format!("k{i}");
+            assert_eq!(get(&p, k.as_bytes()).map(|x| x.0), get(&r, k.as_bytes()).map(|x| x.0), "{k}");
+        }
+        // A promoted replica continues the numbering with a higher epoch.
+        r.set_read_only(true);
+        r.promote(2);
+        let SetOutcome::Stored { .. } = set(&r, SetMode::Set, b"new", b"x") else { panic!() };
+        assert!(r.log().head() > p.log().head());
+        assert_eq!(r.epoch(), 2);
     }
 }

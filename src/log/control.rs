@@ -12,8 +12,12 @@
 //!  48      epoch     AtomicU64    primary term; raised by promotion
 //!  56      heartbeat AtomicU64    primary's clock in microseconds, bumped while alive
 //!  64      max cas   AtomicU64    highest CAS issued (for a promoted replica)
+//!  72      epoch start AtomicU64  position where the current epoch began
+//!  80      incarnation (u64)      random, set when the log is created: a restarted
+//!                                 primary is a different history even at the same epoch
 //!  4096    progress slots: MAX_REPLICAS x 64 bytes (one cache line each)
-//!          slot: applied position u64, epoch u64, updated (us) u64, replica id u64
+//!          slot: applied position u64, epoch u64, updated (us) u64, replica id u64,
+//!                caught-up (us) u64
 //! ```
 //! The log occupies [CONTROL_SIZE, region end). Only the progress slots are
 //! remotely writable; everything else is remotely read-only.
@@ -30,6 +34,8 @@ pub const OFF_TAIL: usize = 40;
 pub const OFF_EPOCH: usize = 48;
 pub const OFF_HEARTBEAT: usize = 56;
 pub const OFF_MAX_CAS: usize = 64;
+pub const OFF_EPOCH_START: usize = 72;
+pub const OFF_INCARNATION: usize = 80;
 /// Bytes a remote reader fetches to learn head, tail, epoch and heartbeat.
 pub const HEADER_FETCH_LEN: usize = 128;
 
@@ -40,6 +46,7 @@ pub const SLOT_APPLIED: usize = 0;
 pub const SLOT_EPOCH: usize = 8;
 pub const SLOT_UPDATED_US: usize = 16;
 pub const SLOT_REPLICA_ID: usize = 24;
+pub const SLOT_CAUGHT_UP_US: usize = 32;
 
 /// Bytes before the log starts; a multiple of every alignment we need.
 pub const CONTROL_SIZE: usize = OFF_SLOTS + MAX_REPLICAS * SLOT_LEN;
@@ -61,6 +68,8 @@ pub struct ControlSnapshot {
     pub epoch: u64,
     pub heartbeat_us: u64,
     pub max_cas: u64,
+    pub epoch_start: u64,
+    pub incarnation: u64,
 }
 
 impl ControlSnapshot {
@@ -76,6 +85,8 @@ impl ControlSnapshot {
             epoch: at(OFF_EPOCH)?,
             heartbeat_us: at(OFF_HEARTBEAT)?,
             max_cas: at(OFF_MAX_CAS)?,
+            epoch_start: at(OFF_EPOCH_START)?,
+            incarnation: at(OFF_INCARNATION)?,
         })
     }
 

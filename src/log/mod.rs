@@ -45,6 +45,8 @@ impl Log {
         a(OFF_TAIL).store(0, Ordering::Relaxed);
         a(OFF_MAX_CAS).store(0, Ordering::Relaxed);
         a(OFF_HEARTBEAT).store(0, Ordering::Relaxed);
+        a(OFF_EPOCH_START).store(0, Ordering::Relaxed);
+        a(OFF_INCARNATION).store(random_u64(), Ordering::Relaxed);
         a(OFF_EPOCH).store(epoch, Ordering::Release);
         Log { region, capacity }
     }
@@ -81,6 +83,20 @@ impl Log {
 
     pub fn heartbeat(&self) -> u64 {
         self.region.atomic_u64(OFF_HEARTBEAT).load(Ordering::Acquire)
+    }
+
+    /// Where the current epoch began (set at promotion): a replica that had
+    /// applied no further than this shares the new primary's history.
+    pub fn epoch_start(&self) -> u64 {
+        self.region.atomic_u64(OFF_EPOCH_START).load(Ordering::Acquire)
+    }
+
+    pub fn set_epoch_start(&self, pos: u64) {
+        self.region.atomic_u64(OFF_EPOCH_START).store(pos, Ordering::Release)
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.region.atomic_u64(OFF_INCARNATION).load(Ordering::Acquire)
     }
 
     pub fn publish_max_cas(&self, cas: u64) {
@@ -165,6 +181,23 @@ pub enum AppendError {
     TooLarge,
 }
 
+/// A random u64 without a crate: the kernel's getrandom, or time and pid.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if nix::unistd::getpid().as_raw() != 0 && std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_ok() {
+        return u64::from_le_bytes(b) | 1;
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    (t ^ ((std::process::id() as u64) << 32)) | 1
+}
+
+/// A mirrored record does not fit where it claims to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawError {
+    NotContiguous { head: u64, pos: u64 },
+    BadLength,
+}
+
 /// A record about to be appended: everything but position, checksum, lengths.
 #[derive(Clone, Copy, Debug)]
 pub struct NewRecord {
@@ -211,6 +244,12 @@ impl LogWriter {
     pub fn set_epoch(&mut self, epoch: u64) {
         self.epoch = epoch;
         self.log.set_epoch(epoch);
+    }
+
+    /// Start a new epoch here (promotion): records from now on carry it.
+    pub fn begin_epoch(&mut self, epoch: u64) {
+        self.log.set_epoch_start(self.head);
+        self.set_epoch(epoch);
     }
 
     /// The largest record this log accepts.
@@ -326,6 +365,38 @@ impl LogWriter {
             reclaim(pos, &h, key);
         }
         self.tail = pos + h.total_len();
+    }
+
+    /// Mirror a record validated from another log into this one at the same
+    /// logical position (a replica copying its primary byte for byte).
+    /// `pos` must be this log's head, or the head after the gap/padding that
+    /// ends a lap. Space is reclaimed exactly as for `append`.
+    pub fn append_raw(
+        &mut self,
+        pos: u64,
+        bytes: &[u8],
+        reclaim: &mut dyn FnMut(u64, &Header, &[u8]),
+    ) -> Result<(), RawError> {
+        let len = bytes.len() as u64;
+        if pos < self.head || pos > self.head + self.log.room_to_end(self.head) {
+            return Err(RawError::NotContiguous { head: self.head, pos });
+        }
+        if pos > self.head && pos != self.head + self.log.room_to_end(self.head) {
+            return Err(RawError::NotContiguous { head: self.head, pos });
+        }
+        if len > self.log.room_to_end(pos) || len % record::ALIGN != 0 {
+            return Err(RawError::BadLength);
+        }
+        self.make_room(pos - self.head + len, reclaim);
+        if pos > self.head && pos - self.head >= HEADER_LEN as u64 {
+            // The primary padded here; its padding record was not part of
+            // `bytes`, so write our own to keep the log walkable.
+            self.write_padding(self.head, pos - self.head);
+        }
+        self.log.region().write(self.log.physical(pos), bytes);
+        self.head = pos + len;
+        self.log.region().atomic_u64(OFF_HEAD).store(self.head, Ordering::Release);
+        Ok(())
     }
 
     /// Drop everything: head and tail meet (used by a replica that restarts

@@ -166,6 +166,29 @@ impl Region {
         })
     }
 
+    /// Map `len` bytes at `offset` of a region file read-write (a same-host
+    /// replica's progress slot). The mapping starts at the file's page
+    /// boundary below `offset` (2 MiB on hugetlbfs); the region starts at
+    /// `offset` exactly.
+    pub fn open_range_rw(path: &Path, offset: usize, len: usize) -> Result<Region> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening region file {}", path.display()))?;
+        let page = if is_hugetlbfs(path) { HUGE_PAGE } else { 4096 };
+        let start = offset / page * page;
+        let skip = offset - start;
+        // SAFETY: a shared mapping of a file the primary created; the caller
+        // touches only its own slot, through atomics.
+        let mut map = unsafe { MmapOptions::new().offset(start as u64).len(skip + len).map_mut(&file) }
+            .with_context(|| format!("mapping {} bytes at {} of {}", len, offset, path.display()))?;
+        // SAFETY: `skip + len` bytes are mapped, so `skip` is in bounds.
+        let ptr = unsafe { map.as_mut_ptr().add(skip) };
+        let backing = if page == HUGE_PAGE { Backing::HugeTlb } else { Backing::Normal };
+        Ok(Region { ptr, len, backing, path: Some(path.to_path_buf()), writable: true, _map: Mapping::Mut(map) })
+    }
+
     fn from_mut(mut map: MmapMut, len: usize, backing: Backing, path: Option<PathBuf>) -> Region {
         let ptr = map.as_mut_ptr();
         Region { ptr, len, backing, path, writable: true, _map: Mapping::Mut(map) }

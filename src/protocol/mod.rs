@@ -6,6 +6,7 @@
 //! 0x80 is the binary request magic, anything else is text (meta commands are
 //! text commands whose name starts with `m`).
 
+pub mod admin;
 pub mod binary;
 pub mod meta;
 pub mod text;

@@ -96,6 +96,8 @@ pub struct Shared {
     /// `verbosity N` and `-v`.
     pub verbosity: AtomicU32,
     pub shutdown: AtomicBool,
+    /// Replication role and handles (`stats replication`, `replica ...`).
+    pub replication: std::sync::OnceLock<Arc<crate::replication::Replication>>,
     /// Wakes each worker out of a blocking wait (shutdown).
     wakers: Vec<EventFd>,
 }
@@ -120,6 +122,7 @@ impl Shared {
             rejected_connections: AtomicU64::new(0),
             verbosity: AtomicU32::new(verbosity),
             shutdown: AtomicBool::new(false),
+            replication: std::sync::OnceLock::new(),
             wakers,
         })
     }

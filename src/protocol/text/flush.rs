@@ -24,6 +24,9 @@ pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
     match ctx.store.flush_all(delay as i64) {
         Ok(()) => reply(out, noreply, b"OK"),
         Err(crate::store::StoreError::ReadOnly) => reply_read_only(out, noreply, ctx),
+        Err(e @ (crate::store::StoreError::Fenced | crate::store::StoreError::NotReplicated)) => {
+            super::reply_role_error(out, noreply, e, ctx)
+        }
         Err(_) => reply(out, noreply, b"SERVER_ERROR out of memory"),
     }
 }

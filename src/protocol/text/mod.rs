@@ -74,6 +74,14 @@ pub(crate) fn reply_error(out: &mut Vec<u8>, noreply: bool, line: &[u8], ctx: &C
     reply(out, noreply, line);
 }
 
+/// A write refused because this primary was fenced by a newer epoch, or
+/// stored but not confirmed by `--sync-replicas` in time: `SERVER_ERROR <why>`.
+pub(crate) fn reply_role_error(out: &mut Vec<u8>, noreply: bool, e: crate::store::StoreError, ctx: &Ctx) {
+    ctx.stats.readonly_refused.incr();
+    let line = format!("SERVER_ERROR {e}");
+    reply(out, noreply, line.as_bytes());
+}
+
 /// A write refused because this process is a read-only replica.
 pub(crate) fn reply_read_only(out: &mut Vec<u8>, noreply: bool, ctx: &Ctx) {
     ctx.stats.readonly_refused.incr();
@@ -116,6 +124,11 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         b"version" => misc::version(out),
         b"verbosity" => misc::verbosity(&tokens, out, ctx),
         b"quit" => return Step::Close,
+        // Ours, not memcached's: replication admin (`replica promote`, `replica follow URL`).
+        b"replica" => {
+            let args: Vec<&[u8]> = (1..tokens.count() - 1).map(|i| tokens.get(i)).collect();
+            out.extend_from_slice(super::admin::replica_command(&args, ctx).as_bytes());
+        }
         b"shutdown" => misc::shutdown(out),
         // memcached hangs up on what looks like an HTTP request.
         _ if tokens.last().starts_with(b"HTTP/") => return Step::Close,

@@ -80,6 +80,10 @@ pub fn get(t: &Tokens, kind: Kind, out: &mut Vec<u8>, ctx: &Ctx) {
                     out.truncate(start);
                     return reply_read_only(out, false, ctx);
                 }
+                Err(e @ (StoreError::Fenced | StoreError::NotReplicated)) => {
+                    out.truncate(start);
+                    return super::reply_role_error(out, false, e, ctx);
+                }
                 // The key was checked above and a touch never grows an item.
                 Err(_) => {
                     out.truncate(start);

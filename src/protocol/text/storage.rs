@@ -103,6 +103,10 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
             reply_read_only(out, noreply, ctx);
             return consumed;
         }
+        Err(e @ (StoreError::Fenced | StoreError::NotReplicated)) => {
+            super::reply_role_error(out, noreply, e, ctx);
+            return consumed;
+        }
         // An append or prepend that would outgrow -I: memcached fails the
         // allocation and answers NOT_STORED.
         Err(StoreError::TooLarge) if matches!(mode, SetMode::Append | SetMode::Prepend) => b"NOT_STORED",

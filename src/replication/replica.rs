@@ -1,0 +1,502 @@
+//! The replica loop.
+//!
+//! Each round: read the primary's control block; read [applied, head) (one
+//! physical stretch at a time: records never straddle the end of the log)
+//! into the transport's staging buffer, complete when the read returns;
+//! validate every record (its own position and checksum); apply each in order
+//! to our own log (same position, same bytes) and index; write our progress
+//! into our slot on the primary. Repeat.
+//!
+//! Never waits on one record: a record that fails validation was either
+//! reclaimed by the primary's cleaner under us (the tail moved past it: skip
+//! to the tail), or is corrupt (count it and resynchronise). Joining late and
+//! being lapped are the same path: clear, and replay the primary's live
+//! window [tail, head).
+//!
+//! No sleeps: while records flow it spins; when idle it backs off to a timed
+//! wait on its control eventfd (which promotion, `replica follow` and
+//! shutdown signal), growing to at most `MAX_IDLE_WAIT`.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use super::shm::{now_us, ShmTransport};
+use super::transport::{Progress, Transport};
+use super::Url;
+use crate::error::{Error, Result};
+use crate::log::control::CONTROL_SIZE;
+use crate::log::record::{self, Invalid, HEADER_LEN};
+use crate::store::Store;
+
+/// Idle rounds spent spinning before the replica starts to wait.
+const IDLE_SPINS: u32 = 2_000;
+/// The longest idle wait: bounds the lag after a quiet spell.
+const MAX_IDLE_WAIT: Duration = Duration::from_micros(500);
+/// First staging read size; grows to fit the largest record seen.
+const STAGING: usize = 4 << 20;
+
+/// What the replica reports in `stats replication`; written by its thread.
+#[derive(Default)]
+pub struct ReplicaStatus {
+    pub connected: AtomicBool,
+    pub applied: AtomicU64,
+    pub primary_head: AtomicU64,
+    pub primary_tail: AtomicU64,
+    pub primary_epoch: AtomicU64,
+    pub records_applied: AtomicU64,
+    pub bytes_applied: AtomicU64,
+    /// Times the primary's cleaner passed us (we skipped to its tail).
+    pub lapped: AtomicU64,
+    /// Times we cleared and replayed from the tail (joins, laps, history changes).
+    pub resyncs: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// Records that failed validation while the primary still held them.
+    pub invalid_records: AtomicU64,
+    /// Wall-clock us when we were last caught up with the head we had seen.
+    pub caught_up_us: AtomicU64,
+    /// Wall-clock us when we first saw data we have not applied yet (0 = none).
+    pub behind_since_us: AtomicU64,
+    /// The incarnation of the primary log we follow (survives reconnects).
+    pub incarnation: AtomicU64,
+    pub primary: Mutex<String>,
+    pub last_error: Mutex<String>,
+}
+
+impl ReplicaStatus {
+    /// Lag in microseconds: how long the oldest unapplied data has waited.
+    pub fn lag_us(&self) -> u64 {
+        match self.behind_since_us.load(Ordering::Relaxed) {
+            0 => 0,
+            t => now_us().saturating_sub(t),
+        }
+    }
+}
+
+/// Requests to the replica thread (admin commands, shutdown).
+pub struct ReplicaControl {
+    stop: AtomicBool,
+    promote: AtomicBool,
+    follow: Mutex<Option<Url>>,
+    waker: EventFd,
+    /// Set by the replica thread once a promotion took effect: Ok(epoch) or why not.
+    promoted: Mutex<Option<std::result::Result<u64, String>>>,
+    promoted_cv: Condvar,
+}
+
+impl ReplicaControl {
+    pub fn new() -> Result<ReplicaControl> {
+        Ok(ReplicaControl {
+            stop: AtomicBool::new(false),
+            promote: AtomicBool::new(false),
+            follow: Mutex::new(None),
+            waker: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            promoted: Mutex::new(None),
+            promoted_cv: Condvar::new(),
+        })
+    }
+
+    fn wake(&self) {
+        let _ = self.waker.write(1);
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Ask the replica to become a primary; returns the new epoch once it
+    /// accepts writes.
+    pub fn promote(&self, timeout: Duration) -> std::result::Result<u64, String> {
+        self.promote.store(true, Ordering::Release);
+        self.wake();
+        let mut g = self.promoted.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + timeout;
+        while g.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("promotion did not complete in time".into());
+            }
+            g = self.promoted_cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        g.clone().unwrap_or_else(|| Err("promotion state lost".into()))
+    }
+
+    /// Follow another primary from now on (`replica follow URL`).
+    pub fn follow(&self, url: Url) {
+        *self.follow.lock().unwrap_or_else(|e| e.into_inner()) = Some(url);
+        self.wake();
+    }
+
+    fn pending(&self) -> Option<Exit> {
+        if self.stop.load(Ordering::Acquire) {
+            return Some(Exit::Stop);
+        }
+        if self.promote.load(Ordering::Acquire) {
+            return Some(Exit::Promote);
+        }
+        self.follow.lock().unwrap_or_else(|e| e.into_inner()).take().map(Exit::Follow)
+    }
+
+    /// Wait up to `d` or until woken. A timed wait on an eventfd, not a
+    /// sleep: promotion, follow and shutdown end it at once.
+    fn wait(&self, d: Duration) {
+        let fd = self.waker.as_fd();
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let ts = nix::sys::time::TimeSpec::from_duration(d);
+        let _ = nix::poll::ppoll(&mut fds, Some(ts), None);
+        let _ = self.waker.read();
+    }
+
+    fn finish_promotion(&self, r: std::result::Result<u64, String>) {
+        *self.promoted.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        self.promoted_cv.notify_all();
+    }
+}
+
+enum Exit {
+    Stop,
+    Promote,
+    Follow(Url),
+}
+
+/// Options from the command line.
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    /// Promote ourselves when the primary's heartbeat stops for this long.
+    pub promote_after: Option<Duration>,
+    /// Identifies this replica in its slot (non-zero).
+    pub id: u64,
+}
+
+/// Connect a transport for `url`.
+pub type Connector = dyn Fn(&Url, u64) -> Result<Box<dyn Transport>> + Send + Sync;
+
+/// The default connector: shm here, verbs through `super::verbs` when built in.
+pub fn connect(url: &Url, id: u64) -> Result<Box<dyn Transport>> {
+    match url {
+        Url::Shm(name) => Ok(Box::new(ShmTransport::connect(name, id)?)),
+        Url::Rdma { .. } => Err(Error::new(format!("{url}: the verbs transport is not available in this build yet"))),
+    }
+}
+
+/// Run a replica until stopped or promoted. Reconnects with backoff.
+pub fn run(
+    store: Arc<Store>,
+    mut url: Url,
+    status: Arc<ReplicaStatus>,
+    ctl: Arc<ReplicaControl>,
+    opts: ReplicaOptions,
+    connector: &Connector,
+) {
+    store.set_read_only(true);
+    let mut backoff = Duration::from_millis(10);
+    let mut last_alive = Instant::now();
+    let mut last_err = String::new();
+    loop {
+        *status.primary.lock().unwrap_or_else(|e| e.into_inner()) = url.to_string();
+        let exit = match connector(&url, opts.id) {
+            Ok(mut t) => {
+                status.connected.store(true, Ordering::Release);
+                backoff = Duration::from_millis(10);
+                let mut f = Follower::new(&store, &status, &ctl, &opts);
+                let r = f.follow(t.as_mut());
+                last_alive = f.last_alive;
+                status.connected.store(false, Ordering::Release);
+                match r {
+                    Ok(Exit::Promote) => {
+                        promote(&store, &status, &ctl, Some(t.as_mut()));
+                        return;
+                    }
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        note_error(&status, &mut last_err, &url, &e);
+                        status.reconnects.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                note_error(&status, &mut last_err, &url, &e);
+                None
+            }
+        };
+        match exit.or_else(|| ctl.pending()) {
+            Some(Exit::Stop) => return,
+            Some(Exit::Promote) => {
+                promote(&store, &status, &ctl, None);
+                return;
+            }
+            Some(Exit::Follow(u)) => {
+                url = u;
+                continue;
+            }
+            None => {}
+        }
+        if let Some(limit) = opts.promote_after {
+            if last_alive.elapsed() >= limit {
+                eprintln!("warn: primary {url} silent for {} ms: promoting this replica", limit.as_millis());
+                promote(&store, &status, &ctl, None);
+                return;
+            }
+        }
+        // Reconnect backoff: control path only (the primary is unreachable),
+        // as a timed wait that promotion or shutdown interrupts.
+        ctl.wait(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn note_error(status: &ReplicaStatus, last: &mut String, url: &Url, e: &Error) {
+    let msg = e.to_string();
+    if *last != msg {
+        eprintln!("warn: replication from {url}: {msg}");
+        last.clone_from(&msg);
+    }
+    *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = msg;
+}
+
+/// Become a primary continuing from our applied head, one epoch above
+/// anything we saw; tell the old primary (if reachable) so it fences itself.
+fn promote(store: &Store, status: &ReplicaStatus, ctl: &ReplicaControl, old: Option<&mut dyn Transport>) {
+    let epoch = store.epoch().max(status.primary_epoch.load(Ordering::Relaxed)) + 1;
+    store.promote(epoch);
+    if let Some(t) = old {
+        let applied = status.applied.load(Ordering::Relaxed);
+        let _ = t.report(&Progress { applied, epoch, caught_up_us: now_us() });
+        t.keep_slot();
+    }
+    status.connected.store(false, Ordering::Release);
+    eprintln!("info: promoted to primary at epoch {epoch}, head {}", store.log().head());
+    ctl.finish_promotion(Ok(epoch));
+}
+
+struct Follower<'a> {
+    store: &'a Store,
+    status: &'a ReplicaStatus,
+    ctl: &'a ReplicaControl,
+    opts: &'a ReplicaOptions,
+    /// Everything below is applied; None until the first control read.
+    applied: Option<u64>,
+    /// The epoch and incarnation of the primary we followed last: together
+    /// they say whether a primary continues the history we hold.
+    epoch: u64,
+    incarnation: Option<u64>,
+    staging: usize,
+    heartbeat: u64,
+    last_alive: Instant,
+}
+
+impl<'a> Follower<'a> {
+    fn new(store: &'a Store, status: &'a ReplicaStatus, ctl: &'a ReplicaControl, opts: &'a ReplicaOptions) -> Self {
+        // Resume from what our own log holds: after a reconnect to the same
+        // history we need not start over.
+        let head = store.log().head();
+        let applied = if store.log().epoch() > 1 || head > 0 { Some(head) } else { None };
+        Follower {
+            store,
+            status,
+            ctl,
+            opts,
+            applied,
+            epoch: store.log().epoch(),
+            incarnation: match status.incarnation.load(Ordering::Relaxed) {
+                0 => None,
+                i => Some(i),
+            },
+            staging: STAGING,
+            heartbeat: 0,
+            last_alive: Instant::now(),
+        }
+    }
+
+    /// Whether the primary described by `c` continues the history we applied
+    /// up to `applied`: the same log at the same epoch, or a replica of it
+    /// promoted (one epoch up) at or after the point we reached. A replica
+    /// holding no history yet (fresh or just reconnected) trusts its own log
+    /// only if the epochs agree.
+    fn same_history(&self, c: &crate::log::control::ControlSnapshot, applied: u64) -> bool {
+        let same_log = self.incarnation == Some(c.incarnation) && c.epoch == self.epoch;
+        let promoted_from_ours = c.epoch == self.epoch + 1 && applied <= c.epoch_start;
+        same_log || promoted_from_ours
+    }
+
+    fn resync(&mut self, tail: u64, lapped: bool) {
+        self.store.resync_at(tail);
+        self.applied = Some(tail);
+        self.status.resyncs.fetch_add(1, Ordering::Relaxed);
+        if lapped {
+            self.status.lapped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn follow(&mut self, t: &mut dyn Transport) -> Result<Exit> {
+        let cap = self.store.log().capacity();
+        let mut idle = 0u32;
+        let mut wait = Duration::from_micros(5);
+        loop {
+            if let Some(e) = self.ctl.pending() {
+                return Ok(e);
+            }
+            let c = t.control()?;
+            if !c.is_valid() {
+                crate::bail!("{} does not hold a logmemcached log of a version we read", t.describe());
+            }
+            if c.capacity != cap {
+                crate::bail!(
+                    "primary's log holds {} bytes, ours {}: start the replica with the same -m as its primary",
+                    c.capacity,
+                    cap
+                );
+            }
+            if c.heartbeat_us != self.heartbeat {
+                self.heartbeat = c.heartbeat_us;
+                self.last_alive = Instant::now();
+            } else if let Some(limit) = self.opts.promote_after {
+                if self.last_alive.elapsed() >= limit {
+                    eprintln!("warn: primary's heartbeat stopped for {} ms: promoting", limit.as_millis());
+                    return Ok(Exit::Promote);
+                }
+            }
+            if c.epoch < self.store.epoch() && self.applied.is_some() {
+                // A stale primary (a newer one exists): fence it, do not follow.
+                let applied = self.applied.unwrap_or(0);
+                t.report(&Progress { applied, epoch: self.store.epoch(), caught_up_us: now_us() })?;
+                t.keep_slot();
+                crate::bail!("{} is at epoch {}, older than ours ({})", t.describe(), c.epoch, self.store.epoch());
+            }
+            self.status.primary_head.store(c.head, Ordering::Relaxed);
+            self.status.primary_tail.store(c.tail, Ordering::Relaxed);
+            self.status.primary_epoch.store(c.epoch, Ordering::Relaxed);
+
+            let applied = match self.applied {
+                None => {
+                    self.resync(c.tail, false);
+                    c.tail
+                }
+                Some(a) if !self.same_history(&c, a) => {
+                    // A different history than the one we hold: start over.
+                    self.resync(c.tail, false);
+                    c.tail
+                }
+                Some(a) if a < c.tail => {
+                    self.resync(c.tail, true);
+                    c.tail
+                }
+                Some(a) if a > c.head => {
+                    self.resync(c.tail, false);
+                    c.tail
+                }
+                Some(a) => a,
+            };
+            self.incarnation = Some(c.incarnation);
+            self.status.incarnation.store(c.incarnation, Ordering::Relaxed);
+            if c.epoch != self.epoch {
+                self.epoch = c.epoch;
+                self.store.adopt_epoch(c.epoch, c.epoch_start);
+            }
+
+            if applied >= c.head {
+                self.status.behind_since_us.store(0, Ordering::Relaxed);
+                self.status.caught_up_us.store(now_us(), Ordering::Relaxed);
+                if idle == 0 || idle % 256 == 0 {
+                    t.report(&Progress { applied, epoch: c.epoch, caught_up_us: now_us() })?;
+                }
+                idle = idle.saturating_add(1);
+                if idle > IDLE_SPINS {
+                    self.ctl.wait(wait);
+                    wait = (wait * 2).min(MAX_IDLE_WAIT);
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            idle = 0;
+            wait = Duration::from_micros(5);
+            if self.status.behind_since_us.load(Ordering::Relaxed) == 0 {
+                self.status.behind_since_us.store(now_us(), Ordering::Relaxed);
+            }
+            let done = self.pull(t, applied, c.head, cap)?;
+            self.applied = Some(done);
+            self.status.applied.store(done, Ordering::Relaxed);
+            let caught_up = done >= c.head;
+            if caught_up {
+                self.status.behind_since_us.store(0, Ordering::Relaxed);
+                self.status.caught_up_us.store(now_us(), Ordering::Relaxed);
+            }
+            let cu = self.status.caught_up_us.load(Ordering::Relaxed);
+            t.report(&Progress { applied: done, epoch: c.epoch, caught_up_us: cu })?;
+        }
+    }
+
+    /// Read, validate and apply one physical stretch starting at `from`;
+    /// returns the new applied position.
+    fn pull(&mut self, t: &mut dyn Transport, from: u64, head: u64, cap: u64) -> Result<u64> {
+        let room = |p: u64| cap - p % cap;
+        let mut pos = from;
+        if room(pos) < HEADER_LEN as u64 {
+            // The implicit gap at the end of a lap: records resume at the next.
+            pos += room(pos);
+            if pos >= head {
+                return Ok(pos.min(head).max(from));
+            }
+        }
+        let end = head.min(pos + room(pos)).min(pos + self.staging as u64);
+        let len = (end - pos) as usize;
+        let off = CONTROL_SIZE + (pos % cap) as usize;
+        let buf = t.read(off, len)?;
+        let mut o = 0usize;
+        while pos < end {
+            match record::validate(&buf[o..], pos) {
+                Ok(rec) => {
+                    let n = rec.header.total_len() as usize;
+                    self.store
+                        .apply_raw(&buf[o..o + n], &rec)
+                        .map_err(|e| Error::new(format!("applying the record at {pos}: {e:?}")))?;
+                    self.status.records_applied.fetch_add(1, Ordering::Relaxed);
+                    self.status.bytes_applied.fetch_add(n as u64, Ordering::Relaxed);
+                    pos += n as u64;
+                    o += n;
+                    if pos < end && room(pos) < HEADER_LEN as u64 {
+                        break;
+                    }
+                }
+                Err(Invalid::Truncated { need }) => {
+                    if need > self.staging {
+                        // A record larger than our reads: read more next time.
+                        self.staging = need.next_power_of_two().min(cap as usize);
+                    } else if end == head {
+                        // The head said the record is complete; it is not:
+                        // torn, like any other invalid record.
+                        self.invalid(t, pos)?;
+                    }
+                    break;
+                }
+                Err(_) => {
+                    self.invalid(t, pos)?;
+                    return Ok(self.applied.unwrap_or(pos).max(pos));
+                }
+            }
+        }
+        Ok(pos)
+    }
+
+    /// A record below the primary's head failed validation. If the cleaner
+    /// took it from under us, we were lapped (the next round skips to the
+    /// tail). Otherwise the bytes are corrupt: count them, never apply them,
+    /// and replay the live window.
+    fn invalid(&mut self, t: &mut dyn Transport, pos: u64) -> Result<()> {
+        let c = t.control()?;
+        if c.tail > pos {
+            self.applied = Some(pos);
+            return Ok(());
+        }
+        self.status.invalid_records.fetch_add(1, Ordering::Relaxed);
+        self.resync(c.tail, false);
+        crate::bail!("record at {pos} failed validation while the primary still holds it; resynchronising")
+    }
+}

@@ -1,0 +1,41 @@
+//! The transport interface: the three one-sided operations a replica needs
+//! from its primary. `shm` (same host) and `verbs` (RDMA RC) implement it;
+//! tests wrap it to tear and corrupt what it returns.
+
+use crate::error::Result;
+use crate::log::control::ControlSnapshot;
+
+/// What a replica writes into its progress slot on the primary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Everything below this position is applied.
+    pub applied: u64,
+    /// The epoch the replica believes in (a higher one fences a stale primary).
+    pub epoch: u64,
+    /// Wall-clock microseconds when the replica was last caught up with the
+    /// head it had seen (the primary derives lag from it).
+    pub caught_up_us: u64,
+}
+
+pub trait Transport: Send {
+    /// Fetch the control block's fixed fields (head, tail, epoch, heartbeat...).
+    fn control(&mut self) -> Result<ControlSnapshot>;
+
+    /// One-sided read of `len` bytes at region offset `off`. The bytes are
+    /// complete (the completion was signalled) when this returns; they may
+    /// still be torn by the primary's cleaner, which the caller validates.
+    fn read(&mut self, off: usize, len: usize) -> Result<&[u8]>;
+
+    /// Write this replica's progress slot on the primary.
+    fn report(&mut self, p: &Progress) -> Result<()>;
+
+    /// Which progress slot this replica holds.
+    fn slot(&self) -> usize;
+
+    /// Leave our slot (and the epoch in it) in place when we go: after a
+    /// promotion it is what fences the old primary.
+    fn keep_slot(&mut self) {}
+
+    /// For logs and stats: where the primary is.
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,331 @@
+//! The replica loop over the shm transport, in-process: convergence under a
+//! mixed load, a replica lapped by a write flood, and torn or corrupted reads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use logmemcached::error::Result;
+use logmemcached::log::control::ControlSnapshot;
+use logmemcached::memory::region::HugePages;
+use logmemcached::replication::replica::{self, ReplicaControl, ReplicaOptions, ReplicaStatus};
+use logmemcached::replication::shm::{region_path, ShmTransport};
+use logmemcached::replication::transport::{Progress, Transport};
+use logmemcached::replication::Url;
+use logmemcached::store::*;
+
+fn cfg(mb: usize, max_item: usize) -> StoreConfig {
+    StoreConfig { memory_bytes: mb << 20, max_item_size: max_item, hugepages: HugePages::Off }
+}
+
+struct Primary {
+    store: Arc<Store>,
+    name: String,
+}
+
+impl Primary {
+    fn new(tag: &str, mb: usize, max_item: usize) -> Primary {
+        let name = format!("test-{tag}-{}", std::process::id());
+        let store = Arc::new(Store::open(&cfg(mb, max_item), Some(&region_path(&name, false))).unwrap());
+        Primary { store, name }
+    }
+}
+
+impl Drop for Primary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(region_path(&self.name, false));
+    }
+}
+
+struct Replica {
+    store: Arc<Store>,
+    status: Arc<ReplicaStatus>,
+    ctl: Arc<ReplicaControl>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type Wrap = Arc<dyn Fn(Box<dyn Transport>) -> Box<dyn Transport> + Send + Sync>;
+
+impl Replica {
+    fn start(p: &Primary, mb: usize, max_item: usize, wrap: Option<Wrap>) -> Replica {
+        let store = Arc::new(Store::new(&cfg(mb, max_item)).unwrap());
+        let status = Arc::new(ReplicaStatus::default());
+        let ctl = Arc::new(ReplicaControl::new().unwrap());
+        let url = Url::Shm(p.name.clone());
+        let (s, st, c) = (store.clone(), status.clone(), ctl.clone());
+        let opts = ReplicaOptions { promote_after: None, id: logmemcached::log::random_u64() };
+        let thread = std::thread::spawn(move || {
+            let connector = move |u: &Url, id: u64| -> Result<Box<dyn Transport>> {
+                let Url::Shm(n) = u else { unreachable!() };
+                let t: Box<dyn Transport> = Box::new(ShmTransport::connect(n, id)?);
+                Ok(match &wrap {
+                    Some(w) => w(t),
+                    None => t,
+                })
+            };
+            replica::run(s, url, st, c, opts, &connector)
+        });
+        Replica { store, status, ctl, thread: Some(thread) }
+    }
+
+    /// Wait until our log's head reaches the primary's.
+    fn catch_up(&self, p: &Primary, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.store.log().head() != p.store.log().head() {
+            assert!(
+                Instant::now() < deadline,
+                "replica stuck at {} of {} (last error: {})",
+                self.store.log().head(),
+                p.store.log().head(),
+                self.status.last_error.lock().unwrap()
+            );
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.ctl.request_stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// key -> (value, flags, cas, expiry) of every live item.
+fn dump(s: &Store) -> HashMap<Vec<u8>, (Vec<u8>, u32, u64, u32)> {
+    let mut keys = Vec::new();
+    s.index().for_each(|k, _| keys.push(k.to_vec()));
+    let mut m = HashMap::new();
+    for k in keys {
+        let mut out = Vec::new();
+        if let Some(meta) = s.get(&k, ReadOpts { value: true, note_access: false }, &mut out, |_, _| {}) {
+            m.insert(k, (out, meta.flags, meta.cas, meta.expiry));
+        }
+    }
+    m
+}
+
+/// A small deterministic generator (xorshift), so failures replay.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn mixed_op(s: &Store, rng: &mut Rng, i: u64) {
+    let key = format!("key:{}", rng.below(500));
+    let k = key.as_bytes();
+    let val = format!("v{i}-{}", "x".repeat(rng.below(200) as usize));
+    let r = match rng.below(100) {
+        0..=39 => s.set(&SetArgs::new(SetMode::Set, k, val.as_bytes(), rng.below(5) as u32, 0)).map(|_| ()),
+        40..=44 => s.set(&SetArgs::new(SetMode::Add, k, val.as_bytes(), 1, 0)).map(|_| ()),
+        45..=49 => s.set(&SetArgs::new(SetMode::Replace, k, val.as_bytes(), 2, 0)).map(|_| ()),
+        50..=54 => s.set(&SetArgs::new(SetMode::Append, k, b"+a", 0, 0)).map(|_| ()),
+        55..=59 => s.set(&SetArgs::new(SetMode::Prepend, k, b"p+", 0, 0)).map(|_| ()),
+        60..=64 => {
+            let mut out = Vec::new();
+            let cas = s.get(k, ReadOpts::default(), &mut out, |_, _| {}).map(|m| m.cas).unwrap_or(1);
+            let mut a = SetArgs::new(SetMode::Set, k, val.as_bytes(), 3, 0);
+            a.cas = if rng.below(2) == 0 { cas } else { cas + 1 };
+            s.set(&a).map(|_| ())
+        }
+        65..=74 => {
+            let nk = format!("n:{}", rng.below(50));
+            let incr = rng.below(2) == 0;
+            let a = ArithArgs { key: nk.as_bytes(), incr, delta: rng.below(1000), cas: 0, initial: Some((5, 0)), new_exptime: None };
+            s.arith(&a).map(|_| ())
+        }
+        75..=79 => s.touch(k, 1000 + rng.below(1000) as i64).map(|_| ()),
+        80..=84 => s.set(&SetArgs::new(SetMode::Set, k, val.as_bytes(), 0, 3600)).map(|_| ()),
+        85..=97 => s.delete(k, 0).map(|_| ()),
+        _ => {
+            if rng.below(200) == 0 {
+                s.flush_all(0)
+            } else {
+                Ok(())
+            }
+        }
+    };
+    r.unwrap();
+}
+
+#[test]
+fn three_replicas_converge_after_100k_mixed_operations() {
+    let p = Primary::new("mixed", 8, 64 << 10);
+    let replicas: Vec<Replica> = (0..3).map(|_| Replica::start(&p, 8, 64 << 10, None)).collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in 0..100_000 {
+        mixed_op(&p.store, &mut rng, i);
+    }
+    let want = dump(&p.store);
+    assert!(want.len() > 100, "the load should leave items behind");
+    for (n, r) in replicas.iter().enumerate() {
+        r.catch_up(&p, Duration::from_secs(30));
+        let got = dump(&r.store);
+        assert_eq!(got.len(), want.len(), "replica {n} key count");
+        for (k, v) in &want {
+            assert_eq!(got.get(k), Some(v), "replica {n} differs at {}", String::from_utf8_lossy(k));
+        }
+        assert_eq!(r.status.invalid_records.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[test]
+fn a_replica_joining_under_load_converges() {
+    let p = Primary::new("late", 8, 64 << 10);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ps = p.store.clone();
+    let st = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut rng = Rng(7);
+        let mut i = 0;
+        while !st.load(Ordering::Relaxed) {
+            mixed_op(&ps, &mut rng, i);
+            i += 1;
+        }
+        i
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let r = Replica::start(&p, 8, 64 << 10, None);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let ops = writer.join().unwrap();
+    assert!(ops > 1000);
+    r.catch_up(&p, Duration::from_secs(30));
+    assert_eq!(dump(&r.store), dump(&p.store));
+}
+
+/// Slows every read down, like a replica on a busy host.
+struct Slow(Box<dyn Transport>, Duration);
+impl Transport for Slow {
+    fn control(&mut self) -> Result<ControlSnapshot> {
+        self.0.control()
+    }
+    fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
+        let until = Instant::now() + self.1;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        self.0.read(off, len)
+    }
+    fn report(&mut self, p: &Progress) -> Result<()> {
+        self.0.report(p)
+    }
+    fn slot(&self) -> usize {
+        self.0.slot()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+#[test]
+fn a_lapped_replica_never_serves_a_wrong_value_and_converges() {
+    let p = Primary::new("lap", 2, 16 << 10);
+    // Versions written per key: a replica may serve only one of them.
+    let versions: Arc<Vec<AtomicU64>> = Arc::new((0..64).map(|_| AtomicU64::new(0)).collect());
+    let wrap: Wrap = Arc::new(|t| Box::new(Slow(t, Duration::from_millis(3))) as Box<dyn Transport>);
+    let r = Replica::start(&p, 2, 16 << 10, Some(wrap));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (rs, vs, st) = (r.store.clone(), versions.clone(), stop.clone());
+    let checker = std::thread::spawn(move || {
+        let mut rng = Rng(99);
+        let mut checked = 0u64;
+        while !st.load(Ordering::Relaxed) {
+            let k = rng.below(64);
+            let key = format!("k{k}");
+            let mut out = Vec::new();
+            if rs.get(key.as_bytes(), ReadOpts { value: true, note_access: false }, &mut out, |_, _| {}).is_some() {
+                let text = String::from_utf8(out[..32.min(out.len())].to_vec()).unwrap();
+                let mut parts = text.split(':');
+                assert_eq!(parts.next(), Some(key.as_str()), "value of another key: {text}");
+                let v: u64 = parts.next().unwrap().parse().unwrap();
+                assert!(v <= vs[k as usize].load(Ordering::SeqCst), "version {v} of {key} never written");
+                checked += 1;
+            }
+        }
+        checked
+    });
+    let pad = "z".repeat(1000);
+    for i in 1..=30_000u64 {
+        let k = i % 64;
+        versions[k as usize].store(i, Ordering::SeqCst);
+        let v = format!("k{k}:{i}:{pad}");
+        p.store.set(&SetArgs::new(SetMode::Set, format!("k{k}").as_bytes(), v.as_bytes(), 0, 0)).unwrap();
+    }
+    r.catch_up(&p, Duration::from_secs(30));
+    stop.store(true, Ordering::Relaxed);
+    let checked = checker.join().unwrap();
+    assert!(r.status.lapped.load(Ordering::Relaxed) > 0, "the flood should lap the slowed replica");
+    assert!(checked > 0, "the checker should have read values");
+    assert_eq!(dump(&r.store), dump(&p.store));
+}
+
+/// Corrupts the first reads: a flipped byte, then a zeroed second half (as a
+/// torn read would leave), then behaves.
+struct Tearing(Box<dyn Transport>, Arc<std::sync::atomic::AtomicU32>, Vec<u8>);
+impl Transport for Tearing {
+    fn control(&mut self) -> Result<ControlSnapshot> {
+        self.0.control()
+    }
+    fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
+        // Counted across reconnects: the corruption ends after 40 reads.
+        let n = self.1.fetch_add(1, Ordering::Relaxed) + 1;
+        let b = self.0.read(off, len)?;
+        self.2.clear();
+        self.2.extend_from_slice(b);
+        if n <= 40 && !self.2.is_empty() {
+            let l = self.2.len();
+            if n % 2 == 0 {
+                // Flip a byte inside the first record's header or body.
+                self.2[(n as usize * 7) % l.min(64)] ^= 0x40;
+            } else {
+                for x in &mut self.2[l / 2..] {
+                    *x = 0;
+                }
+            }
+        }
+        Ok(&self.2)
+    }
+    fn report(&mut self, p: &Progress) -> Result<()> {
+        self.0.report(p)
+    }
+    fn slot(&self) -> usize {
+        self.0.slot()
+    }
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+}
+
+#[test]
+fn torn_or_corrupted_records_are_never_applied() {
+    let p = Primary::new("torn", 4, 16 << 10);
+    let reads = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let wrap: Wrap = Arc::new(move |t| Box::new(Tearing(t, reads.clone(), Vec::new())) as Box<dyn Transport>);
+    let r = Replica::start(&p, 4, 16 << 10, Some(wrap));
+    for round in 0..60u64 {
+        for k in 0..20u64 {
+            let v = format!("key{k}:{round}:{}", "q".repeat(300));
+            p.store.set(&SetArgs::new(SetMode::Set, format!("key{k}").as_bytes(), v.as_bytes(), k as u32, 0)).unwrap();
+        }
+        // Let the replica read between rounds so every read is a small stretch.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while r.store.log().head() < p.store.log().head() && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+    }
+    r.catch_up(&p, Duration::from_secs(30));
+    assert!(r.status.invalid_records.load(Ordering::Relaxed) > 0, "corruption should have been detected");
+    assert_eq!(dump(&r.store), dump(&p.store));
+}
