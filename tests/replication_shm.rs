@@ -181,6 +181,26 @@ fn three_replicas_converge_after_100k_mixed_operations() {
 }
 
 #[test]
+fn eight_replicas_follow_one_primary_independently() {
+    let p = Primary::new("eight", 4, 16 << 10);
+    let mut replicas: Vec<Replica> = (0..8).map(|_| Replica::start(&p, 4, 16 << 10, None)).collect();
+    let mut rng = Rng(0xfeed);
+    for i in 0..10_000 {
+        mixed_op(&p.store, &mut rng, i);
+    }
+    // One replica stops; the others are not affected by it.
+    drop(replicas.remove(3));
+    for i in 10_000..20_000 {
+        mixed_op(&p.store, &mut rng, i);
+    }
+    let want = dump(&p.store);
+    for r in &replicas {
+        r.catch_up(&p, Duration::from_secs(30));
+        assert_eq!(dump(&r.store), want);
+    }
+}
+
+#[test]
 fn a_replica_joining_under_load_converges() {
     let p = Primary::new("late", 8, 64 << 10);
     let stop = Arc::new(AtomicBool::new(false));

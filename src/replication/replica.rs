@@ -36,7 +36,7 @@ use crate::store::Store;
 /// Idle rounds spent spinning before the replica starts to wait.
 const IDLE_SPINS: u32 = 2_000;
 /// The longest idle wait: bounds the lag after a quiet spell.
-const MAX_IDLE_WAIT: Duration = Duration::from_micros(500);
+const MAX_IDLE_WAIT: Duration = Duration::from_micros(100);
 /// First staging read size; grows to fit the largest record seen.
 const STAGING: usize = 4 << 20;
 
