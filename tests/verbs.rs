@@ -428,9 +428,9 @@ fn peer_killed_mid_transfer_gives_an_error_completion() {
     qp.post_read(1, buf.slice(0, mib).unwrap(), remote.slice(0, mib).unwrap(), true).unwrap();
     wait_ok(&cq, 1).unwrap();
 
-    // Fill the pipe with 1 MiB READs, then SIGKILL the peer process.
+    // Fill the pipe with 1 MiB READs (wr_id 100..116), then SIGKILL the peer process.
     let mut next = 100u64;
-    for i in 0..8 {
+    for i in 0..16 {
         qp.post_read(next, buf.slice((i % 4) * mib, mib).unwrap(), remote.slice(((i % 4) * mib) as u64, mib).unwrap(), true)
             .unwrap();
         next += 1;
@@ -459,9 +459,10 @@ fn peer_killed_mid_transfer_gives_an_error_completion() {
         }
     };
     eprintln!(
-        "dead peer: {} after {:?} ({ok_after_kill} READs completed after the kill)",
+        "dead peer: {} after {:?}; {ok_after_kill} READs completed after the kill; the failed READ was {} the kill",
         err,
-        t0.elapsed()
+        t0.elapsed(),
+        if err.wr_id < 116 { "in flight at" } else { "posted after" }
     );
     assert_eq!(err.status, WcStatus::RETRY_EXC_ERR, "a silent peer exhausts the transport retries: {err}");
     // Surfaces as the crate's error with the status name.
