@@ -11,6 +11,7 @@ rounds=${2:-2}
 threads=${BENCH_SERVER_THREADS:-2}
 conc=${BENCH_CONCURRENCY:-32}
 poll=${BENCH_POLL:-adaptive}
+spins=${BENCH_IDLE_SPINS:-}
 bash tests/install-deps.sh test >/dev/null
 cargo build --release -q
 work=$(mktemp -d)
@@ -24,7 +25,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 mc_port=$(free_port); lm_port=$(free_port)
 memcached -u nobody -p "$mc_port" -l 127.0.0.1 -U 0 -t "$threads" -m 64 -c 1024 & pids+=($!)
 ./target/release/logmemcached serve -p "$lm_port" -l 127.0.0.1 -t "$threads" -m 64 -c 1024 \
-    --hugepages auto --poll "$poll" 2>/dev/null & pids+=($!)
+    --hugepages auto --poll "$poll" ${spins:+--idle-spins "$spins"} 2>/dev/null & pids+=($!)
 wait_port "$mc_port"; wait_port "$lm_port"
 
 printf 'key\n64 64 1\nvalue\n100 100 1\ncmd\n0 0.1\n1 0.9\n' > "$work/mixed.cfg"
@@ -56,7 +57,7 @@ out=perf/results/memcaslap.md
     echo "# memcaslap: memcached 1.6 vs logmemcached"
     echo
     echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -r)); memcaslap -T 2 -c $conc -t ${secs}s,"
-    echo "100-byte values, 64-byte keys; both servers -t $threads -m 64 on 127.0.0.1 (logmemcached --poll $poll);"
+    echo "100-byte values, 64-byte keys; both servers -t $threads -m 64 on 127.0.0.1 (logmemcached --poll $poll --idle-spins ${spins:-default});"
     echo "mean of $rounds rounds, servers alternating first. memcached $(memcached -V | awk '{print $2}')."
     echo
     echo "| workload | memcached ops/s | logmemcached ops/s | ratio (logmemcached/memcached) |"

@@ -63,6 +63,12 @@ struct ServeArgs {
     #[argh(option, default = "PollMode::Adaptive")]
     poll: PollMode,
 
+    /// adaptive polling: empty polls a worker spins through before it blocks
+    /// (default: 2000 when the workers leave a core free, else 0, since
+    /// spinning then only steals CPU from whoever shares the box)
+    #[argh(option)]
+    idle_spins: Option<u32>,
+
     /// offer this server's log to replicas: shm://NAME (same host) or
     /// rdma://ADDR:PORT (RDMA verbs); repeatable
     #[argh(option)]
@@ -138,7 +144,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         max_item_size: a.max_item_size,
         poll: a.poll,
         hugepages: a.hugepages,
-        ..Settings::default()
+        idle_spins: a.idle_spins.unwrap_or_else(|| default_idle_spins(a.threads)),
     };
     let listeners = a
         .replication_listen
@@ -240,6 +246,18 @@ fn main() {
     if let Err(e) = run() {
         eprintln!("logmemcached: error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Spin before blocking only when there is a core the workers do not use:
+/// measured on 2 cores with a load generator beside us, spinning cost more
+/// than half the get throughput (perf/results/memcaslap.md).
+fn default_idle_spins(threads: usize) -> u32 {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if threads < cores {
+        2000
+    } else {
+        0
     }
 }
 

@@ -123,11 +123,17 @@ impl Region {
     /// normal pages.
     pub fn create_file(path: &Path, len: usize, huge: HugePages) -> Result<Region> {
         let len = round_to_huge(len.max(1));
+        // A new inode, never a truncated old one: replicas may still map the
+        // old file, and truncating it under them would fault their reads.
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::from(e).context(format!("replacing region file {}", path.display()))),
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(path)
             .with_context(|| format!("creating region file {}", path.display()))?;
         let on_hugetlbfs = is_hugetlbfs(path);

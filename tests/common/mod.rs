@@ -72,6 +72,12 @@ impl Server {
         }
     }
 
+    /// SIGKILL this server (and only it, by its pid) and reap it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -102,6 +108,47 @@ impl Client {
 
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("sending");
+    }
+
+    /// Send many requests in one write and read `n` one-line replies.
+    pub fn pipeline(&mut self, reqs: &str, n: usize) -> Vec<String> {
+        self.send(reqs.as_bytes());
+        (0..n).map(|_| self.line()).collect()
+    }
+
+    /// `stats [group]` as a map.
+    pub fn stats(&mut self, group: &str) -> std::collections::HashMap<String, String> {
+        let req = if group.is_empty() { "stats\r\n".to_string() } else { format!("stats {group}\r\n") };
+        self.send(req.as_bytes());
+        let mut m = std::collections::HashMap::new();
+        loop {
+            let l = self.line();
+            if l == "END\r\n" || l.is_empty() {
+                return m;
+            }
+            let mut it = l.trim_end().splitn(3, ' ');
+            it.next();
+            if let (Some(k), Some(v)) = (it.next(), it.next()) {
+                m.insert(k.to_string(), v.to_string());
+            } else if let Some(k) = l.trim_end().split(' ').nth(1) {
+                m.insert(k.to_string(), String::new());
+            }
+        }
+    }
+
+    /// `gets key`: Some((value, flags, cas)) or None.
+    pub fn gets(&mut self, key: &str) -> Option<(Vec<u8>, u32, u64)> {
+        self.send(format!("gets {key}\r\n").as_bytes());
+        let l = self.line();
+        if l == "END\r\n" {
+            return None;
+        }
+        let f: Vec<&str> = l.trim_end().split(' ').collect();
+        assert_eq!(f[0], "VALUE", "unexpected reply {l:?}");
+        let len: usize = f[3].parse().unwrap();
+        let v = self.bytes(len + 2);
+        assert_eq!(self.line(), "END\r\n");
+        Some((v[..len].to_vec(), f[2].parse().unwrap(), f[4].parse().unwrap()))
     }
 
     /// One reply line, with its "\r\n".

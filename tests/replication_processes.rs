@@ -1,0 +1,285 @@
+//! Replication between real server processes over the shm transport: the
+//! issue's scenarios 1, 4 and 5 (the same run over verbs in the RDMA VM).
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn shm_name(tag: &str) -> String {
+    format!("t{}-{tag}", std::process::id())
+}
+
+fn primary(name: &str, extra: &[&str]) -> Server {
+    let url = format!("shm://{name}");
+    let mut args = vec!["-m", "16", "--replication-listen", url.as_str()];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+fn replica(of: &str, extra: &[&str]) -> Server {
+    let url = format!("shm://{of}");
+    let mut args = vec!["-m", "16", "--replica-of", url.as_str()];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// Wait until the replica has applied everything the primary's log holds.
+fn converge(p: &mut Client, r: &mut Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let head = p.stats("replication")["head"].clone();
+        let rs = r.stats("replication");
+        if rs["applied"] == head && rs["head"] == head {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replica stuck: primary head {head}, replica {rs:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The keys' (value, flags, cas) on both sides are identical.
+fn same_items(p: &mut Client, r: &mut Client, keys: &[String]) {
+    for k in keys {
+        assert_eq!(p.gets(k), r.gets(k), "key {k}");
+    }
+    assert_eq!(p.stats("")["curr_items"], r.stats("")["curr_items"]);
+}
+
+/// A deterministic mixed load: set, add, replace, append, prepend, cas,
+/// incr, decr, touch, delete, an occasional flush_all, and expiring items.
+fn mixed_load(c: &mut Client, ops: usize, seed: u64, keys: &[String]) {
+    let mut x = seed;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut batch = String::new();
+    let mut pending = 0;
+    for i in 0..ops {
+        let k = &keys[rnd(keys.len() as u64) as usize];
+        let v = format!("v{i}");
+        let req = match rnd(100) {
+            0..=34 => format!("set {k} {} 0 {}\r\n{v}\r\n", rnd(7), v.len()),
+            35..=39 => format!("add {k} 1 0 {}\r\n{v}\r\n", v.len()),
+            40..=44 => format!("replace {k} 2 0 {}\r\n{v}\r\n", v.len()),
+            45..=49 => format!("append {k} 0 0 2\r\n+a\r\n"),
+            50..=54 => format!("prepend {k} 0 0 2\r\np+\r\n"),
+            55..=59 => format!("cas {k} 3 0 {} {}\r\n{v}\r\n", v.len(), rnd(1000)),
+            60..=69 => format!("set n{} 0 0 2\r\n10\r\nincr n{} {}\r\n", i % 30, i % 30, rnd(100)),
+            70..=74 => format!("decr n{} {}\r\n", i % 30, rnd(100)),
+            75..=79 => format!("touch {k} {}\r\n", 1000 + rnd(1000)),
+            80..=84 => format!("set {k} 0 3600 {}\r\n{v}\r\n", v.len()),
+            85..=98 => format!("delete {k}\r\n"),
+            _ if rnd(50) == 0 => "flush_all\r\n".to_string(),
+            _ => format!("get {k}\r\n"),
+        };
+        batch.push_str(&req);
+        pending += 1;
+        if pending == 200 {
+            flush_batch(c, &mut batch, &mut pending);
+        }
+    }
+    flush_batch(c, &mut batch, &mut pending);
+}
+
+/// Send the batch and read until the server answered it all (a trailing
+/// `version` marks the end, since replies vary in shape).
+fn flush_batch(c: &mut Client, batch: &mut String, pending: &mut usize) {
+    batch.push_str("version\r\n");
+    c.send(batch.as_bytes());
+    loop {
+        let l = c.line();
+        // Appends can make a counter non-numeric; that reply is legitimate.
+        let benign = l.starts_with("CLIENT_ERROR cannot increment or decrement non-numeric value");
+        assert!(benign || !(l.starts_with("SERVER_ERROR") || l.starts_with("CLIENT_ERROR")), "{l}");
+        if l.starts_with("VERSION ") {
+            break;
+        }
+    }
+    batch.clear();
+    *pending = 0;
+}
+
+fn keyset() -> Vec<String> {
+    (0..300).map(|i| format!("key:{i}")).chain((0..30).map(|i| format!("n{i}"))).collect()
+}
+
+#[test]
+fn scenario_1_three_replicas_match_the_primary_after_100k_operations() {
+    let name = shm_name("s1");
+    let p = primary(&name, &[]);
+    let rs: Vec<Server> = (0..3).map(|_| replica(&name, &[])).collect();
+    let keys = keyset();
+    let mut pc = p.connect();
+    mixed_load(&mut pc, 100_000, 42, &keys);
+    for r in &rs {
+        let mut rc = r.connect();
+        converge(&mut pc, &mut rc);
+        same_items(&mut pc, &mut rc, &keys);
+    }
+    let st = pc.stats("replication");
+    assert_eq!(st["replicas"], "3", "{st:?}");
+}
+
+#[test]
+fn replicas_are_read_only_and_serve_reads() {
+    let name = shm_name("ro");
+    let p = primary(&name, &[]);
+    let r = replica(&name, &[]);
+    let mut pc = p.connect();
+    assert_eq!(pc.cmd("set k 5 0 2\r\nhi\r\n"), "STORED\r\n");
+    let mut rc = r.connect();
+    converge(&mut pc, &mut rc);
+    assert_eq!(rc.gets("k").map(|x| x.0), Some(b"hi".to_vec()));
+    for req in [
+        "set k 0 0 1\r\nx\r\n",
+        "add z 0 0 1\r\nx\r\n",
+        "append k 0 0 1\r\nx\r\n",
+        "delete k\r\n",
+        "incr k 1\r\n",
+        "touch k 10\r\n",
+        "flush_all\r\n",
+    ] {
+        assert_eq!(rc.cmd(req), "SERVER_ERROR read-only replica\r\n", "{req:?}");
+    }
+    assert_eq!(rc.gets("k").map(|x| x.0), Some(b"hi".to_vec()), "refused writes changed nothing");
+    let st = rc.stats("replication");
+    assert_eq!(st["role"], "replica");
+    assert_eq!(st["connected"], "1");
+}
+
+#[test]
+fn scenario_4_a_killed_replica_restarts_and_converges_while_the_primary_serves() {
+    let name = shm_name("s4");
+    let p = primary(&name, &[]);
+    let mut r = replica(&name, &[]);
+    let keys = keyset();
+    let mut pc = p.connect();
+    mixed_load(&mut pc, 20_000, 1, &keys);
+    r.kill9();
+    // The primary's clients never notice: keep writing while it is gone.
+    mixed_load(&mut pc, 20_000, 2, &keys);
+    let r2 = replica(&name, &[]);
+    mixed_load(&mut pc, 20_000, 3, &keys);
+    let mut rc = r2.connect();
+    converge(&mut pc, &mut rc);
+    same_items(&mut pc, &mut rc, &keys);
+}
+
+#[test]
+fn scenario_5_primary_killed_promote_follow_and_no_acknowledged_write_lost() {
+    let pname = shm_name("s5p");
+    let r1name = shm_name("s5r1");
+    let mut p = primary(&pname, &["--sync-replicas", "1", "--sync-timeout", "2000"]);
+    let r1url = format!("shm://{r1name}");
+    let r1 = replica(&pname, &["--replication-listen", &r1url]);
+    let r2 = replica(&pname, &[]);
+    let mut pc = p.connect();
+    // Every STORED under --sync-replicas 1 is on at least one replica.
+    let mut acked = Vec::new();
+    for i in 0..2000 {
+        let k = format!("acked:{i}");
+        let v = format!("value-{i}");
+        let reply = pc.cmd(&format!("set {k} 0 0 {}\r\n{v}\r\n", v.len()));
+        assert_eq!(reply, "STORED\r\n");
+        acked.push((k, v));
+    }
+    p.kill9();
+    // Promote the replica that has the most (here: both have all acked
+    // writes that reached K=1 replicas; pick r1, which offers its log).
+    let mut r1c = r1.connect();
+    let mut r2c = r2.connect();
+    // Over shm the dead primary's log stays readable, so both replicas reach
+    // its final head; promote once they have (over verbs, promote the most
+    // advanced replica instead).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (a, b) = (r1c.stats("replication"), r2c.stats("replication"));
+        if a["applied"] == a["primary_head"] && b["applied"] == b["primary_head"] && a["applied"] == b["applied"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas did not settle: {a:?} {b:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(r1c.cmd("replica promote\r\n"), "OK\r\n");
+    assert_eq!(r2c.cmd(&format!("replica follow {r1url}\r\n")), "OK\r\n");
+    // Writes go on through the new primary.
+    for i in 0..500 {
+        let k = format!("after:{i}");
+        assert_eq!(r1c.cmd(&format!("set {k} 0 0 1\r\nx\r\n")), "STORED\r\n");
+    }
+    converge(&mut r1c, &mut r2c);
+    let st = r1c.stats("replication");
+    assert_eq!(st["role"], "primary");
+    assert_eq!(st["epoch"], "2");
+    for (k, v) in &acked {
+        let got = r1c.gets(k).map(|x| x.0);
+        assert_eq!(got.as_deref(), Some(v.as_bytes()), "acknowledged {k} lost");
+    }
+    // The old primary comes back as a replica of the new one and converges.
+    let old = replica(&r1name, &[]);
+    let mut oc = old.connect();
+    converge(&mut r1c, &mut oc);
+    same_items(&mut r1c, &mut oc, &acked.iter().map(|x| x.0.clone()).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_stale_primary_is_fenced_once_a_replica_is_promoted() {
+    let name = shm_name("fence");
+    let p = primary(&name, &[]);
+    let r = replica(&name, &[]);
+    let mut pc = p.connect();
+    assert_eq!(pc.cmd("set a 0 0 1\r\n1\r\n"), "STORED\r\n");
+    let mut rc = r.connect();
+    converge(&mut pc, &mut rc);
+    assert_eq!(rc.cmd("replica promote\r\n"), "OK\r\n");
+    assert_eq!(rc.cmd("set b 0 0 1\r\n2\r\n"), "STORED\r\n");
+    // The old primary sees the higher epoch in the slot and refuses writes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = pc.cmd("set c 0 0 1\r\n3\r\n");
+        if reply.starts_with("SERVER_ERROR stale primary") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "old primary still accepts writes: {reply:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(pc.stats("replication")["role"], "stale-primary");
+    assert!(pc.gets("a").is_some(), "a fenced primary still serves reads");
+}
+
+#[test]
+fn sync_replicas_times_out_without_replicas_and_says_so() {
+    let name = shm_name("sync");
+    let p = primary(&name, &["--sync-replicas", "1", "--sync-timeout", "50"]);
+    let mut pc = p.connect();
+    let reply = pc.cmd("set k 0 0 1\r\nx\r\n");
+    assert!(reply.starts_with("SERVER_ERROR stored, but not confirmed"), "{reply:?}");
+    let r = replica(&name, &[]);
+    let mut rc = r.connect();
+    converge(&mut pc, &mut rc);
+    assert_eq!(pc.cmd("set k 0 0 1\r\ny\r\n"), "STORED\r\n");
+}
+
+#[test]
+fn promote_after_turns_a_replica_into_a_primary_when_the_primary_dies() {
+    let name = shm_name("auto");
+    let mut p = primary(&name, &[]);
+    let r = replica(&name, &["--promote-after", "300"]);
+    let mut pc = p.connect();
+    assert_eq!(pc.cmd("set k 0 0 1\r\nx\r\n"), "STORED\r\n");
+    let mut rc = r.connect();
+    converge(&mut pc, &mut rc);
+    p.kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if rc.cmd("set k2 0 0 1\r\ny\r\n") == "STORED\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica never promoted itself");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rc.gets("k").map(|x| x.0), Some(b"x".to_vec()), "warm data survived");
+}
