@@ -506,7 +506,8 @@ fn bad_rkey_is_a_remote_access_error_not_corruption() {
     let before = crc32c::crc32c(&pattern(1, REGION_LEN));
     assert_eq!(peer_crc(&mut peer).unwrap(), before);
 
-    let cases: [(&str, bool, fn(RemoteMemory) -> RemoteSlice); 3] = [
+    type Target = fn(RemoteMemory) -> RemoteSlice;
+    let cases: [(&str, bool, Target); 3] = [
         ("READ with a wrong rkey", false, |m| RemoteSlice { addr: m.addr, rkey: m.rkey ^ 0x00ab_cd00, len: 64 << 10 }),
         ("WRITE with a wrong rkey", true, |m| RemoteSlice { addr: m.addr, rkey: m.rkey ^ 0x00ab_cd00, len: 64 << 10 }),
         ("WRITE past the end of the region", true, |m| RemoteSlice { addr: m.addr + m.len - 4096, rkey: m.rkey, len: 64 << 10 }),
