@@ -11,6 +11,8 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logmemcached::bail;
@@ -428,40 +430,60 @@ fn peer_killed_mid_transfer_gives_an_error_completion() {
     qp.post_read(1, buf.slice(0, mib).unwrap(), remote.slice(0, mib).unwrap(), true).unwrap();
     wait_ok(&cq, 1).unwrap();
 
-    // Fill the pipe with 1 MiB READs, then SIGKILL the peer process.
+    // Stream 256 KiB READs, 16 outstanding, while another thread SIGKILLs the
+    // peer process (by its pid) once 8 of them have completed: the kill lands
+    // mid-transfer, with READs in flight.
+    let chunk = 256 << 10;
+    let done = Arc::new(AtomicU64::new(0));
+    let mut child = peer.child.take().expect("peer process");
+    let killer = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while done.load(Ordering::Acquire) < 8 && t0.elapsed() < SIDE_TIMEOUT {
+                std::thread::yield_now();
+            }
+            let before = done.load(Ordering::Acquire);
+            eprintln!("killing peer rc-server (pid {}) after {before} READs", child.id());
+            let t = Instant::now();
+            child.kill().expect("kill the peer");
+            child.wait().expect("reap the peer");
+            (t, before)
+        })
+    };
+    let post = |id: u64| {
+        let i = (id % 16) as usize;
+        qp.post_read(id, buf.slice(i * chunk, chunk).unwrap(), remote.slice((i * chunk) as u64, chunk).unwrap(), true)
+    };
     let mut next = 100u64;
-    for i in 0..8 {
-        qp.post_read(next, buf.slice((i % 4) * mib, mib).unwrap(), remote.slice(((i % 4) * mib) as u64, mib).unwrap(), true)
-            .unwrap();
+    for _ in 0..16 {
+        post(next).unwrap();
         next += 1;
     }
     let t0 = Instant::now();
-    peer.kill();
-
     let mut wcs = Wc::batch(16);
-    let mut ok_after_kill = 0;
     let err = 'outer: loop {
-        let left = Duration::from_secs(90).saturating_sub(t0.elapsed());
-        assert!(!left.is_zero(), "no error completion 90 s after the peer died: that is a hang");
+        let left = Duration::from_secs(120).saturating_sub(t0.elapsed());
+        assert!(!left.is_zero(), "no error completion 120 s after the transfer started: that is a hang");
         let n = cq.wait(&mut wcs, Some(left)).unwrap();
         for wc in &wcs[..n] {
             match wc.ok() {
                 Ok(_) => {
-                    ok_after_kill += 1;
-                    // Keep traffic going until the transport gives up.
-                    let i = (next % 4) as usize;
-                    qp.post_read(next, buf.slice(i * mib, mib).unwrap(), remote.slice((i * mib) as u64, mib).unwrap(), true)
-                        .unwrap();
+                    done.fetch_add(1, Ordering::Release);
+                    post(next).unwrap(); // keep the transfer going until the transport gives up
                     next += 1;
                 }
                 Err(e) => break 'outer e,
             }
         }
     };
+    let t_err = Instant::now();
+    let (t_kill, before) = killer.join().expect("killer thread");
+    let total = done.load(Ordering::Acquire);
     eprintln!(
-        "dead peer: {} after {:?} ({ok_after_kill} READs completed after the kill)",
-        err,
-        t0.elapsed()
+        "dead peer: {err}, {:?} after the kill; {total} READs succeeded ({before} before the kill), posted {}",
+        t_err.saturating_duration_since(t_kill),
+        next - 100
     );
     assert_eq!(err.status, WcStatus::RETRY_EXC_ERR, "a silent peer exhausts the transport retries: {err}");
     // Surfaces as the crate's error with the status name.
@@ -484,7 +506,8 @@ fn bad_rkey_is_a_remote_access_error_not_corruption() {
     let before = crc32c::crc32c(&pattern(1, REGION_LEN));
     assert_eq!(peer_crc(&mut peer).unwrap(), before);
 
-    let cases: [(&str, bool, fn(RemoteMemory) -> RemoteSlice); 3] = [
+    type Target = fn(RemoteMemory) -> RemoteSlice;
+    let cases: [(&str, bool, Target); 3] = [
         ("READ with a wrong rkey", false, |m| RemoteSlice { addr: m.addr, rkey: m.rkey ^ 0x00ab_cd00, len: 64 << 10 }),
         ("WRITE with a wrong rkey", true, |m| RemoteSlice { addr: m.addr, rkey: m.rkey ^ 0x00ab_cd00, len: 64 << 10 }),
         ("WRITE past the end of the region", true, |m| RemoteSlice { addr: m.addr + m.len - 4096, rkey: m.rkey, len: 64 << 10 }),

@@ -135,7 +135,7 @@ impl CompletionQueue {
                     return Ok(0);
                 }
                 spins = spins.wrapping_add(1);
-                if spins % 64 == 0 {
+                if spins.is_multiple_of(64) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
@@ -144,11 +144,7 @@ impl CompletionQueue {
         }
         let _g = self.inner.wait_lock.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            // SAFETY: live CQ with a channel.
-            let rc = unsafe { ibv_req_notify_cq(self.inner.cq, 0) };
-            if rc != 0 {
-                bail!("ibv_req_notify_cq: {}", std::io::Error::from_raw_os_error(rc.abs()));
-            }
+            self.arm()?;
             // A completion that arrived before arming raises no event: re-poll.
             let n = self.poll(wcs)?;
             if n > 0 {
@@ -184,8 +180,27 @@ impl CompletionQueue {
         }
     }
 
+    /// Arm the completion channel: the next completion makes
+    /// [`channel_fd`](Self::channel_fd) readable. For an external epoll loop:
+    /// `arm`, poll once more (a completion that raced the arming raises no
+    /// event), epoll_wait, [`drain_events`](Self::drain_events), poll.
+    pub fn arm(&self) -> Result<()> {
+        if !self.has_channel() {
+            bail!("this CQ has no completion channel");
+        }
+        // SAFETY: live CQ with a channel.
+        let rc = unsafe { ibv_req_notify_cq(self.inner.cq, 0) };
+        if rc != 0 {
+            bail!("ibv_req_notify_cq: {}", std::io::Error::from_raw_os_error(rc.abs()));
+        }
+        Ok(())
+    }
+
     /// Take and ack every pending event on the channel (non-blocking).
-    fn drain_events(&self) -> Result<()> {
+    pub fn drain_events(&self) -> Result<()> {
+        if !self.has_channel() {
+            return Ok(());
+        }
         loop {
             let mut cq: *mut ibv_cq = std::ptr::null_mut();
             let mut cq_ctx: *mut libc::c_void = std::ptr::null_mut();

@@ -29,6 +29,31 @@
 //! let _ = mr.rkey();
 //! ```
 //!
+//! The same code with the region outliving its MR compiles; this is also the
+//! shape of a replica pulling from a primary (the primary runs
+//! `handshake_rc(.., Some(log_mr.remote()), ..)` on its side of the stream):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use logmemcached::memory::region::{Region, HugePages};
+//! use logmemcached::rdma::{connect, Access, Context, QpCaps, RcOptions};
+//! # fn main() -> logmemcached::error::Result<()> {
+//! let ctx = Context::open(None)?;                        // first device, e.g. rxe0
+//! let pd = ctx.alloc_pd()?;
+//! let staging = Region::anonymous(4 << 20, HugePages::Auto)?;
+//! let mr = pd.register(&staging, Access::LOCAL_WRITE)?;   // registered once
+//! let cq = ctx.create_cq(256, true)?;                     // with a completion channel
+//! let qp = pd.create_rc_qp(&cq, &cq, &QpCaps::default(), &RcOptions::default())?;
+//! let mut side = std::net::TcpStream::connect("10.0.2.15:11311")?;
+//! let qp = connect::handshake_rc(&mut side, qp, None, Duration::from_secs(10))?;
+//! let log = qp.remote().mem;                              // the primary's advertised region
+//! qp.post_read(1, mr.slice(0, 4096)?, log.slice(0, 4096)?, true)?;
+//! cq.wait_one(Duration::from_secs(5))?.ok()?;             // typed error on failure
+//! let mut head = [0u8; 64];
+//! mr.read(0, &mut head);
+//! # Ok(()) }
+//! ```
+//!
 //! * the MR is deregistered (in `Drop`) before its memory is released, and a
 //!   work request still in flight against a deregistered MR completes with a
 //!   protection error instead of touching freed memory (the NIC checks keys).
