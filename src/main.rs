@@ -196,6 +196,12 @@ fn serve(a: ServeArgs) -> Result<()> {
         promote_after: a.promote_after.map(std::time::Duration::from_millis),
         id: logmemcached::log::random_u64(),
     };
+    for u in &listeners {
+        if let Url::Rdma { host, port } = u {
+            replication::verbs::listen(store.log().region().clone(), host, *port, a.verbose > 0)
+                .with_context(|| format!("--replication-listen {u}"))?;
+        }
+    }
     let repl = Arc::new(Replication::new(store.clone(), listeners, opts, a.sync_replicas, a.verbose > 0)?);
     if let Some(url) = replica_of {
         repl.follow(url)?;

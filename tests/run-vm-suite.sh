@@ -52,7 +52,7 @@ fi
 cd "$root"
 json=$(mktemp /tmp/lmc-vm-build.XXXXXX)
 trap 'rm -f "$json"' EXIT
-cargo test --no-run --lib --test verbs --message-format=json >"$json" \
+cargo test --no-run --lib --test verbs --test replication_processes --message-format=json >"$json" \
     || { grep -o '"rendered":"[^"]*"' "$json" | head -20 | sed 's/\\n/\n/g' >&2; fail "cargo test --no-run failed"; }
 exe_of() {   # the executable of the test target named $1 (kind $2)
     grep '"reason":"compiler-artifact"' "$json" | grep "\"kind\":\[\"$2\"\]" | grep "\"name\":\"$1\"" \
@@ -60,8 +60,10 @@ exe_of() {   # the executable of the test target named $1 (kind $2)
 }
 verbs=$(exe_of verbs test)
 lib=$(exe_of logmemcached lib)
+repl=$(exe_of replication_processes test)
 [ -n "$verbs" ] && [ -x "$verbs" ] || fail "cannot find the verbs test binary in cargo's output"
 [ -n "$lib" ] && [ -x "$lib" ] || fail "cannot find the library test binary in cargo's output"
+[ -n "$repl" ] && [ -x "$repl" ] || fail "cannot find the replication test binary in cargo's output"
 
 # The guest sees /usr, /etc and this directory only: stage binaries that live
 # elsewhere (CARGO_TARGET_DIR outside the tree) under target/.
@@ -72,13 +74,14 @@ stage() {
 }
 verbs=$(stage "$verbs")
 lib=$(stage "$lib")
+repl=$(stage "$repl")
 
 echo "run-vm-suite: booting the Soft-RoCE VM for $lib (rdma::) and $verbs" >&2
 t0=$(date +%s)
 set +e
 # shellcheck disable=SC2086
 RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-600} RDMA_VM_HUGEPAGES=${RDMA_VM_HUGEPAGES:-32} \
-    "$vm" run sh tests/vm/suite-in-vm.sh "$lib" "$verbs" --include-ignored --test-threads=1 --nocapture --color=never ${LOGMEMCACHED_VM_TEST_ARGS:-}
+    "$vm" run sh tests/vm/suite-in-vm.sh "$lib" "$verbs" "$repl" --include-ignored --test-threads=1 --nocapture --color=never ${LOGMEMCACHED_VM_TEST_ARGS:-}
 rc=$?
 set -e
 echo "run-vm-suite: VM run took $(( $(date +%s) - t0 )) s, exit status $rc" >&2

@@ -48,10 +48,17 @@ fn byte_at_a_time_requests_are_reassembled() {
 #[test]
 fn connection_limit_refuses_with_memcached_error() {
     let s = Server::start(&["-c", "2"]);
-    let mut a = s.connect();
-    let mut b = s.connect();
-    assert!(a.cmd("version\r\n").starts_with("VERSION"));
-    assert!(b.cmd("version\r\n").starts_with("VERSION"));
+    // The readiness probe's connection may not be reaped yet: retry until
+    // two connections are admitted.
+    let admitted = || loop {
+        let mut c = s.connect();
+        if c.cmd("version\r\n").starts_with("VERSION") {
+            return c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let a = admitted();
+    let _b = admitted();
     let mut c = s.connect();
     assert_eq!(c.line(), "ERROR Too many open connections\r\n");
     assert!(c.closed());

@@ -16,6 +16,7 @@ pub mod primary;
 pub mod replica;
 pub mod shm;
 pub mod transport;
+pub mod verbs;
 
 use std::fmt;
 use std::str::FromStr;

@@ -176,11 +176,11 @@ pub struct ReplicaOptions {
 /// Connect a transport for `url`.
 pub type Connector = dyn Fn(&Url, u64) -> Result<Box<dyn Transport>> + Send + Sync;
 
-/// The default connector: shm here, verbs through `super::verbs` when built in.
+/// The default connector: shm or verbs, by the URL's scheme.
 pub fn connect(url: &Url, id: u64) -> Result<Box<dyn Transport>> {
     match url {
         Url::Shm(name) => Ok(Box::new(ShmTransport::connect(name, id)?)),
-        Url::Rdma { .. } => Err(Error::new(format!("{url}: the verbs transport is not available in this build yet"))),
+        Url::Rdma { host, port } => Ok(Box::new(super::verbs::VerbsTransport::connect(host, *port, id)?)),
     }
 }
 

@@ -68,17 +68,18 @@ impl ShmTransport {
         let region = Region::open_readonly(&path)?;
         let slots = Region::open_range_rw(&path, control::OFF_SLOTS, MAX_REPLICAS * SLOT_LEN)
             .context("mapping the progress slots")?;
-        let slot = claim_slot(&slots, id)
+        let slot = claim_slot_at(&slots, 0, id)
             .ok_or_else(|| Error::new(format!("all {MAX_REPLICAS} progress slots of shm://{name} are taken")))?;
         Ok(ShmTransport { name: name.to_string(), region, slots, slot, staging: Vec::new(), release_on_drop: true })
     }
 }
 
-/// Take a free (or stale) slot by compare-and-swap on its id word.
-pub fn claim_slot(slots: &Region, id: u64) -> Option<usize> {
+/// Take a free (or stale) slot by compare-and-swap on its id word; the slot
+/// area starts at `area` in `region` (0 for a mapping of the slot page alone).
+pub fn claim_slot_at(slots: &Region, area: usize, id: u64) -> Option<usize> {
     let now = now_us();
     for i in 0..MAX_REPLICAS {
-        let base = i * SLOT_LEN;
+        let base = area + i * SLOT_LEN;
         let holder = slots.atomic_u64(base + control::SLOT_REPLICA_ID);
         let cur = holder.load(Ordering::Acquire);
         let updated = slots.atomic_u64(base + control::SLOT_UPDATED_US).load(Ordering::Acquire);

@@ -1,0 +1,245 @@
+//! The `verbs` transport: one RDMA Reliable Connection per replica.
+//!
+//! The primary registers its log region once (REMOTE_READ) and, separately,
+//! the progress-slot area (REMOTE_WRITE: the only part a replica may write).
+//! A replica dials the primary's TCP side channel (`rdma://HOST:PORT`):
+//!
+//! ```text
+//!  replica -> primary   "LMRP" version(1) replica-id(u64)
+//!  primary -> replica   status(u8: 0 ok, 1 no free slot) slot(u32)
+//!                       slots: addr(u64) rkey(u32) len(u64)
+//!  both                 rdma::connect::handshake_rc (QP numbers, GIDs, the
+//!                       log region's addr/rkey/len), then a barrier
+//! ```
+//! After that the primary's CPU does nothing for the replica: the replica
+//! READs the control block and the log, and WRITEs its slot. The TCP stream
+//! stays open only so the primary notices the replica leaving (and drops its
+//! QP); a thread per replica blocks on it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::shm::{claim_slot_at, now_us};
+use super::transport::{Progress, Transport};
+use crate::error::{Context as _, Error, Result};
+use crate::log::control::{self, ControlSnapshot, MAX_REPLICAS, SLOT_LEN};
+use crate::memory::region::Region;
+use crate::rdma::{
+    connect::handshake_rc, Access, Buffer, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpCaps,
+    RcOptions, RcQp, RegionRange, RemoteMemory, Wc,
+};
+
+const MAGIC: &[u8; 4] = b"LMRP";
+const VERSION: u8 = 1;
+const SIDE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A completion that takes longer than this means the peer is gone (the QP's
+/// own retry timeout normally reports that first, as an error completion).
+const WC_TIMEOUT: Duration = Duration::from_secs(15);
+/// Polls of the CQ before blocking on its completion channel.
+const SPIN_POLLS: u32 = 20_000;
+
+/// The primary's verbs resources, shared by every replica's QP.
+struct PrimaryRdma {
+    ctx: Context,
+    pd: ProtectionDomain,
+    cq: CompletionQueue,
+    log_mr: MemoryRegion<Arc<Region>>,
+    slots_mr: MemoryRegion<RegionRange>,
+    region: Arc<Region>,
+}
+
+/// Accept replicas on `host:port` (the TCP side channel) until the process
+/// ends. Binds now, so a bad address is an error at start.
+pub fn listen(region: Arc<Region>, host: &str, port: u16, verbose: bool) -> Result<()> {
+    let l = TcpListener::bind((host, port)).with_context(|| format!("rdma replication side channel on {host}:{port}"))?;
+    let ctx = Context::open(None).context("opening the RDMA device for replication")?;
+    let pd = ctx.alloc_pd()?;
+    let cq = ctx.create_cq(64, false)?;
+    // Registered once, for the life of the process.
+    let log_mr = pd.register(region.clone(), Access::REMOTE_READ).context("registering the log region")?;
+    let slots = RegionRange::new(region.clone(), control::OFF_SLOTS, MAX_REPLICAS * SLOT_LEN)?;
+    let slots_mr = pd
+        .register(slots, Access::LOCAL_WRITE | Access::REMOTE_WRITE)
+        .context("registering the progress slots")?;
+    let rdma = Arc::new(PrimaryRdma { ctx, pd, cq, log_mr, slots_mr, region });
+    std::thread::Builder::new()
+        .name("rdma-replication".into())
+        .spawn(move || {
+            for conn in l.incoming() {
+                let Ok(s) = conn else { continue };
+                let rdma = rdma.clone();
+                // One thread per replica, blocked on its side channel: control path.
+                let _ = std::thread::Builder::new().name("rdma-replica".into()).spawn(move || {
+                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    if let Err(e) = serve_replica(&rdma, s) {
+                        if verbose {
+                            eprintln!("warn: rdma replica {peer}: {e}");
+                        }
+                    }
+                });
+            }
+        })
+        .context("starting the rdma replication listener")?;
+    Ok(())
+}
+
+fn serve_replica(rdma: &PrimaryRdma, mut s: TcpStream) -> Result<()> {
+    s.set_read_timeout(Some(SIDE_TIMEOUT))?;
+    s.set_write_timeout(Some(SIDE_TIMEOUT))?;
+    let mut hello = [0u8; 13];
+    s.read_exact(&mut hello).context("reading the replica's hello")?;
+    if &hello[0..4] != MAGIC || hello[4] != VERSION {
+        crate::bail!("not a logmemcached replica (or another version)");
+    }
+    let id = u64::from_le_bytes(hello[5..13].try_into().unwrap_or([0; 8]));
+    if id == 0 {
+        crate::bail!("replica id 0 is reserved");
+    }
+    let slot = claim_slot_at(&rdma.region, control::OFF_SLOTS, id);
+    let mut reply = [0u8; 25];
+    reply[0] = if slot.is_some() { 0 } else { 1 };
+    reply[1..5].copy_from_slice(&(slot.unwrap_or(0) as u32).to_le_bytes());
+    let sm = rdma.slots_mr.remote();
+    reply[5..13].copy_from_slice(&sm.addr.to_le_bytes());
+    reply[13..17].copy_from_slice(&sm.rkey.to_le_bytes());
+    reply[17..25].copy_from_slice(&sm.len.to_le_bytes());
+    s.write_all(&reply)?;
+    if slot.is_none() {
+        crate::bail!("no free progress slot");
+    }
+    let opts = RcOptions { access: Access::REMOTE_READ | Access::REMOTE_WRITE, ..RcOptions::default() };
+    let qp = rdma.pd.create_rc_qp(&rdma.cq, &rdma.cq, &QpCaps::default(), &opts)?;
+    let _qp = handshake_rc(&mut s, qp, Some(rdma.log_mr.remote()), SIDE_TIMEOUT)?;
+    let _ = &rdma.ctx;
+    // Hold the QP while the replica stays connected.
+    s.set_read_timeout(None)?;
+    let mut b = [0u8; 1];
+    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+    Ok(())
+}
+
+/// A replica's end of the RC connection.
+pub struct VerbsTransport {
+    _stream: TcpStream,
+    pd: ProtectionDomain,
+    cq: CompletionQueue,
+    qp: RcQp,
+    staging: MemoryRegion<Buffer>,
+    progress: MemoryRegion<Buffer>,
+    out: Vec<u8>,
+    log: RemoteMemory,
+    slots: RemoteMemory,
+    slot: usize,
+    id: u64,
+    desc: String,
+    wr: u64,
+}
+
+impl VerbsTransport {
+    pub fn connect(host: &str, port: u16, id: u64) -> Result<VerbsTransport> {
+        let desc = format!("rdma://{host}:{port}");
+        let mut s = TcpStream::connect((host, port)).with_context(|| format!("dialling {desc}"))?;
+        s.set_read_timeout(Some(SIDE_TIMEOUT))?;
+        s.set_write_timeout(Some(SIDE_TIMEOUT))?;
+        let mut hello = [0u8; 13];
+        hello[0..4].copy_from_slice(MAGIC);
+        hello[4] = VERSION;
+        hello[5..13].copy_from_slice(&id.to_le_bytes());
+        s.write_all(&hello)?;
+        let mut r = [0u8; 25];
+        s.read_exact(&mut r).context("reading the primary's slot assignment")?;
+        if r[0] != 0 {
+            crate::bail!("{desc} has no free progress slot ({MAX_REPLICAS} replicas at most)");
+        }
+        let le32 = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
+        let le64 = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let slot = le32(&r[1..5]) as usize;
+        let slots = RemoteMemory { addr: le64(&r[5..13]), rkey: le32(&r[13..17]), len: le64(&r[17..25]) };
+        if slot >= MAX_REPLICAS || slots.len < (MAX_REPLICAS * SLOT_LEN) as u64 {
+            crate::bail!("{desc} sent a bad slot assignment (slot {slot}, area {} bytes)", slots.len);
+        }
+        let ctx = Context::open(None).context("opening the RDMA device")?;
+        let pd = ctx.alloc_pd()?;
+        let cq = ctx.create_cq(16, true)?;
+        let staging = pd.register_buffer(4 << 20, Access::LOCAL_WRITE)?;
+        let progress = pd.register_buffer(64, Access::LOCAL_WRITE)?;
+        let qp = pd.create_rc_qp(&cq, &cq, &QpCaps::default(), &RcOptions { access: Access::NONE, ..RcOptions::default() })?;
+        let qp = handshake_rc(&mut s, qp, None, SIDE_TIMEOUT)?;
+        let log = qp.remote().mem;
+        Ok(VerbsTransport { _stream: s, pd, cq, qp, staging, progress, out: Vec::new(), log, slots, slot, id, desc, wr: 0 })
+    }
+
+    /// Wait for our one outstanding work request: spin on the CQ first (an
+    /// RDMA READ completes in microseconds), then block on its channel.
+    fn complete(&mut self) -> Result<()> {
+        let mut wc = [Wc::default()];
+        let mut n = 0;
+        for _ in 0..SPIN_POLLS {
+            n = self.cq.poll(&mut wc)?;
+            if n > 0 {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        if n == 0 {
+            let deadline = Instant::now() + WC_TIMEOUT;
+            while n == 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    crate::bail!("{}: no completion within {WC_TIMEOUT:?}", self.desc);
+                }
+                n = self.cq.wait(&mut wc, Some(left))?;
+            }
+        }
+        wc[0].ok().map_err(|e| Error::from(e).context(format!("{}: work request failed", self.desc)))?;
+        if wc[0].wr_id() != self.wr {
+            crate::bail!("{}: completion for request {}, expected {}", self.desc, wc[0].wr_id(), self.wr);
+        }
+        Ok(())
+    }
+}
+
+impl Transport for VerbsTransport {
+    fn control(&mut self) -> Result<ControlSnapshot> {
+        let b = self.read(0, control::HEADER_FETCH_LEN)?;
+        ControlSnapshot::decode(b).ok_or_else(|| Error::new("short control block read"))
+    }
+
+    fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
+        if len > self.staging.len() {
+            // Registered once per size we ever need: grows to the largest record.
+            self.staging = self.pd.register_buffer(len.next_power_of_two(), Access::LOCAL_WRITE)?;
+        }
+        self.wr += 1;
+        let remote = self.log.slice(off as u64, len)?;
+        self.qp.post_read(self.wr, self.staging.slice(0, len)?, remote, true)?;
+        self.complete()?;
+        self.out.resize(len, 0);
+        self.staging.read(0, &mut self.out[..len]);
+        Ok(&self.out[..len])
+    }
+
+    fn report(&mut self, p: &Progress) -> Result<()> {
+        let mut b = [0u8; 40];
+        b[control::SLOT_APPLIED..control::SLOT_APPLIED + 8].copy_from_slice(&p.applied.to_le_bytes());
+        b[control::SLOT_EPOCH..control::SLOT_EPOCH + 8].copy_from_slice(&p.epoch.to_le_bytes());
+        b[control::SLOT_UPDATED_US..control::SLOT_UPDATED_US + 8].copy_from_slice(&now_us().to_le_bytes());
+        b[control::SLOT_REPLICA_ID..control::SLOT_REPLICA_ID + 8].copy_from_slice(&self.id.to_le_bytes());
+        b[control::SLOT_CAUGHT_UP_US..control::SLOT_CAUGHT_UP_US + 8].copy_from_slice(&p.caught_up_us.to_le_bytes());
+        self.progress.write(0, &b);
+        self.wr += 1;
+        let remote = self.slots.slice((self.slot * SLOT_LEN) as u64, b.len())?;
+        self.qp.post_write(self.wr, self.progress.slice(0, b.len())?, remote, true)?;
+        self.complete()
+    }
+
+    fn slot(&self) -> usize {
+        self.slot
+    }
+
+    fn describe(&self) -> String {
+        self.desc.clone()
+    }
+}
