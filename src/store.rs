@@ -114,6 +114,15 @@ pub struct ArithArgs<'a> {
     pub new_exptime: Option<i64>,
 }
 
+/// Absolute expiries around an arithmetic update (`Store::arith_ex`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArithExpiry {
+    pub before: u32,
+    pub after: u32,
+    /// The miss created the item (binary initial value, meta `N`).
+    pub created: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArithOutcome {
     Value { value: u64, cas: u64 },
@@ -177,6 +186,8 @@ pub struct MetaGetArgs {
     pub touch_after_vivify: bool,
     /// `R`: win if the item expires before this exptime would.
     pub recache: Option<i64>,
+    /// `T` comes before `R` on the line (`R` then judges the new expiry).
+    pub touch_before_recache: bool,
 }
 
 /// What `meta_get` learned.
@@ -676,7 +687,8 @@ impl Store {
         let mut want_win = created;
         if let Some(r) = a.recache {
             // memcached: win if the item expires sooner than the recache time.
-            if !token_sent && !created && h.expiry != 0 && h.expiry < absolute_expiry(r, now) {
+            let expiry = if a.touch_before_recache { h.expiry } else { expiry_before.unwrap_or(h.expiry) };
+            if !token_sent && !created && expiry != 0 && expiry < absolute_expiry(r, now) {
                 want_win = true;
             }
         }
@@ -793,7 +805,7 @@ impl Store {
     /// `arith`, also telling the item's absolute expiry before and after
     /// (meta `ma t` reports either, depending on where `T`/`N` stand). A
     /// created item's "before" is 0, as memcached allocates it without one.
-    pub fn arith_ex(&self, a: &ArithArgs) -> std::result::Result<(ArithOutcome, Option<(u32, u32)>), StoreError> {
+    pub fn arith_ex(&self, a: &ArithArgs) -> std::result::Result<(ArithOutcome, Option<ArithExpiry>), StoreError> {
         self.writable(a.key)?;
         let mut w = self.lock();
         let now = self.clock.now();
@@ -803,7 +815,7 @@ impl Store {
             let digits = initial.to_string();
             let expiry = absolute_expiry(exptime, now);
             self.put_locked(&mut w, Kind::Set, a.key, &[digits.as_bytes()], 0, expiry, cas, now, 0)?;
-            return Ok((ArithOutcome::Value { value: initial, cas }, Some((0, expiry))));
+            return Ok((ArithOutcome::Value { value: initial, cas }, Some(ArithExpiry { before: 0, after: expiry, created: true })));
         };
         if a.cas != 0 && a.cas != h.cas {
             return Ok((ArithOutcome::Exists, None));
@@ -830,7 +842,7 @@ impl Store {
         let r = self.put_locked(&mut w, Kind::Set, a.key, &[&value], h.client_flags, expiry, cas, now, 0);
         w.scratch = value;
         r?;
-        Ok((ArithOutcome::Value { value: new, cas }, Some((h.expiry, expiry))))
+        Ok((ArithOutcome::Value { value: new, cas }, Some(ArithExpiry { before: h.expiry, after: expiry, created: false })))
     }
 
     /// flush_all [delay]: 0 drops everything now; a delay makes everything
