@@ -494,13 +494,19 @@ impl Store {
                 self.log.append_value(pos, &h, &mut old);
                 let parts: [&[u8]; 2] =
                     if a.mode == SetMode::Append { [&old, a.value] } else { [a.value, &old] };
-                // Flags and expiry stay the item's own, as memcached does.
-                let r = self.put_locked(&mut w, Kind::Set, a.key, &parts, h.client_flags, h.expiry, cas, now, h.item_flags);
+                // Flags and expiry stay the item's own, as memcached does; it
+                // builds a new item, so the stale mark does not carry over.
+                let r = self.put_locked(&mut w, Kind::Set, a.key, &parts, h.client_flags, h.expiry, cas, now, 0);
                 w.scratch = old;
                 r?;
             }
             _ => {
-                let expiry = absolute_expiry(a.exptime, now);
+                // A stale store (`ms I` with an older CAS) keeps the item's
+                // TTL, as memcached does; it only replaces the value.
+                let expiry = match existing {
+                    Some((_, h)) if item_flags == ITEM_STALE => h.expiry,
+                    _ => absolute_expiry(a.exptime, now),
+                };
                 // `ms I` storing a stale value keeps a win token already out
                 // (memcached copies ITEM_TOKEN_SENT), so no second client wins.
                 let token_out = item_flags == ITEM_STALE
@@ -717,6 +723,24 @@ impl Store {
         Ok(true)
     }
 
+    /// (fetched, win token out) of the key's index entry.
+    fn entry_state(&self, key: &[u8]) -> (bool, bool) {
+        self.index
+            .read(key)
+            .get(key)
+            .map(|e| (e.fetched.load(Ordering::Relaxed), e.win_sent.load(Ordering::Relaxed)))
+            .unwrap_or((false, false))
+    }
+
+    /// Carry access state over to a key's new entry (an in-place change in
+    /// memcached's terms).
+    fn set_entry_state(&self, key: &[u8], fetched: bool, win_sent: bool) {
+        if let Some(e) = self.index.read(key).get(key) {
+            e.fetched.store(fetched, Ordering::Relaxed);
+            e.win_sent.store(win_sent, Ordering::Relaxed);
+        }
+    }
+
     /// Re-append the item at `pos` with a new expiry. CAS is unchanged, as
     /// memcached's touch leaves it.
     fn retouch_locked(
@@ -791,9 +815,13 @@ impl Store {
         // memcached gives an invalidated item a new CAS, so a writer holding
         // the old one can only store it as stale (`ms I`).
         let cas = Self::next_cas(&mut w);
+        let fetched = self.entry_state(key).0;
         let r = self.put_locked(&mut w, Kind::Set, key, &[&value], h.client_flags, expiry, cas, now, ITEM_STALE);
         w.scratch = value;
         r?;
+        // memcached marks the item in place: it stays fetched; the win token
+        // is cleared so the next reader can win.
+        self.set_entry_state(key, fetched, false);
         Ok(DeleteOutcome::Deleted)
     }
 
@@ -817,6 +845,10 @@ impl Store {
             self.put_locked(&mut w, Kind::Set, a.key, &[digits.as_bytes()], 0, expiry, cas, now, 0)?;
             return Ok((ArithOutcome::Value { value: initial, cas }, Some(ArithExpiry { before: 0, after: expiry, created: true })));
         };
+        // memcached refuses an empty value before it looks at the CAS.
+        if h.value_len == 0 {
+            return Ok((ArithOutcome::NonNumeric, None));
+        }
         if a.cas != 0 && a.cas != h.cas {
             return Ok((ArithOutcome::Exists, None));
         }
@@ -839,9 +871,18 @@ impl Store {
         }
         let expiry = a.new_exptime.map(|t| absolute_expiry(t, now)).unwrap_or(h.expiry);
         let cas = Self::next_cas(&mut w);
-        let r = self.put_locked(&mut w, Kind::Set, a.key, &[&value], h.client_flags, expiry, cas, now, 0);
+        // memcached updates a number that still fits in place (keeping the
+        // item's stale, fetched and token state) and copies a longer one
+        // into a fresh item.
+        let in_place = value.len() <= old_len;
+        let (fetched, win_sent) = self.entry_state(a.key);
+        let item_flags = if in_place { h.item_flags } else { 0 };
+        let r = self.put_locked(&mut w, Kind::Set, a.key, &[&value], h.client_flags, expiry, cas, now, item_flags);
         w.scratch = value;
         r?;
+        if in_place {
+            self.set_entry_state(a.key, fetched, win_sent);
+        }
         Ok((ArithOutcome::Value { value: new, cas }, Some(ArithExpiry { before: h.expiry, after: expiry, created: false })))
     }
 

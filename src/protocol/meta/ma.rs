@@ -2,7 +2,7 @@
 
 use super::{common_checks, flags, line, push_key, push_opaque_and_key, store_error, ttl};
 use crate::protocol::Ctx;
-use crate::store::{ArithArgs, ArithOutcome};
+use crate::store::{absolute_expiry, ArithArgs, ArithOutcome};
 
 pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     if let Err(e) = common_checks(tokens, "CLIENT_ERROR options flags too long") {
@@ -39,7 +39,9 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     let status = match outcome {
         ArithOutcome::Value { value, cas } => {
             if incr { ctx.stats.incr_hits.incr() } else { ctx.stats.decr_hits.incr() }
-            if f.no_reply {
+            let (mut cur, created) = expiry.map(|e| (e.before, e.created)).unwrap_or((0, false));
+            // memcached's q hides the reply to an update only, not to a creation.
+            if f.no_reply && !created {
                 return;
             }
             let digits = value.to_string();
@@ -48,13 +50,14 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
             } else {
                 out.extend_from_slice(b"HD");
             }
-            let (mut cur, after, created) = expiry.map(|e| (e.before, e.after, e.created)).unwrap_or((0, 0, false));
             for t in ftok {
                 match t[0] {
                     b'c' => out.extend_from_slice(format!(" c{cas}").as_bytes()),
                     b't' => out.extend_from_slice(format!(" t{}", ttl(cur, now)).as_bytes()),
-                    b'T' => cur = after,
-                    b'N' if created => cur = after,
+                    // Each of T and N (N: only on a created item) sets the
+                    // expiry in memcached's loop; t shows the one so far.
+                    b'T' => cur = f.ttl.map_or(cur, |t| absolute_expiry(t, now)),
+                    b'N' if created => cur = f.vivify.map_or(cur, |n| absolute_expiry(n, now)),
                     b'O' => {
                         out.push(b' ');
                         out.extend_from_slice(t);

@@ -2,7 +2,7 @@
 
 use super::{common_checks, flags, line, push_key, push_opaque_and_key, store_error, ttl};
 use crate::protocol::Ctx;
-use crate::store::{MetaGet, MetaGetArgs};
+use crate::store::{absolute_expiry, MetaGet, MetaGetArgs};
 
 pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     if let Err(e) = common_checks(tokens, "CLIENT_ERROR options flags are too long") {
@@ -64,12 +64,14 @@ fn header(out: &mut Vec<u8>, m: &MetaGet, ftok: &[&[u8]], f: &flags::MetaFlags) 
     let mut expiry = m.expiry_before;
     for t in ftok {
         let field = match t[0] {
+            // Each of T and N (N: only on a created item) sets the expiry in
+            // memcached's loop; t shows the one so far.
             b'T' => {
-                expiry = it.expiry;
+                expiry = f.ttl.map_or(expiry, |t| absolute_expiry(t, m.now));
                 continue;
             }
             b'N' if m.created => {
-                expiry = it.expiry;
+                expiry = f.vivify.map_or(expiry, |n| absolute_expiry(n, m.now));
                 continue;
             }
             b's' => format!(" s{}", it.value_len),

@@ -44,7 +44,8 @@ pub(super) fn me(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     } else {
         out.extend_from_slice(&key);
     }
-    let exp = if m.expiry == 0 { -1 } else { now as i64 - m.expiry as i64 };
+    // memcached prints an unsigned difference through %d: mimic the wrap.
+    let exp = if m.expiry == 0 { -1 } else { now.wrapping_sub(m.expiry) as i32 };
     // memcached's item size: header, CAS, key + NUL, value + CRLF, flags if any.
     let size = 48 + 8 + key.len() + 1 + m.value_len as usize + 2 + if m.flags != 0 { 4 } else { 0 };
     line(
