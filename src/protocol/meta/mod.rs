@@ -12,6 +12,9 @@ mod mg;
 mod mn_me;
 mod ms;
 
+#[cfg(test)]
+mod readonly_tests;
+
 use super::{Ctx, Session, Step};
 use crate::store::StoreError;
 

@@ -21,13 +21,9 @@ pub(super) fn handle(
 ) -> Step {
     // Errors before the length is known cannot swallow the data: memcached
     // then reads it as a command line, and so do we.
-    if let Err(e) = common_checks(tokens, "CLIENT_ERROR options flags too long").and_then(|()| {
-        if tokens.len() < 3 {
-            Err("CLIENT_ERROR bad command line format")
-        } else {
-            Ok(())
-        }
-    }) {
+    let checked = common_checks(tokens, "CLIENT_ERROR options flags too long");
+    let checked = checked.and(if tokens.len() < 3 { Err("CLIENT_ERROR bad command line format") } else { Ok(()) });
+    if let Err(e) = checked {
         line(out, e);
         return Step::Consumed(next);
     }
