@@ -114,6 +114,15 @@ pub struct ArithArgs<'a> {
     pub new_exptime: Option<i64>,
 }
 
+/// Absolute expiries around an arithmetic update (`Store::arith_ex`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArithExpiry {
+    pub before: u32,
+    pub after: u32,
+    /// The miss created the item (binary initial value, meta `N`).
+    pub created: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArithOutcome {
     Value { value: u64, cas: u64 },
@@ -174,6 +183,42 @@ pub struct ItemMeta {
     pub win: bool,
     /// A win token was already handed out to someone else.
     pub win_taken: bool,
+}
+
+/// What meta `mg` asks of the store besides a plain read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MetaGetArgs {
+    /// Copy the value out.
+    pub value: bool,
+    /// Record the access (`mg` without `u`).
+    pub note_access: bool,
+    /// `N`: on a miss, create an empty item with this exptime and win.
+    pub vivify: Option<i64>,
+    /// `T`: a new exptime for the item.
+    pub touch: Option<i64>,
+    /// `T` comes after `N` on the line (it then sets a created item's expiry).
+    pub touch_after_vivify: bool,
+    /// `R`: win if the item expires before this exptime would.
+    pub recache: Option<i64>,
+    /// `T` comes before `R` on the line (`R` then judges the new expiry).
+    pub touch_before_recache: bool,
+}
+
+/// What `meta_get` learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetaGet {
+    /// The item as it is now (after any `T`); `expiry` is the new one.
+    pub item: ItemMeta,
+    /// A win token had already been handed out (meta `Z`).
+    pub token_sent: bool,
+    /// This request won the token (meta `W`).
+    pub win: bool,
+    /// `N` created the item.
+    pub created: bool,
+    /// Absolute expiry before `T`/`N` changed it (0 for a created item).
+    pub expiry_before: u32,
+    /// The store's clock at the read (for relative times).
+    pub now: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -510,14 +555,29 @@ impl Store {
                 self.log.append_value(pos, &h, &mut old);
                 let parts: [&[u8]; 2] =
                     if a.mode == SetMode::Append { [&old, a.value] } else { [a.value, &old] };
-                // Flags and expiry stay the item's own, as memcached does.
-                let r = self.put_locked(&mut w, Kind::Set, a.key, &parts, h.client_flags, h.expiry, cas, now, h.item_flags);
+                // Flags and expiry stay the item's own, as memcached does; it
+                // builds a new item, so the stale mark does not carry over.
+                let r = self.put_locked(&mut w, Kind::Set, a.key, &parts, h.client_flags, h.expiry, cas, now, 0);
                 w.scratch = old;
                 r?;
             }
             _ => {
-                let expiry = absolute_expiry(a.exptime, now);
+                // A stale store (`ms I` with an older CAS) keeps the item's
+                // TTL, as memcached does; it only replaces the value.
+                let expiry = match existing {
+                    Some((_, h)) if item_flags == ITEM_STALE => h.expiry,
+                    _ => absolute_expiry(a.exptime, now),
+                };
+                // `ms I` storing a stale value keeps a win token already out
+                // (memcached copies ITEM_TOKEN_SENT), so no second client wins.
+                let token_out = item_flags == ITEM_STALE
+                    && self.index.read(a.key).get(a.key).map(|e| e.win_sent.load(Ordering::Relaxed)).unwrap_or(false);
                 self.put_locked(&mut w, Kind::Set, a.key, &[a.value], a.flags, expiry, cas, now, item_flags)?;
+                if token_out {
+                    if let Some(e) = self.index.read(a.key).get(a.key) {
+                        e.win_sent.store(true, Ordering::Relaxed);
+                    }
+                }
             }
         }
         w.next_cas = w.next_cas.max(cas + 1);
@@ -571,13 +631,10 @@ impl Store {
         let last_access = e.last_access.load(Ordering::Relaxed);
         let fetched = e.fetched.load(Ordering::Relaxed);
         let stale = h.item_flags & ITEM_STALE != 0;
-        let mut win = false;
-        let mut win_taken = false;
-        if stale {
-            // The first reader of a stale item wins the right to refresh it.
-            win_taken = e.win_sent.swap(true, Ordering::Relaxed);
-            win = !win_taken;
-        }
+        // A plain read never hands out a win token (memcached: only `mg`
+        // does, see `meta_get`); it only reports whether one is out.
+        let win = false;
+        let win_taken = e.win_sent.load(Ordering::Relaxed);
         if note {
             e.touch_access(now);
         }
@@ -625,6 +682,101 @@ impl Store {
         Ok(self.read_item(key, opts, false, out, before_value))
     }
 
+    /// Meta `mg`: one read with the extras `mg` may ask for, done as one
+    /// step: create on miss (`N`), new expiry (`T`), and the win-token
+    /// protocol (`N` created, `R` recache, stale items). `before_value`
+    /// writes the reply's header; the value follows when `a.value`.
+    /// Read-only stores refuse `T` and never create (a miss stays a miss).
+    pub fn meta_get(
+        &self,
+        key: &[u8],
+        a: &MetaGetArgs,
+        out: &mut Vec<u8>,
+        before_value: impl FnOnce(&MetaGet, &mut Vec<u8>),
+    ) -> std::result::Result<Option<MetaGet>, StoreError> {
+        let read_only = self.is_read_only();
+        if a.touch.is_some() && read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        if (a.vivify.is_none() && a.touch.is_none()) || read_only {
+            // Nothing to write: the lock-free read path.
+            return Ok(self.meta_read(key, a, false, None, true, out, before_value));
+        }
+        self.writable(key)?;
+        let mut w = self.lock();
+        let now = self.clock.now();
+        match self.live_locked(key, now) {
+            None => {
+                let Some(vivify) = a.vivify else { return Ok(None) };
+                // An empty placeholder the winner fills in (memcached: a
+                // zero-length item with flags 0).
+                let exptime = match a.touch {
+                    Some(t) if a.touch_after_vivify => t,
+                    _ => vivify,
+                };
+                let cas = Self::next_cas(&mut w);
+                let expiry = absolute_expiry(exptime, now);
+                self.put_locked(&mut w, Kind::Set, key, &[b""], 0, expiry, cas, now, 0)?;
+                Ok(self.meta_read(key, a, true, Some(0), false, out, before_value))
+            }
+            Some((pos, h)) => {
+                if let Some(t) = a.touch {
+                    self.retouch_locked(&mut w, key, pos, &h, t, now)?;
+                }
+                // Still under the writer lock: read back what we just wrote,
+                // even if the new expiry already ended it (as gat does).
+                Ok(self.meta_read(key, a, false, Some(h.expiry), false, out, before_value))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn meta_read(
+        &self,
+        key: &[u8],
+        a: &MetaGetArgs,
+        created: bool,
+        expiry_before: Option<u32>,
+        check_live: bool,
+        out: &mut Vec<u8>,
+        before_value: impl FnOnce(&MetaGet, &mut Vec<u8>),
+    ) -> Option<MetaGet> {
+        let now = self.clock.now();
+        let shard = self.index.read(key);
+        let e = shard.get(key)?;
+        let h = self.log.read_header(e.pos)?;
+        if check_live && !self.is_live(&h, now) {
+            let pos = e.pos;
+            drop(shard);
+            self.forget_dead(key, pos);
+            return None;
+        }
+        let note = a.note_access && !self.is_read_only();
+        let item = self.meta_of(&h, e, note, now);
+        let token_sent = e.win_sent.load(Ordering::Relaxed);
+        let mut want_win = created;
+        if let Some(r) = a.recache {
+            // memcached: win if the item expires sooner than the recache time.
+            let expiry = if a.touch_before_recache { h.expiry } else { expiry_before.unwrap_or(h.expiry) };
+            if !token_sent && !created && expiry != 0 && expiry < absolute_expiry(r, now) {
+                want_win = true;
+            }
+        }
+        if item.stale && !token_sent {
+            want_win = true;
+        }
+        // Exactly one reader gets the token, even racing on another worker.
+        let win = want_win
+            && !self.is_read_only()
+            && e.win_sent.compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+        let m = MetaGet { item, token_sent, win, created, expiry_before: expiry_before.unwrap_or(h.expiry), now };
+        before_value(&m, out);
+        if a.value {
+            self.log.append_value(e.pos, &h, out);
+        }
+        Some(m)
+    }
+
     /// touch: a new expiry for an existing item.
     pub fn touch(&self, key: &[u8], exptime: i64) -> std::result::Result<bool, StoreError> {
         self.writable(key)?;
@@ -632,10 +784,32 @@ impl Store {
         let now = self.clock.now();
         let Some((pos, h)) = self.live_locked(key, now) else { return Ok(false) };
         self.retouch_locked(&mut w, key, pos, &h, exptime, now)?;
+        // memcached's touch finds the item with DO_UPDATE, which marks it fetched.
+        if let Some(e) = self.index.read(key).get(key) {
+            e.fetched.store(true, Ordering::Relaxed);
+        }
         let end = w.log.head();
         drop(w);
         self.replicated(end)?;
         Ok(true)
+    }
+
+    /// (fetched, win token out) of the key's index entry.
+    fn entry_state(&self, key: &[u8]) -> (bool, bool) {
+        self.index
+            .read(key)
+            .get(key)
+            .map(|e| (e.fetched.load(Ordering::Relaxed), e.win_sent.load(Ordering::Relaxed)))
+            .unwrap_or((false, false))
+    }
+
+    /// Carry access state over to a key's new entry (an in-place change in
+    /// memcached's terms).
+    fn set_entry_state(&self, key: &[u8], fetched: bool, win_sent: bool) {
+        if let Some(e) = self.index.read(key).get(key) {
+            e.fetched.store(fetched, Ordering::Relaxed);
+            e.win_sent.store(win_sent, Ordering::Relaxed);
+        }
     }
 
     /// Re-append the item at `pos` with a new expiry. CAS is unchanged, as
@@ -652,14 +826,22 @@ impl Store {
         let mut value = std::mem::take(&mut w.scratch);
         value.clear();
         self.log.append_value(pos, h, &mut value);
-        let fetched = self.index.read(key).get(key).map(|e| e.fetched.load(Ordering::Relaxed)).unwrap_or(false);
+        let (fetched, win_sent) = self
+            .index
+            .read(key)
+            .get(key)
+            .map(|e| (e.fetched.load(Ordering::Relaxed), e.win_sent.load(Ordering::Relaxed)))
+            .unwrap_or((false, false));
         let expiry = absolute_expiry(exptime, now);
         let r = self.put_locked(w, Kind::Touch, key, &[&value], h.client_flags, expiry, h.cas, h.time, h.item_flags);
         w.scratch = value;
         r?;
-        if fetched {
+        // A touch changes the expiry only (memcached edits the item in
+        // place): the access state and a handed-out win token stay.
+        if fetched || win_sent {
             if let Some(e) = self.index.read(key).get(key) {
-                e.fetched.store(true, Ordering::Relaxed);
+                e.fetched.store(fetched, Ordering::Relaxed);
+                e.win_sent.store(win_sent, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -704,27 +886,45 @@ impl Store {
         value.clear();
         self.log.append_value(pos, &h, &mut value);
         let expiry = exptime.map(|t| absolute_expiry(t, now)).unwrap_or(h.expiry);
-        let r = self.put_locked(&mut w, Kind::Set, key, &[&value], h.client_flags, expiry, h.cas, now, ITEM_STALE);
+        // memcached gives an invalidated item a new CAS, so a writer holding
+        // the old one can only store it as stale (`ms I`).
+        let cas = Self::next_cas(&mut w);
+        let fetched = self.entry_state(key).0;
+        let r = self.put_locked(&mut w, Kind::Set, key, &[&value], h.client_flags, expiry, cas, now, ITEM_STALE);
         w.scratch = value;
         r?;
+        // memcached marks the item in place: it stays fetched; the win token
+        // is cleared so the next reader can win.
+        self.set_entry_state(key, fetched, false);
         Ok(DeleteOutcome::Deleted)
     }
 
     /// incr / decr on a decimal u64: incr wraps at 2^64, decr stops at 0.
     pub fn arith(&self, a: &ArithArgs) -> std::result::Result<ArithOutcome, StoreError> {
+        self.arith_ex(a).map(|(o, _)| o)
+    }
+
+    /// `arith`, also telling the item's absolute expiry before and after
+    /// (meta `ma t` reports either, depending on where `T`/`N` stand). A
+    /// created item's "before" is 0, as memcached allocates it without one.
+    pub fn arith_ex(&self, a: &ArithArgs) -> std::result::Result<(ArithOutcome, Option<ArithExpiry>), StoreError> {
         self.writable(a.key)?;
         let mut w = self.lock();
         let now = self.clock.now();
         let Some((pos, h)) = self.live_locked(a.key, now) else {
-            let Some((initial, exptime)) = a.initial else { return Ok(ArithOutcome::NotFound) };
+            let Some((initial, exptime)) = a.initial else { return Ok((ArithOutcome::NotFound, None)) };
             let cas = Self::next_cas(&mut w);
             let digits = initial.to_string();
             let expiry = absolute_expiry(exptime, now);
             self.put_locked(&mut w, Kind::Set, a.key, &[digits.as_bytes()], 0, expiry, cas, now, 0)?;
-            return Ok(ArithOutcome::Value { value: initial, cas });
+            return Ok((ArithOutcome::Value { value: initial, cas }, Some(ArithExpiry { before: 0, after: expiry, created: true })));
         };
+        // memcached refuses an empty value before it looks at the CAS.
+        if h.value_len == 0 {
+            return Ok((ArithOutcome::NonNumeric, None));
+        }
         if a.cas != 0 && a.cas != h.cas {
-            return Ok(ArithOutcome::Exists);
+            return Ok((ArithOutcome::Exists, None));
         }
         let mut value = std::mem::take(&mut w.scratch);
         value.clear();
@@ -732,7 +932,7 @@ impl Store {
         let parsed = parse_counter(&value);
         let Some(current) = parsed else {
             w.scratch = value;
-            return Ok(ArithOutcome::NonNumeric);
+            return Ok((ArithOutcome::NonNumeric, None));
         };
         let new = if a.incr { current.wrapping_add(a.delta) } else { current.saturating_sub(a.delta) };
         let old_len = value.len();
@@ -745,13 +945,22 @@ impl Store {
         }
         let expiry = a.new_exptime.map(|t| absolute_expiry(t, now)).unwrap_or(h.expiry);
         let cas = Self::next_cas(&mut w);
-        let r = self.put_locked(&mut w, Kind::Set, a.key, &[&value], h.client_flags, expiry, cas, now, 0);
+        // memcached updates a number that still fits in place (keeping the
+        // item's stale, fetched and token state) and copies a longer one
+        // into a fresh item.
+        let in_place = value.len() <= old_len;
+        let (fetched, win_sent) = self.entry_state(a.key);
+        let item_flags = if in_place { h.item_flags } else { 0 };
+        let r = self.put_locked(&mut w, Kind::Set, a.key, &[&value], h.client_flags, expiry, cas, now, item_flags);
         w.scratch = value;
         r?;
+        if in_place {
+            self.set_entry_state(a.key, fetched, win_sent);
+        }
         let end = w.log.head();
         drop(w);
         self.replicated(end)?;
-        Ok(ArithOutcome::Value { value: new, cas })
+        Ok((ArithOutcome::Value { value: new, cas }, Some(ArithExpiry { before: h.expiry, after: expiry, created: false })))
     }
 
     /// flush_all [delay]: 0 drops everything now; a delay makes everything
@@ -878,14 +1087,33 @@ impl Store {
     }
 }
 
-/// memcached's counter parse: decimal digits, optionally followed by the
-/// spaces a shrinking in-place rewrite leaves; at most a u64.
+/// memcached's counter parse (its `safe_strtoull` over the stored value,
+/// which is followed by "\r\n"): optional leading white space and sign,
+/// decimal digits that fit a u64, then the end or white space (anything may
+/// follow that, e.g. the spaces a shrinking in-place rewrite leaves). A minus
+/// sign is refused unless the number is zero.
 pub fn parse_counter(v: &[u8]) -> Option<u64> {
-    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || !v[digits..].iter().all(|&b| b == b' ' || b == b'\r' || b == b'\n') {
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let mut i = v.iter().take_while(|&&b| is_space(b)).count();
+    let neg = v.get(i) == Some(&b'-');
+    if matches!(v.get(i), Some(b'+' | b'-')) {
+        i += 1;
+    }
+    let start = i;
+    let mut n: u64 = 0;
+    while let Some(d) = v.get(i).filter(|b| b.is_ascii_digit()) {
+        n = n.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+        i += 1;
+    }
+    if i == start || (neg && n != 0) {
         return None;
     }
-    std::str::from_utf8(&v[..digits]).ok()?.parse().ok()
+    // The stored value is followed by "\r\n", so its end counts as white space.
+    match v.get(i) {
+        None => Some(n),
+        Some(&b) if is_space(b) => Some(n),
+        Some(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -995,6 +1223,9 @@ mod tests {
         assert!(matches!(s.arith(&inc).unwrap(), ArithOutcome::Value { value: 1, .. }));
         set(&s, SetMode::Set, b"n", b"abc");
         assert_eq!(s.arith(&inc).unwrap(), ArithOutcome::NonNumeric);
+        for (v, want) in [(&b" 12"[..], Some(12)), (b"0 21", Some(0)), (b"+7", Some(7)), (b"-0", Some(0)), (b"-3", None), (b"12abc", None), (b"", None), (b"99999999999999999999", None)] {
+            assert_eq!(parse_counter(v), want, "{:?}", String::from_utf8_lossy(v));
+        }
         let miss = ArithArgs { key: b"nokey", ..inc };
         assert_eq!(s.arith(&miss).unwrap(), ArithOutcome::NotFound);
     }

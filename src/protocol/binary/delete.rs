@@ -1,0 +1,20 @@
+//! delete, deleteq (with CAS).
+
+use super::{status, Req};
+use crate::protocol::Ctx;
+use crate::store::DeleteOutcome;
+
+pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
+    match ctx.store.delete(req.key, req.h.cas) {
+        Ok(DeleteOutcome::Deleted) => {
+            ctx.stats.delete_hits.incr();
+            req.ok(out, 0);
+        }
+        Ok(DeleteOutcome::NotFound) => {
+            ctx.stats.delete_misses.incr();
+            req.error(out, status::KEY_ENOENT);
+        }
+        Ok(DeleteOutcome::Exists) => req.error(out, status::KEY_EEXISTS),
+        Err(e) => req.store_error(out, e, ctx),
+    }
+}
