@@ -3,7 +3,7 @@
 #
 # In ONE Soft-RoCE VM run (tests/vm/rdma-vm.sh), two processes on rxe0 each:
 #   perftest ib_read_bw -s 65536, ib_read_bw -s 2097152, ib_read_lat (2 bytes)
-#   examples/verbs_bench.rs doing the same through logmemcached::rdma
+#   perf/verbs_bench.rs doing the same through logmemcached::rdma
 # alternating tool by tool for VERBS_BENCH_ROUNDS rounds (default 5), then writes
 # the medians and ratios to perf/results/verbs.md (goal: >= 0.9x perftest's
 # bandwidth, <= 1.1x its latency) and the raw lines to target/verbs-bench/.
@@ -178,7 +178,7 @@ host_cpu=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
     echo "Soft-RoCE (rxe0) QEMU VM run under TCG ($envline; host: $host_cpu, $(nproc) cores"
     echo "shared with other work; host load average at the end: $load), two processes on rxe0, $secs s"
     echo "wall including the release build."
-    echo "Medians of ${VERBS_BENCH_ROUNDS:-5} rounds; tools alternate within each round. Wrapper = \`examples/verbs_bench.rs\`"
+    echo "Medians of ${VERBS_BENCH_ROUNDS:-5} rounds; tools alternate within each round. Wrapper = \`perf/verbs_bench.rs\`"
     echo "(same parameters as perftest: tx depth 128, one signaled READ in 100, outstanding READs = device max;"
     echo "latency: one signaled READ at a time, busy-polled). Iterations: 64 KiB x ${VERBS_BENCH_BW_ITERS:-1000},"
     echo "2 MiB x ${VERBS_BENCH_BW2M_ITERS:-100}, 2 B latency x ${VERBS_BENCH_LAT_ITERS:-1000}."

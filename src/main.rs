@@ -23,7 +23,14 @@ struct Cli {
 #[argh(subcommand)]
 enum Cmd {
     Serve(ServeArgs),
+    RdmaDevices(RdmaDevicesArgs),
 }
+
+/// List RDMA devices, ports, port state, MTU, link layer and GIDs (a short
+/// ibv_devinfo). On a host without RDMA it says so and succeeds.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "rdma-devices")]
+struct RdmaDevicesArgs {}
 
 /// Serve the memcached protocols over TCP.
 #[derive(FromArgs)]
@@ -245,6 +252,7 @@ fn run() -> Result<()> {
     match cli.cmd {
         None => serve(default_serve_args()?),
         Some(Cmd::Serve(a)) => serve(a),
+        Some(Cmd::RdmaDevices(_)) => logmemcached::rdma::print_devices(&mut std::io::stdout().lock()),
     }
 }
 
