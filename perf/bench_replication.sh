@@ -85,11 +85,11 @@ out=perf/results/replication.md
     echo
     echo "Lag (write on the primary until a replica serves it; includes one TCP get of polling granularity):"
     echo
-    echo "| load | p50 us | p99 us | p99.9 us | max us | samples |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| load | p50 us | p99 us | p99.9 us | max us | samples | plain get RTT p50 us |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     for pair in "idle:$idle" "memcaslap 90/10 beside it:$loaded"; do
         label=${pair%%:*}; vals=${pair#*:}
         eval "$(echo "$vals" | tr ' ' '\n' | grep '=' | sed 's/^/local_/')"
-        echo "| $label | $local_p50 | $local_p99 | $local_p999 | $local_max | $local_n |"
+        echo "| $label | $local_p50 | $local_p99 | $local_p999 | $local_max | $local_n | $local_get_rtt_p50 |"
     done
 } | tee "$out"

@@ -5,7 +5,8 @@
 //!   cargo run --release --example replication_lag -- PRIMARY_PORT REPLICA_PORT [SAMPLES]
 //!
 //! Includes one TCP get round trip of polling granularity; prints
-//! p50/p99/p99.9/max in microseconds as `lag_us p50=.. p99=.. p999=.. max=.. n=..`.
+//! p50/p99/p99.9/max in microseconds as `lag_us p50=.. p99=.. p999=.. max=.. n=..`,
+//! and the p50 of a plain get round trip to the replica (the polling granularity).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -36,6 +37,14 @@ fn main() {
     let (mut pw, mut pr) = connect(pport);
     let (mut rw, mut rr) = connect(rport);
     let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    // The polling granularity: a plain get round trip to the replica.
+    let mut rtt = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    for _ in 0..200 {
+        let t0 = Instant::now();
+        rw.write_all(b"get lagprobe-rtt\r\n").expect("write");
+        assert_eq!(line(&mut rr), "END\r\n");
+        rtt.record(t0.elapsed().as_micros().max(1) as u64).expect("record");
+    }
     let mut timeouts = 0;
     for i in 0..samples {
         let v = format!("probe-{i}");
@@ -62,12 +71,13 @@ fn main() {
         }
     }
     println!(
-        "lag_us p50={} p99={} p999={} max={} n={} timeouts={}",
+        "lag_us p50={} p99={} p999={} max={} n={} timeouts={} get_rtt_p50={}",
         h.value_at_quantile(0.5),
         h.value_at_quantile(0.99),
         h.value_at_quantile(0.999),
         h.max(),
         h.len(),
-        timeouts
+        timeouts,
+        rtt.value_at_quantile(0.5)
     );
 }

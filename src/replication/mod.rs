@@ -175,6 +175,8 @@ impl Replication {
             put("resyncs", l(&s.resyncs).to_string());
             put("reconnects", l(&s.reconnects).to_string());
             put("invalid_records", l(&s.invalid_records).to_string());
+            put("catchup_bytes", l(&s.catchup_bytes).to_string());
+            put("catchup_us", l(&s.catchup_us).to_string());
             put("last_error", s.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone());
         }
         let slots = primary::live_slots(log);

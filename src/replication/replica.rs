@@ -33,8 +33,10 @@ use crate::log::control::CONTROL_SIZE;
 use crate::log::record::{self, Invalid, HEADER_LEN};
 use crate::store::Store;
 
-/// Idle rounds spent spinning before the replica starts to wait.
-const IDLE_SPINS: u32 = 2_000;
+/// How long an idle replica keeps polling before it starts to wait: a
+/// time, not a count, since one poll is a memory load over shm and a network
+/// round trip over verbs.
+const IDLE_SPIN: Duration = Duration::from_micros(50);
 /// The longest idle wait: bounds the lag after a quiet spell.
 const MAX_IDLE_WAIT: Duration = Duration::from_micros(100);
 /// First staging read size; grows to fit the largest record seen.
@@ -61,6 +63,10 @@ pub struct ReplicaStatus {
     pub caught_up_us: AtomicU64,
     /// Wall-clock us when we first saw data we have not applied yet (0 = none).
     pub behind_since_us: AtomicU64,
+    /// The last catch-up after a join or resync: bytes replayed and how long
+    /// it took from the resync to the first moment we held the primary's head.
+    pub catchup_bytes: AtomicU64,
+    pub catchup_us: AtomicU64,
     /// The incarnation of the primary log we follow (survives reconnects).
     pub incarnation: AtomicU64,
     pub primary: Mutex<String>,
@@ -287,6 +293,8 @@ struct Follower<'a> {
     epoch: u64,
     incarnation: Option<u64>,
     staging: usize,
+    /// Set at a resync; cleared when the catch-up it started completes.
+    catchup: Option<(Instant, u64)>,
     heartbeat: u64,
     last_alive: Instant,
 }
@@ -309,6 +317,7 @@ impl<'a> Follower<'a> {
                 i => Some(i),
             },
             staging: STAGING,
+            catchup: None,
             heartbeat: 0,
             last_alive: Instant::now(),
         }
@@ -326,6 +335,7 @@ impl<'a> Follower<'a> {
     }
 
     fn resync(&mut self, tail: u64, lapped: bool) {
+        self.catchup = Some((Instant::now(), self.status.bytes_applied.load(Ordering::Relaxed)));
         self.store.resync_at(tail);
         self.applied = Some(tail);
         self.status.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -337,6 +347,7 @@ impl<'a> Follower<'a> {
     fn follow(&mut self, t: &mut dyn Transport) -> Result<Exit> {
         let cap = self.store.log().capacity();
         let mut idle = 0u32;
+        let mut idle_since = Instant::now();
         let mut wait = Duration::from_micros(5);
         loop {
             if let Some(e) = self.ctl.pending() {
@@ -406,8 +417,11 @@ impl<'a> Follower<'a> {
                 if idle == 0 || idle % 256 == 0 {
                     t.report(&Progress { applied, epoch: c.epoch, caught_up_us: now_us() })?;
                 }
+                if idle == 0 {
+                    idle_since = Instant::now();
+                }
                 idle = idle.saturating_add(1);
-                if idle > IDLE_SPINS {
+                if idle_since.elapsed() > IDLE_SPIN {
                     self.ctl.wait(wait);
                     wait = (wait * 2).min(MAX_IDLE_WAIT);
                 } else {
@@ -427,62 +441,78 @@ impl<'a> Follower<'a> {
             if caught_up {
                 self.status.behind_since_us.store(0, Ordering::Relaxed);
                 self.status.caught_up_us.store(now_us(), Ordering::Relaxed);
+                if let Some((t0, b0)) = self.catchup.take() {
+                    let bytes = self.status.bytes_applied.load(Ordering::Relaxed) - b0;
+                    self.status.catchup_bytes.store(bytes, Ordering::Relaxed);
+                    self.status.catchup_us.store(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                }
             }
             let cu = self.status.caught_up_us.load(Ordering::Relaxed);
             t.report(&Progress { applied: done, epoch: c.epoch, caught_up_us: cu })?;
         }
     }
 
-    /// Read, validate and apply one physical stretch starting at `from`;
-    /// returns the new applied position.
+    /// Read, validate and apply everything from `from` up to `head`, one
+    /// physical stretch at a time, with the next stretch's read in flight
+    /// while the current one is applied. Returns the new applied position.
     fn pull(&mut self, t: &mut dyn Transport, from: u64, head: u64, cap: u64) -> Result<u64> {
         let room = |p: u64| cap - p % cap;
-        let mut pos = from;
-        if room(pos) < HEADER_LEN as u64 {
-            // The implicit gap at the end of a lap: records resume at the next.
-            pos += room(pos);
-            if pos >= head {
-                return Ok(pos.min(head).max(from));
-            }
-        }
-        let end = head.min(pos + room(pos)).min(pos + self.staging as u64);
-        let len = (end - pos) as usize;
-        let off = CONTROL_SIZE + (pos % cap) as usize;
-        let buf = t.read(off, len)?;
-        let mut o = 0usize;
-        while pos < end {
-            match record::validate(&buf[o..], pos) {
-                Ok(rec) => {
-                    let n = rec.header.total_len() as usize;
-                    self.store
-                        .apply_raw(&buf[o..o + n], &rec)
-                        .map_err(|e| Error::new(format!("applying the record at {pos}: {e:?}")))?;
-                    self.status.records_applied.fetch_add(1, Ordering::Relaxed);
-                    self.status.bytes_applied.fetch_add(n as u64, Ordering::Relaxed);
-                    pos += n as u64;
-                    o += n;
-                    if pos < end && room(pos) < HEADER_LEN as u64 {
-                        break;
+        // Where the stretch starting at `p` ends, and its (offset, length).
+        let stretch = |p: u64, staging: usize| -> (u64, (usize, usize)) {
+            let end = head.min(p + room(p)).min(p + staging as u64);
+            (end, (CONTROL_SIZE + (p % cap) as usize, (end - p) as usize))
+        };
+        let skip_gap = |p: u64| if room(p) < HEADER_LEN as u64 { p + room(p) } else { p };
+        let mut pos = skip_gap(from);
+        while pos < head {
+            let (end, (off, len)) = stretch(pos, self.staging);
+            // The stretch after this one, if the head is beyond it.
+            let after = skip_gap(end);
+            let ahead = (after < head).then(|| stretch(after, self.staging).1);
+            let buf = t.read_ahead(off, len, ahead)?;
+            let mut o = 0usize;
+            let mut p = pos;
+            while p < end {
+                match record::validate(&buf[o..], p) {
+                    Ok(rec) => {
+                        let n = rec.header.total_len() as usize;
+                        self.store
+                            .apply_raw(&buf[o..o + n], &rec)
+                            .map_err(|e| Error::new(format!("applying the record at {p}: {e:?}")))?;
+                        self.status.records_applied.fetch_add(1, Ordering::Relaxed);
+                        self.status.bytes_applied.fetch_add(n as u64, Ordering::Relaxed);
+                        p += n as u64;
+                        o += n;
+                        if p < end && room(p) < HEADER_LEN as u64 {
+                            break;
+                        }
+                    }
+                    Err(Invalid::Truncated { need }) => {
+                        if need > self.staging {
+                            // A record larger than our reads: read more next time.
+                            self.staging = need.next_power_of_two().min(cap as usize);
+                        } else if end == head {
+                            // The head said the record is complete; it is not:
+                            // torn, like any other invalid record.
+                            self.invalid(t, p)?;
+                        }
+                        return Ok(p);
+                    }
+                    Err(_) => {
+                        self.invalid(t, p)?;
+                        return Ok(self.applied.unwrap_or(p).max(p));
                     }
                 }
-                Err(Invalid::Truncated { need }) => {
-                    if need > self.staging {
-                        // A record larger than our reads: read more next time.
-                        self.staging = need.next_power_of_two().min(cap as usize);
-                    } else if end == head {
-                        // The head said the record is complete; it is not:
-                        // torn, like any other invalid record.
-                        self.invalid(t, pos)?;
-                    }
-                    break;
-                }
-                Err(_) => {
-                    self.invalid(t, pos)?;
-                    return Ok(self.applied.unwrap_or(pos).max(pos));
-                }
             }
+            if p < end && room(p) >= HEADER_LEN as u64 {
+                // Stopped inside the stretch without a reason: resume there.
+                return Ok(p);
+            }
+            pos = skip_gap(p.max(end));
+            self.applied = Some(pos.min(head));
+            self.status.applied.store(pos.min(head), Ordering::Relaxed);
         }
-        Ok(pos)
+        Ok(pos.min(head).max(from))
     }
 
     /// A record below the primary's head failed validation. If the cleaner

@@ -26,6 +26,15 @@ pub trait Transport: Send {
     /// still be torn by the primary's cleaner, which the caller validates.
     fn read(&mut self, off: usize, len: usize) -> Result<&[u8]>;
 
+    /// `read(off, len)`, and then start reading `next` in the background so
+    /// the network works while the caller validates and applies (a later
+    /// `read_ahead` or `read` of exactly `next` collects it). Transports
+    /// without asynchronous reads just read.
+    fn read_ahead(&mut self, off: usize, len: usize, next: Option<(usize, usize)>) -> Result<&[u8]> {
+        let _ = next;
+        self.read(off, len)
+    }
+
     /// Write this replica's progress slot on the primary.
     fn report(&mut self, p: &Progress) -> Result<()>;
 

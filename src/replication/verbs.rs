@@ -40,6 +40,7 @@ const WC_TIMEOUT: Duration = Duration::from_secs(15);
 /// Polls of the CQ before blocking on its completion channel.
 const SPIN_POLLS: u32 = 20_000;
 
+
 /// The primary's verbs resources, shared by every replica's QP.
 struct PrimaryRdma {
     ctx: Context,
@@ -135,6 +136,8 @@ pub struct VerbsTransport {
     id: u64,
     desc: String,
     wr: u64,
+    /// A read-ahead in flight: (wr_id, region offset, length, completed).
+    ahead: Option<(u64, usize, usize, bool)>,
 }
 
 impl VerbsTransport {
@@ -168,36 +171,63 @@ impl VerbsTransport {
         let qp = pd.create_rc_qp(&cq, &cq, &QpCaps::default(), &RcOptions { access: Access::NONE, ..RcOptions::default() })?;
         let qp = handshake_rc(&mut s, qp, None, SIDE_TIMEOUT)?;
         let log = qp.remote().mem;
-        Ok(VerbsTransport { _stream: s, pd, cq, qp, staging, progress, out: Vec::new(), log, slots, slot, id, desc, wr: 0 })
+        Ok(VerbsTransport { _stream: s, pd, cq, qp, staging, progress, out: Vec::new(), log, slots, slot, id, desc, wr: 0, ahead: None })
     }
 
-    /// Wait for our one outstanding work request: spin on the CQ first (an
-    /// RDMA READ completes in microseconds), then block on its channel.
-    fn complete(&mut self) -> Result<()> {
-        let mut wc = [Wc::default()];
-        let mut n = 0;
-        for _ in 0..SPIN_POLLS {
-            n = self.cq.poll(&mut wc)?;
-            if n > 0 {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        if n == 0 {
-            let deadline = Instant::now() + WC_TIMEOUT;
-            while n == 0 {
+    /// Wait for work request `wr`: spin on the CQ first (an RDMA READ
+    /// completes in microseconds), then block on its completion channel. The
+    /// read-ahead's completion may come first; it is noted, not lost.
+    fn complete(&mut self, wr: u64) -> Result<()> {
+        let deadline = Instant::now() + WC_TIMEOUT;
+        let mut spins = 0u32;
+        loop {
+            let mut wc = [Wc::default()];
+            let n = if spins < SPIN_POLLS {
+                spins += 1;
+                self.cq.poll(&mut wc)?
+            } else {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     crate::bail!("{}: no completion within {WC_TIMEOUT:?}", self.desc);
                 }
-                n = self.cq.wait(&mut wc, Some(left))?;
+                self.cq.wait(&mut wc, Some(left))?
+            };
+            if n == 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            wc[0].ok().map_err(|e| Error::from(e).context(format!("{}: work request failed", self.desc)))?;
+            let got = wc[0].wr_id();
+            if got == wr {
+                return Ok(());
+            }
+            match &mut self.ahead {
+                Some((a, _, _, done)) if *a == got => *done = true,
+                _ => crate::bail!("{}: completion for request {got}, expected {wr}", self.desc),
             }
         }
-        wc[0].ok().map_err(|e| Error::from(e).context(format!("{}: work request failed", self.desc)))?;
-        if wc[0].wr_id() != self.wr {
-            crate::bail!("{}: completion for request {}, expected {}", self.desc, wc[0].wr_id(), self.wr);
+    }
+
+    /// Post a READ of `len` bytes at region offset `off` into the staging buffer.
+    fn post_read(&mut self, off: usize, len: usize) -> Result<u64> {
+        if len > self.staging.len() {
+            // Registered once per size we ever need: grows to the largest record.
+            self.staging = self.pd.register_buffer(len.next_power_of_two(), Access::LOCAL_WRITE)?;
         }
-        Ok(())
+        self.wr += 1;
+        let remote = self.log.slice(off as u64, len)?;
+        self.qp.post_read(self.wr, self.staging.slice(0, len)?, remote, true)?;
+        Ok(self.wr)
+    }
+
+    /// Collect the read-ahead if one is in flight; true if it was `(off, len)`.
+    fn settle_ahead(&mut self, off: usize, len: usize) -> Result<bool> {
+        let Some((wr, aoff, alen, done)) = self.ahead else { return Ok(false) };
+        if !done {
+            self.complete(wr)?;
+        }
+        self.ahead = None;
+        Ok(aoff == off && alen == len)
     }
 }
 
@@ -208,16 +238,22 @@ impl Transport for VerbsTransport {
     }
 
     fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
-        if len > self.staging.len() {
-            // Registered once per size we ever need: grows to the largest record.
-            self.staging = self.pd.register_buffer(len.next_power_of_two(), Access::LOCAL_WRITE)?;
+        self.read_ahead(off, len, None)
+    }
+
+    fn read_ahead(&mut self, off: usize, len: usize, next: Option<(usize, usize)>) -> Result<&[u8]> {
+        if !self.settle_ahead(off, len)? {
+            let wr = self.post_read(off, len)?;
+            self.complete(wr)?;
         }
-        self.wr += 1;
-        let remote = self.log.slice(off as u64, len)?;
-        self.qp.post_read(self.wr, self.staging.slice(0, len)?, remote, true)?;
-        self.complete()?;
+        // Copy out, so the staging buffer is free for the next READ while the
+        // caller works on these bytes.
         self.out.resize(len, 0);
         self.staging.read(0, &mut self.out[..len]);
+        if let Some((noff, nlen)) = next {
+            let wr = self.post_read(noff, nlen)?;
+            self.ahead = Some((wr, noff, nlen, false));
+        }
         Ok(&self.out[..len])
     }
 
@@ -232,7 +268,7 @@ impl Transport for VerbsTransport {
         self.wr += 1;
         let remote = self.slots.slice((self.slot * SLOT_LEN) as u64, b.len())?;
         self.qp.post_write(self.wr, self.progress.slice(0, b.len())?, remote, true)?;
-        self.complete()
+        self.complete(self.wr)
     }
 
     fn slot(&self) -> usize {

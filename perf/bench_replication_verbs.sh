@@ -1,0 +1,105 @@
+#!/bin/bash
+# perf/bench_replication_verbs.sh - replication over RDMA verbs, in ONE
+# Soft-RoCE VM run, beside perftest from the same run:
+#   - catch-up bandwidth of a late replica (it pulls a ~40 MB log by RDMA
+#     READ) against `ib_read_bw` at 2 MiB and 64 KiB messages (goal >= 0.8);
+#   - replication lag (perf/replication_lag.rs: write on the primary, poll the
+#     replica over TCP) beside `ib_read_lat` (2 bytes).
+# Writes perf/results/replication_verbs.md. Not a timed test: under TCG
+# emulation numbers compare only within one run. Takes ~3-4 minutes.
+set -euo pipefail
+
+in_vm() {   # runs inside the VM: in_vm RESULT_FILE
+    local out=$1 ip=10.0.2.15 dev=rxe0 bin=./target/release/logmemcached probe=./target/release/examples/replication_lag
+    : > "$out"
+    pt() {  # pt TOOL SIZE ITERS -> the result line
+        local tool=$1 size=$2 n=$3 spid res i=0
+        stdbuf -oL "$tool" -d $dev -x 1 -F -s "$size" -n "$n" > /tmp/pt-srv.log 2>&1 & spid=$!
+        until res=$("$tool" -d $dev -x 1 -F -s "$size" -n "$n" $ip 2>&1); do
+            i=$((i+1)); [ $i -lt 100 ] || { echo "$res" >&2; return 1; }
+            sleep 0.2   # the harness waits for perftest's server to listen; not our data path
+        done
+        wait $spid || true
+        echo "$res" | awk -v s="$size" '$1==s && NF>=5' | tail -1
+    }
+    echo "PERFTEST read_bw_2m $(pt ib_read_bw 2097152 100 | awk '{print $4}')" >> "$out"
+    echo "PERFTEST read_bw_64k $(pt ib_read_bw 65536 1000 | awk '{print $4}')" >> "$out"
+    echo "PERFTEST read_lat_typical $(pt ib_read_lat 2 1000 | awk '{print $5}')" >> "$out"
+
+    local pport=21311 rport=21312 rl=21400
+    $bin serve -p $pport -t 1 -m 64 --hugepages auto --replication-listen "rdma://$ip:$rl" 2>/dev/null & local ppid=$!
+    for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$pport) 2>/dev/null && break; sleep 0.05; done
+    # Fill ~40 MB: 10,000 values of 4,000 bytes, pipelined.
+    python3 - "$pport" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+v = b"x" * 4000
+batch = b"".join(b"set fill:%d 0 0 4000\r\n%s\r\n" % (i, v) for i in range(10000))
+s.sendall(batch)
+got = b""
+while got.count(b"STORED\r\n") < 10000:
+    got += s.recv(1 << 20)
+PY
+    local t0; t0=$(date +%s.%N)
+    $bin serve -p $rport -t 1 -m 64 --hugepages auto --replica-of "rdma://$ip:$rl" 2>/dev/null & local rpid=$!
+    local st=""
+    for _ in $(seq 600); do
+        st=$(python3 - "$rport" <<'PY' 2>/dev/null || true
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"stats replication\r\n")
+d = b""
+while not d.endswith(b"END\r\n"):
+    d += s.recv(65536)
+kv = dict(l.split(" ", 2)[1:] for l in d.decode().splitlines() if l.startswith("STAT ") and l.count(" ") >= 2)
+print(kv.get("catchup_bytes", "0"), kv.get("catchup_us", "0"))
+PY
+)
+        case $st in ""|"0 0") sleep 0.1 ;; *) break ;; esac   # harness polling, not the data path
+    done
+    echo "CATCHUP $st wall_s=$(echo "$t0 $(date +%s.%N)" | awk '{printf "%.2f", $2-$1}')" >> "$out"
+    echo "LAG $($probe $pport $rport 500)" >> "$out"
+    kill $rpid $ppid; wait $rpid $ppid 2>/dev/null || true
+    echo "DONE" >> "$out"
+}
+
+if [ "${1:-}" = --in-vm ]; then shift; in_vm "$@"; exit $?; fi
+
+root=$(cd "$(dirname "$0")/.." && pwd -P)
+cd "$root"
+bash tests/install-deps.sh test >/dev/null
+cargo build --release -q --bins --example replication_lag
+mkdir -p target/repl-verbs-bench
+raw=target/repl-verbs-bench/raw.txt
+load=$(cut -d' ' -f1 /proc/loadavg)
+RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-900} RDMA_VM_HUGEPAGES=${RDMA_VM_HUGEPAGES:-96} RDMA_VM_MEM=${RDMA_VM_MEM:-2048} \
+    tests/vm/rdma-vm.sh run bash perf/bench_replication_verbs.sh --in-vm "$raw"
+grep -q DONE "$raw" || { echo "the VM run did not finish: see $raw" >&2; exit 1; }
+cat "$raw"
+v() { awk -v k="$1" '$1=="PERFTEST" && $2==k {print $3}' "$raw"; }
+bw2m=$(v read_bw_2m); bw64=$(v read_bw_64k); lat=$(v read_lat_typical)
+read -r cbytes cus _ < <(awk '$1=="CATCHUP" {print $2, $3}' "$raw")
+lagline=$(awk '$1=="LAG" {$1=""; print}' "$raw")
+get() { echo "$lagline" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k {print $2}'; }
+py() { python3 -c "print($1)"; }
+cbw=$(py "f'{$cbytes / ($cus / 1e6) / 1048576:.2f}' if $cus else 'n/a'")
+{
+    echo "# Replication over RDMA verbs (Soft-RoCE VM)"
+    echo
+    echo "Measured $(date -u +%Y-%m-%d) in one QEMU/TCG VM run with rxe0 (host load average $load on $(nproc) cores);"
+    echo "primary and replica are two processes on rxe0; perftest from the same run. TCG emulates the CPU"
+    echo "(~20x slower) and rxe does RDMA in the emulated kernel, so absolute numbers are tiny; only ratios"
+    echo "within the run mean anything. Script: perf/bench_replication_verbs.sh."
+    echo
+    echo "| measurement | logmemcached | perftest | ratio | goal |"
+    echo "|---|---:|---:|---:|---|"
+    echo "| late replica catch-up, MiB/s ($cbytes bytes in $cus us) vs ib_read_bw 2 MiB | $cbw | $bw2m | $(py "f'{float(\"$cbw\")/$bw2m:.2f}'" 2>/dev/null || echo n/a) | >= 0.8 |"
+    echo "| same catch-up vs ib_read_bw 64 KiB | $cbw | $bw64 | $(py "f'{float(\"$cbw\")/$bw64:.2f}'" 2>/dev/null || echo n/a) | |"
+    echo
+    echo "Replication lag (write on the primary until the replica serves it, polled over TCP inside the VM), beside"
+    echo "ib_read_lat typical $lat us:"
+    echo
+    echo "| p50 us | p99 us | p99.9 us | max us | samples | plain get RTT p50 us |"
+    echo "|---:|---:|---:|---:|---:|---:|"
+    echo "| $(get p50) | $(get p99) | $(get p999) | $(get max) | $(get n) | $(get get_rtt_p50) |"
+} | tee perf/results/replication_verbs.md
