@@ -13,14 +13,19 @@ use crate::protocol::{self, Ctx, Session, Step};
 
 /// Pending reply bytes beyond which we stop taking requests.
 pub const OUT_HIGH_WATER: usize = 4 << 20;
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 64 << 10;
+/// The input buffer's starting size; it doubles when one request needs more
+/// (a large value) and returns to this size once drained.
+const INPUT_START: usize = 16 << 10;
 
 pub struct Conn {
     pub stream: TcpStream,
+    /// Zeroed once when (re)allocated, never per read: reads land in
+    /// `input[in_end..]`, unhandled bytes are `input[in_pos..in_end]`.
     input: Vec<u8>,
     /// Start of unhandled input.
     in_pos: usize,
+    /// End of the bytes read so far.
+    in_end: usize,
     out: Vec<u8>,
     /// Start of unsent output.
     out_pos: usize,
@@ -45,8 +50,9 @@ impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
         Conn {
             stream,
-            input: Vec::with_capacity(16 << 10),
+            input: vec![0; INPUT_START],
             in_pos: 0,
+            in_end: 0,
             out: Vec::with_capacity(16 << 10),
             out_pos: 0,
             session: Session::default(),
@@ -82,35 +88,37 @@ impl Conn {
 
     fn fill(&mut self, ctx: &Ctx) {
         loop {
-            if self.in_pos == self.input.len() {
-                self.input.clear();
+            if self.in_pos == self.in_end {
                 self.in_pos = 0;
-            } else if self.in_pos > self.input.len() / 2 {
-                self.input.drain(..self.in_pos);
-                self.in_pos = 0;
+                self.in_end = 0;
+            } else if self.in_end == self.input.len() {
+                if self.in_pos > 0 {
+                    // Move the partial request to the front.
+                    self.input.copy_within(self.in_pos..self.in_end, 0);
+                    self.in_end -= self.in_pos;
+                    self.in_pos = 0;
+                } else {
+                    // One request larger than the buffer: grow (the protocol
+                    // bounds how large a request may be).
+                    let n = self.input.len() * 2;
+                    self.input.resize(n, 0);
+                }
             }
-            let start = self.input.len();
-            self.input.resize(start + READ_CHUNK, 0);
-            match self.stream.read(&mut self.input[start..]) {
+            match self.stream.read(&mut self.input[self.in_end..]) {
                 Ok(0) => {
-                    self.input.truncate(start);
                     self.eof = true;
                     return;
                 }
                 Ok(n) => {
-                    self.input.truncate(start + n);
+                    self.in_end += n;
                     ctx.stats.bytes_read.add(n as u64);
-                    if n < READ_CHUNK {
+                    if self.in_end < self.input.len() {
                         return;
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => self.input.truncate(start),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.input.truncate(start);
-                    return;
-                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => {
-                    self.input.truncate(start);
                     self.eof = true;
                     self.closing = true;
                     return;
@@ -121,7 +129,7 @@ impl Conn {
 
     fn handle(&mut self, ctx: &Ctx) {
         while !self.closing && self.pending_out() < OUT_HIGH_WATER {
-            match protocol::step(&mut self.session, &self.input[self.in_pos..], &mut self.out, ctx) {
+            match protocol::step(&mut self.session, &self.input[self.in_pos..self.in_end], &mut self.out, ctx) {
                 Step::Consumed(n) => self.in_pos += n,
                 Step::NeedMore => break,
                 Step::Close => self.closing = true,
@@ -157,9 +165,11 @@ impl Conn {
                 self.out.shrink_to(64 << 10);
             }
         }
-        if self.input.capacity() > 2 * OUT_HIGH_WATER && self.in_pos == self.input.len() {
-            self.input = Vec::with_capacity(16 << 10);
+        if self.input.len() > INPUT_START && self.in_pos == self.in_end {
+            // A large request grew the buffer; give the memory back.
+            self.input = vec![0; INPUT_START];
             self.in_pos = 0;
+            self.in_end = 0;
         }
     }
 }

@@ -145,19 +145,38 @@ impl Shared {
     }
 }
 
-/// Bind the listening socket (127.0.0.1:11211 by default).
-pub fn bind(settings: &Settings) -> Result<TcpListener> {
+/// Bind one listening socket per worker (127.0.0.1:11211 by default), all
+/// on the same port with SO_REUSEPORT: the kernel spreads new connections
+/// across the workers, where one shared socket let whichever worker polled
+/// first take most of them.
+pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
+    use std::net::ToSocketAddrs;
     let addr = format!("{}:{}", settings.listen, settings.port);
-    let l = TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
-    l.set_nonblocking(true).context("making the listener non-blocking")?;
-    Ok(l)
+    let sa = addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .ok_or_else(|| crate::error::Error::new(format!("{addr} resolves to no address")))?;
+    let family = if sa.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    (0..settings.threads.max(1))
+        .map(|_| -> Result<TcpListener> {
+            let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+                .context("creating the listening socket")?;
+            socket::setsockopt(&fd, sockopt::ReuseAddr, &true).context("SO_REUSEADDR")?;
+            socket::setsockopt(&fd, sockopt::ReusePort, &true).context("SO_REUSEPORT")?;
+            socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(sa))
+                .with_context(|| format!("listening on {addr}"))?;
+            socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN)).with_context(|| format!("listening on {addr}"))?;
+            Ok(TcpListener::from(fd))
+        })
+        .collect()
 }
 
 /// Serve until shutdown is requested. Returns once every worker has stopped.
-pub fn serve(listener: TcpListener, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
+pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
     let mut handles = Vec::new();
-    for id in 0..shared.settings.threads {
-        let l = listener.try_clone().context("sharing the listener with a worker")?;
+    for (id, l) in listeners.into_iter().enumerate().take(shared.settings.threads) {
         let (store, shared) = (store.clone(), shared.clone());
         let h = std::thread::Builder::new()
             .name(format!("worker-{id}"))

@@ -3,8 +3,8 @@
 //! The loop busy-polls (`epoll_wait` with a zero timeout) while there is
 //! work. In adaptive mode, after `idle_spins` empty polls it blocks in
 //! `epoll_wait` until a socket or its eventfd (shutdown) is ready; in busy
-//! mode it never blocks. Every worker has the shared listening socket in its
-//! set and accepts for itself.
+//! mode it never blocks. Every worker has its own listening socket on the
+//! shared port (SO_REUSEPORT) and accepts for itself.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -37,9 +37,9 @@ pub struct Worker {
 impl Worker {
     pub fn new(id: usize, listener: TcpListener, store: Arc<Store>, shared: Arc<Shared>) -> Result<Worker> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("creating epoll")?;
-        // EPOLLEXCLUSIVE: a new connection wakes one blocked worker, not all.
+        // This worker's own SO_REUSEPORT socket: only its connections wake it.
         epoll
-            .add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, LISTENER))
+            .add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
             .context("watching the listener")?;
         epoll
             .add(shared.wakers[id].as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER))
