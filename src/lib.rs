@@ -4,7 +4,9 @@
 
 pub mod error;
 pub mod index;
+pub mod latency;
 pub mod log;
+pub mod logging;
 pub mod memory;
 pub mod protocol;
 pub mod replication;

@@ -104,6 +104,15 @@ struct ServeArgs {
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
     verbose: u32,
+
+    /// write an HdrHistogram interval log of service times per command kind
+    /// to this file (truncated at start)
+    #[argh(option)]
+    latency_log: Option<std::path::PathBuf>,
+
+    /// seconds per interval in the --latency-log (default 10)
+    #[argh(option, default = "10")]
+    latency_log_interval: u64,
 }
 
 fn parse_size(s: &str) -> std::result::Result<usize, String> {
@@ -136,6 +145,10 @@ fn normalize_args(args: Vec<String>) -> Vec<String> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
+    logmemcached::logging::set_verbosity(a.verbose);
+    if a.latency_log_interval == 0 {
+        logmemcached::bail!("--latency-log-interval must be at least 1 (seconds)");
+    }
     if a.threads == 0 {
         logmemcached::bail!("-t must be at least 1");
     }
@@ -191,14 +204,24 @@ fn serve(a: ServeArgs) -> Result<()> {
     }
     let snap = store.snapshot();
     if snap.backing == logmemcached::memory::region::Backing::Normal && a.hugepages == HugePages::Auto {
-        eprintln!(
-            "notice: no 2 MiB huge pages reserved; the log uses normal pages (with THP advice). \
+        logmemcached::log_notice!(
+            "no 2 MiB huge pages reserved; the log uses normal pages (with THP advice). \
              Reserve some (hugepages/logmemcached-hugepages) or pass --hugepages off to silence this."
         );
     }
     let listener = server::bind(&settings)?;
     let shared = Arc::new(Shared::new(settings, a.verbose)?);
+    logmemcached::logging::follow(shared.clone());
     server::install_shutdown_signals(shared.clone())?;
+    // After the signals are blocked: its thread inherits the mask.
+    let latency_log = match &a.latency_log {
+        Some(p) => Some(logmemcached::latency::LatencyLog::start(
+            p,
+            std::time::Duration::from_secs(a.latency_log_interval),
+            shared.workers.clone(),
+        )?),
+        None => None,
+    };
     let opts = ReplicaOptions {
         promote_after: a.promote_after.map(std::time::Duration::from_millis),
         id: logmemcached::log::random_u64(),
@@ -215,8 +238,8 @@ fn serve(a: ServeArgs) -> Result<()> {
     }
     let _ = shared.replication.set(repl.clone());
     if a.verbose > 0 {
-        eprintln!(
-            "info: serving on {}:{} with {} threads, {} MiB log ({} bytes usable)",
+        logmemcached::log_info!(
+            "serving on {}:{} with {} threads, {} MiB log ({} bytes usable)",
             shared.settings.listen,
             shared.settings.port,
             shared.settings.threads,
@@ -225,6 +248,10 @@ fn serve(a: ServeArgs) -> Result<()> {
         );
     }
     let served = server::serve(listener, store, shared);
+    if let Some(l) = latency_log {
+        // Writes the last partial interval.
+        l.stop();
+    }
     repl.shutdown();
     if let Some(p) = region_file {
         // Replicas that still map it keep their copy; new ones must not find a dead log.
@@ -258,7 +285,7 @@ fn run() -> Result<()> {
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("logmemcached: error: {e}");
+        logmemcached::log_error!("{e}");
         std::process::exit(1);
     }
 }

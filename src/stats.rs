@@ -33,6 +33,8 @@ macro_rules! worker_counters {
         #[derive(Default, Debug)]
         pub struct WorkerStats {
             $(pub $name: Counter,)*
+            /// Service-time histograms per command kind (`stats latency`).
+            pub latency: crate::latency::WorkerLatency,
             /// Each counter's value at the last `stats reset`. The worker
             /// stays the counters' only writer; a reset only moves this
             /// baseline, which reports subtract.
@@ -96,6 +98,7 @@ pub fn report(group: &str, ctx: &crate::protocol::Ctx) -> Option<Vec<StatLine>> 
         "slabs" => Some(slabs(ctx)),
         "sizes" => Some(vec![("sizes_status".into(), "disabled".into())]),
         "replication" => ctx.shared.replication.get().map(|r| r.stats()),
+        "latency" => Some(crate::latency::report(&ctx.shared.workers)),
         _ => None,
     }
 }
@@ -106,6 +109,7 @@ pub fn report(group: &str, ctx: &crate::protocol::Ctx) -> Option<Vec<StatLine>> 
 pub fn reset(ctx: &crate::protocol::Ctx) {
     for w in &ctx.shared.workers {
         w.reset();
+        w.latency.reset();
     }
 }
 

@@ -35,8 +35,9 @@ if [ "$what" = test ]; then
     if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv"
     fi
-    if ! "$venv/bin/python" -c 'import pymemcache, pylibmc, pytest' 2>/dev/null; then
-        echo "install-deps: installing pymemcache, pylibmc, pytest into $venv"
-        "$venv/bin/pip" install -q pymemcache pylibmc pytest
+    # hdrhistogram (module hdrh): an independent reader for --latency-log files.
+    if ! "$venv/bin/python" -c 'import pymemcache, pylibmc, pytest, hdrh' 2>/dev/null; then
+        echo "install-deps: installing pymemcache, pylibmc, pytest, hdrhistogram into $venv"
+        "$venv/bin/pip" install -q pymemcache pylibmc pytest hdrhistogram
     fi
 fi

@@ -67,8 +67,8 @@ impl Ticker {
                         if let Some((slot, (_, epoch, _, _))) = newer {
                             store.fence();
                             if !fenced_reported.swap(true, Ordering::Relaxed) || verbose {
-                                eprintln!(
-                                    "warn: replica in slot {slot} reports epoch {epoch} > ours ({mine}): a replica was promoted; \
+                                crate::log_warn!(
+                                    "replica in slot {slot} reports epoch {epoch} > ours ({mine}): a replica was promoted; \
                                      this primary now refuses writes (restart it as a replica of the new primary)"
                                 );
                             }

@@ -245,7 +245,7 @@ pub fn run(
         }
         if let Some(limit) = opts.promote_after {
             if last_alive.elapsed() >= limit {
-                eprintln!("warn: primary {url} silent for {} ms: promoting this replica", limit.as_millis());
+                crate::log_warn!("primary {url} silent for {} ms: promoting this replica", limit.as_millis());
                 promote(&store, &status, &ctl, None);
                 return;
             }
@@ -260,7 +260,7 @@ pub fn run(
 fn note_error(status: &ReplicaStatus, last: &mut String, url: &Url, e: &Error) {
     let msg = e.to_string();
     if *last != msg {
-        eprintln!("warn: replication from {url}: {msg}");
+        crate::log_warn!("replication from {url}: {msg}");
         last.clone_from(&msg);
     }
     *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = msg;
@@ -277,7 +277,7 @@ fn promote(store: &Store, status: &ReplicaStatus, ctl: &ReplicaControl, old: Opt
         t.keep_slot();
     }
     status.connected.store(false, Ordering::Release);
-    eprintln!("info: promoted to primary at epoch {epoch}, head {}", store.log().head());
+    crate::log_notice!("promoted to primary at epoch {epoch}, head {}", store.log().head());
     ctl.finish_promotion(Ok(epoch));
 }
 
@@ -369,7 +369,7 @@ impl<'a> Follower<'a> {
                 self.last_alive = Instant::now();
             } else if let Some(limit) = self.opts.promote_after {
                 if self.last_alive.elapsed() >= limit {
-                    eprintln!("warn: primary's heartbeat stopped for {} ms: promoting", limit.as_millis());
+                    crate::log_warn!("primary's heartbeat stopped for {} ms: promoting", limit.as_millis());
                     return Ok(Exit::Promote);
                 }
             }

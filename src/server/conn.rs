@@ -8,7 +8,9 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::time::Instant;
 
+use crate::latency;
 use crate::protocol::{self, Ctx, Session, Step};
 
 /// Pending reply bytes beyond which we stop taking requests.
@@ -129,8 +131,23 @@ impl Conn {
 
     fn handle(&mut self, ctx: &Ctx) {
         while !self.closing && self.pending_out() < OUT_HIGH_WATER {
+            if self.in_pos == self.in_end {
+                // `step` would only say NeedMore; skip it and its clock read.
+                break;
+            }
+            // Service time: parse start to reply in `out`. Bytes swallowed
+            // after a refused value are not a request.
+            let timed = self.session.swallow == 0;
+            let t0 = Instant::now();
             match protocol::step(&mut self.session, &self.input[self.in_pos..self.in_end], &mut self.out, ctx) {
-                Step::Consumed(n) => self.in_pos += n,
+                Step::Consumed(n) => {
+                    if timed {
+                        let took = t0.elapsed();
+                        let kind = latency::classify(self.session.protocol, &self.input[self.in_pos..self.in_end]);
+                        ctx.stats.latency.record(kind, took);
+                    }
+                    self.in_pos += n
+                }
                 Step::NeedMore => break,
                 Step::Close => self.closing = true,
             }

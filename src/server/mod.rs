@@ -5,6 +5,7 @@
 //! every worker through its eventfd; each closes its connections and returns.
 
 mod conn;
+pub mod notify;
 mod signals;
 mod worker;
 
@@ -129,7 +130,10 @@ impl Shared {
 
     /// Ask every worker to finish; safe to call from any thread, repeatedly.
     pub fn request_shutdown(&self) {
-        self.shutdown.store(true, Ordering::Release);
+        if !self.shutdown.swap(true, Ordering::AcqRel) {
+            // Tell systemd once, at the start of the shutdown.
+            notify::stopping();
+        }
         for w in &self.wakers {
             // A full eventfd counter still wakes the worker; ignore EAGAIN.
             let _ = w.write(1);
@@ -184,6 +188,9 @@ pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>
             .context("starting a worker thread")?;
         handles.push(h);
     }
+    // The listener was bound before: connections queue from now on.
+    let s = &shared.settings;
+    notify::ready(&format!("serving on {}:{} with {} threads", s.listen, s.port, s.threads));
     let mut first_err = None;
     for h in handles {
         match h.join() {

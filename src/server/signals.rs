@@ -23,7 +23,7 @@ pub fn install_shutdown_signals(shared: Arc<Shared>) -> Result<()> {
             match set.wait() {
                 Ok(sig) => {
                     if shared.verbosity() > 0 {
-                        eprintln!("info: {sig} received, shutting down");
+                        crate::log_info!("{sig} received, shutting down");
                     }
                     shared.request_shutdown();
                 }

@@ -83,13 +83,19 @@ impl Worker {
     fn accept_all(&mut self) {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => self.admit(stream),
+                Ok((stream, peer)) => {
+                    // -vv, as memcached: one line per connection opened.
+                    if self.shared.verbosity() > 1 {
+                        crate::log_debug!("worker {}: new client connection from {peer}", self.id);
+                    }
+                    self.admit(stream)
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and the like: say so, keep serving the others.
                     if self.shared.verbosity() > 0 {
-                        eprintln!("warn: accept failed: {e}");
+                        crate::log_warn!("accept failed: {e}");
                     }
                     return;
                 }

@@ -24,24 +24,34 @@ impl Server {
     }
 
     pub fn start_bin(bin: &str, args: &[&str]) -> Server {
-        let port = free_port();
-        let child = Command::new(bin)
-            .args(["serve", "-p", &port.to_string(), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning logmemcached");
-        let s = Server { port, child };
-        s.wait_ready();
-        s
+        // A port from free_port() can be taken by a parallel test before the
+        // server binds it; then the server exits and we try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(bin)
+                .args(["serve", "-p", &port.to_string(), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawning logmemcached");
+            let mut s = Server { port, child };
+            if s.wait_ready() {
+                return s;
+            }
+        }
+        panic!("logmemcached did not start in 5 attempts (see its errors above)");
     }
 
-    fn wait_ready(&self) {
+    /// Wait until the server accepts; false if it exited first.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

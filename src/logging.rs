@@ -1,0 +1,213 @@
+//! Logging to stderr in a form journald keeps well: one line per event, with
+//! a level.
+//!
+//! - Under systemd (stderr is the stream named by `$JOURNAL_STREAM`) each line
+//!   starts with a syslog priority prefix (`<4>`), which journald strips and
+//!   records as the entry's priority; the level word follows for humans.
+//! - Elsewhere a line starts with the level word (`warn: ...`), coloured only
+//!   when stderr is a terminal (and `NO_COLOR` is unset).
+//! - Off a terminal, a message's own newlines are folded so that one event
+//!   stays one line (one journal entry, one grep hit).
+//!
+//! Levels follow memcached's `-v`: errors, warnings and notices always;
+//! `info` from `-v`; `debug` from `-vv` (and `verbosity N` at run time once
+//! [`follow`] has been given the server's shared state).
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Level {
+    Error = 3,
+    Warn = 4,
+    Notice = 5,
+    Info = 6,
+    Debug = 7,
+}
+
+impl Level {
+    pub fn word(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warn => "warn",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+
+    /// The `-v` count from which this level is printed.
+    fn min_verbosity(self) -> u32 {
+        match self {
+            Level::Error | Level::Warn | Level::Notice => 0,
+            Level::Info => 1,
+            Level::Debug => 2,
+        }
+    }
+
+    fn colour(self) -> &'static str {
+        match self {
+            Level::Error => "\x1b[1;31m",
+            Level::Warn => "\x1b[33m",
+            Level::Notice => "\x1b[1m",
+            Level::Info => "\x1b[32m",
+            Level::Debug => "\x1b[2m",
+        }
+    }
+}
+
+/// How lines are decorated; decided once, on first use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// `<N>word: message`, newlines folded.
+    Journal,
+    /// `word: message` with the word coloured.
+    Terminal,
+    /// `word: message`, newlines folded (a file, a pipe).
+    Plain,
+}
+
+const UNSET: u8 = 0;
+static STYLE: AtomicU8 = AtomicU8::new(UNSET);
+/// `-v` count before the server exists (and when there is none).
+static VERBOSITY: AtomicU32 = AtomicU32::new(0);
+/// The server's state, whose `verbosity` the `verbosity` command changes.
+static SHARED: OnceLock<Arc<crate::server::Shared>> = OnceLock::new();
+
+/// Set the starting verbosity (`-v` count).
+pub fn set_verbosity(v: u32) {
+    VERBOSITY.store(v, Ordering::Relaxed);
+}
+
+/// From now on, follow the server's verbosity (changed by `verbosity N`).
+pub fn follow(shared: Arc<crate::server::Shared>) {
+    let _ = SHARED.set(shared);
+}
+
+pub fn verbosity() -> u32 {
+    match SHARED.get() {
+        Some(s) => s.verbosity(),
+        None => VERBOSITY.load(Ordering::Relaxed),
+    }
+}
+
+pub fn enabled(level: Level) -> bool {
+    verbosity() >= level.min_verbosity()
+}
+
+/// journald's own test: `$JOURNAL_STREAM` is `DEV:INODE` of the stream it
+/// connected our stderr to; a stderr since redirected elsewhere does not match.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else { return false };
+    let Some((dev, ino)) = v.split_once(':') else { return false };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else { return false };
+    match std::fs::File::from(fd).metadata() {
+        Ok(m) => m.dev() == dev && m.ino() == ino,
+        Err(_) => false,
+    }
+}
+
+pub fn style() -> Style {
+    match STYLE.load(Ordering::Relaxed) {
+        1 => Style::Journal,
+        2 => Style::Terminal,
+        3 => Style::Plain,
+        _ => {
+            let s = if stderr_is_journal() {
+                Style::Journal
+            } else if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+                Style::Terminal
+            } else {
+                Style::Plain
+            };
+            STYLE.store(s as u8 + 1, Ordering::Relaxed);
+            s
+        }
+    }
+}
+
+/// One event as the line written for it (with its newline).
+pub fn format_line(style: Style, level: Level, msg: &str) -> String {
+    let mut line = String::with_capacity(msg.len() + 16);
+    match style {
+        Style::Journal => {
+            line.push('<');
+            line.push(char::from(b'0' + level as u8));
+            line.push('>');
+            line.push_str(level.word());
+        }
+        Style::Terminal => {
+            line.push_str(level.colour());
+            line.push_str(level.word());
+            line.push_str("\x1b[0m");
+        }
+        Style::Plain => line.push_str(level.word()),
+    }
+    line.push_str(": ");
+    if style == Style::Terminal {
+        line.push_str(msg);
+    } else {
+        // One event, one line: continuation lines join with " | ".
+        let mut parts = msg.lines().filter(|l| !l.trim().is_empty());
+        if let Some(first) = parts.next() {
+            line.push_str(first.trim_end());
+        }
+        for p in parts {
+            line.push_str(" | ");
+            line.push_str(p.trim());
+        }
+    }
+    line.push('\n');
+    line
+}
+
+/// Write one event if its level is enabled. One `write_all` on a locked
+/// stderr, so lines from different threads never interleave.
+pub fn log(level: Level, args: std::fmt::Arguments) {
+    if !enabled(level) {
+        return;
+    }
+    let msg = match args.as_str() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(args.to_string()),
+    };
+    let line = format_line(style(), level, &msg);
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+#[macro_export]
+macro_rules! log_error { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Error, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_warn { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Warn, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_notice { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Notice, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_info { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Info, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_debug { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Debug, format_args!($($a)*)) } }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_lines_carry_the_syslog_priority() {
+        assert_eq!(format_line(Style::Journal, Level::Warn, "lag high"), "<4>warn: lag high\n");
+        assert_eq!(format_line(Style::Journal, Level::Error, "a\nb\n"), "<3>error: a | b\n");
+        assert_eq!(format_line(Style::Plain, Level::Info, "x\n  y"), "info: x | y\n");
+        let t = format_line(Style::Terminal, Level::Debug, "x\ny");
+        assert!(t.contains("\x1b[") && t.ends_with("x\ny\n"), "{t:?}");
+    }
+
+    #[test]
+    fn levels_follow_verbosity() {
+        assert!(Level::Error.min_verbosity() == 0 && Level::Notice.min_verbosity() == 0);
+        assert_eq!(Level::Info.min_verbosity(), 1);
+        assert_eq!(Level::Debug.min_verbosity(), 2);
+    }
+}
