@@ -298,3 +298,24 @@ fn promote_after_turns_a_replica_into_a_primary_when_the_primary_dies() {
     }
     assert_eq!(rc.gets("k").map(|x| x.0), Some(b"x".to_vec()), "warm data survived");
 }
+
+#[test]
+fn a_replica_with_another_memory_size_is_told_why_and_keeps_serving() {
+    let name = shm_name("msize");
+    let p = primary(&name, &[]);
+    let mut pc = p.connect();
+    assert_eq!(pc.cmd("set k 0 0 1\r\nx\r\n"), "STORED\r\n");
+    let mut r = Server::start(&["-m", "8", "--replica-of", &name]);
+    let mut rc = r.connect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = rc.stats("replication");
+        if st.get("last_error").is_some_and(|e| e.contains("same -m")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no explanation: {st:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(r.alive(), "a size mismatch must not crash the replica");
+    assert_eq!(rc.cmd("set z 0 0 1\r\nx\r\n"), "SERVER_ERROR read-only replica\r\n");
+}
