@@ -599,16 +599,11 @@ impl Store {
         self.read_item(key, opts, true, out, before_value)
     }
 
-    /// `get` with or without the liveness check (gat reads back the record it
-    /// just wrote, which may already be expired by a negative exptime).
-    fn read_item(
-        &self,
-        key: &[u8],
-        opts: ReadOpts,
-        check_live: bool,
-        out: &mut Vec<u8>,
-        before_value: impl FnOnce(&ItemMeta, &mut Vec<u8>),
-    ) -> Option<ItemMeta> {
+    /// Look `key` up and run `f` on its index entry and record header while
+    /// the shard's read lock is held (so the record cannot be reclaimed under
+    /// it). With `check_live`, an expired or flushed item is unlinked and
+    /// reads as a miss.
+    fn with_entry<R>(&self, key: &[u8], check_live: bool, f: impl FnOnce(&Entry, &Header, u32) -> R) -> Option<R> {
         let now = self.clock.now();
         let shard = self.index.read(key);
         let e = shard.get(key)?;
@@ -619,12 +614,27 @@ impl Store {
             self.forget_dead(key, pos);
             return None;
         }
-        let meta = self.meta_of(&h, e, opts.note_access && !self.is_read_only(), now);
-        before_value(&meta, out);
-        if opts.value {
-            self.log.append_value(e.pos, &h, out);
-        }
-        Some(meta)
+        Some(f(e, &h, now))
+    }
+
+    /// `get` with or without the liveness check (gat reads back the record it
+    /// just wrote, which may already be expired by a negative exptime).
+    fn read_item(
+        &self,
+        key: &[u8],
+        opts: ReadOpts,
+        check_live: bool,
+        out: &mut Vec<u8>,
+        before_value: impl FnOnce(&ItemMeta, &mut Vec<u8>),
+    ) -> Option<ItemMeta> {
+        self.with_entry(key, check_live, |e, h, now| {
+            let meta = self.meta_of(h, e, opts.note_access && !self.is_read_only(), now);
+            before_value(&meta, out);
+            if opts.value {
+                self.log.append_value(e.pos, h, out);
+            }
+            meta
+        })
     }
 
     fn meta_of(&self, h: &Header, e: &Entry, note: bool, now: u32) -> ItemMeta {
@@ -741,40 +751,32 @@ impl Store {
         out: &mut Vec<u8>,
         before_value: impl FnOnce(&MetaGet, &mut Vec<u8>),
     ) -> Option<MetaGet> {
-        let now = self.clock.now();
-        let shard = self.index.read(key);
-        let e = shard.get(key)?;
-        let h = self.log.read_header(e.pos)?;
-        if check_live && !self.is_live(&h, now) {
-            let pos = e.pos;
-            drop(shard);
-            self.forget_dead(key, pos);
-            return None;
-        }
-        let note = a.note_access && !self.is_read_only();
-        let item = self.meta_of(&h, e, note, now);
-        let token_sent = e.win_sent.load(Ordering::Relaxed);
-        let mut want_win = created;
-        if let Some(r) = a.recache {
-            // memcached: win if the item expires sooner than the recache time.
-            let expiry = if a.touch_before_recache { h.expiry } else { expiry_before.unwrap_or(h.expiry) };
-            if !token_sent && !created && expiry != 0 && expiry < absolute_expiry(r, now) {
+        self.with_entry(key, check_live, |e, h, now| {
+            let note = a.note_access && !self.is_read_only();
+            let item = self.meta_of(h, e, note, now);
+            let token_sent = e.win_sent.load(Ordering::Relaxed);
+            let mut want_win = created;
+            if let Some(r) = a.recache {
+                // memcached: win if the item expires sooner than the recache time.
+                let expiry = if a.touch_before_recache { h.expiry } else { expiry_before.unwrap_or(h.expiry) };
+                if !token_sent && !created && expiry != 0 && expiry < absolute_expiry(r, now) {
+                    want_win = true;
+                }
+            }
+            if item.stale && !token_sent {
                 want_win = true;
             }
-        }
-        if item.stale && !token_sent {
-            want_win = true;
-        }
-        // Exactly one reader gets the token, even racing on another worker.
-        let win = want_win
-            && !self.is_read_only()
-            && e.win_sent.compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed).is_ok();
-        let m = MetaGet { item, token_sent, win, created, expiry_before: expiry_before.unwrap_or(h.expiry), now };
-        before_value(&m, out);
-        if a.value {
-            self.log.append_value(e.pos, &h, out);
-        }
-        Some(m)
+            // Exactly one reader gets the token, even racing on another worker.
+            let win = want_win
+                && !self.is_read_only()
+                && e.win_sent.compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+            let m = MetaGet { item, token_sent, win, created, expiry_before: expiry_before.unwrap_or(h.expiry), now };
+            before_value(&m, out);
+            if a.value {
+                self.log.append_value(e.pos, h, out);
+            }
+            m
+        })
     }
 
     /// touch: a new expiry for an existing item.
