@@ -6,7 +6,10 @@
 # TCG), and runs inside it, two processes on rxe0:
 #   - the rdma:: unit tests of the library (device list, print_devices, ...),
 #   - tests/verbs.rs with --include-ignored (RC READ/WRITE of a 4 MiB huge-page
-#     region, UD round trip with address handles, a peer killed mid-transfer, bad rkey).
+#     region, UD round trip with address handles, a peer killed mid-transfer, bad rkey),
+#   - tests/replication_processes.rs over verbs (LOGMEMCACHED_REPL_TRANSPORT=rdma),
+# then, in two VMs joined by a private link, tests/vm/failover-pair.sh (the
+# primary's whole VM power-cut; promote; no acknowledged write lost).
 # Installs missing apt packages (build: pkg-config, libibverbs-dev, librdmacm-dev,
 # libclang-dev, clang; VM: qemu-system-x86, kmod, cpio, rdma-core userspace) when
 # run as root (or with passwordless sudo), and the VM kernel on first use.
@@ -61,6 +64,9 @@ exe_of() {   # the executable of the test target named $1 (kind $2)
 verbs=$(exe_of verbs test)
 lib=$(exe_of logmemcached lib)
 repl=$(exe_of replication_processes test)
+server=$(grep '"reason":"compiler-artifact"' "$json" | grep '"kind":\["bin"\]' | grep '"name":"logmemcached"' \
+    | grep -o '"executable":"[^"]*"' | head -1 | cut -d'"' -f4)
+[ -n "$server" ] && [ -x "$server" ] || fail "cannot find the logmemcached binary in cargo's output"
 [ -n "$verbs" ] && [ -x "$verbs" ] || fail "cannot find the verbs test binary in cargo's output"
 [ -n "$lib" ] && [ -x "$lib" ] || fail "cannot find the library test binary in cargo's output"
 [ -n "$repl" ] && [ -x "$repl" ] || fail "cannot find the replication test binary in cargo's output"
@@ -75,6 +81,7 @@ stage() {
 verbs=$(stage "$verbs")
 lib=$(stage "$lib")
 repl=$(stage "$repl")
+server=$(stage "$server")
 
 echo "run-vm-suite: booting the Soft-RoCE VM for $lib (rdma::) and $verbs" >&2
 t0=$(date +%s)
@@ -85,6 +92,16 @@ RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-600} RDMA_VM_HUGEPAGES=${RDMA_VM_HUGEPAGES:-3
 rc=$?
 set -e
 echo "run-vm-suite: VM run took $(( $(date +%s) - t0 )) s, exit status $rc" >&2
+if [ $rc = 0 ]; then
+    # Two VMs: the primary's whole "host" is power-cut (issue 5, scenario 5).
+    echo "run-vm-suite: two-VM failover (tests/vm/failover-pair.sh)" >&2
+    t1=$(date +%s)
+    set +e
+    RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-600} tests/vm/failover-pair.sh "$server"
+    rc=$?
+    set -e
+    echo "run-vm-suite: two-VM failover took $(( $(date +%s) - t1 )) s, exit status $rc" >&2
+fi
 case $rc in
     0) echo "RDMA VM SUITE PASSED" ;;
     125) fail "the VM could not start or did not finish (exit 125; see the rdma-vm lines above). Set LOGMEMCACHED_SKIP_VM=1 to skip this suite explicitly." ;;

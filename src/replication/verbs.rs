@@ -34,6 +34,7 @@ use crate::rdma::{
 const MAGIC: &[u8; 4] = b"LMRP";
 const VERSION: u8 = 1;
 const SIDE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A completion that takes longer than this means the peer is gone (the QP's
 /// own retry timeout normally reports that first, as an error completion).
 const WC_TIMEOUT: Duration = Duration::from_secs(15);
@@ -143,7 +144,13 @@ pub struct VerbsTransport {
 impl VerbsTransport {
     pub fn connect(host: &str, port: u16, id: u64) -> Result<VerbsTransport> {
         let desc = format!("rdma://{host}:{port}");
-        let mut s = TcpStream::connect((host, port)).with_context(|| format!("dialling {desc}"))?;
+        // Bounded: a dead host sends no RST, and an unbounded connect would
+        // hold up promotion and shutdown behind it.
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .with_context(|| format!("resolving {desc}"))?
+            .next()
+            .ok_or_else(|| Error::new(format!("{desc} resolves to no address")))?;
+        let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).with_context(|| format!("dialling {desc}"))?;
         s.set_read_timeout(Some(SIDE_TIMEOUT))?;
         s.set_write_timeout(Some(SIDE_TIMEOUT))?;
         let mut hello = [0u8; 13];

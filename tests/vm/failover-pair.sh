@@ -1,0 +1,39 @@
+#!/bin/bash
+# tests/vm/failover-pair.sh - issue 5, scenario 5 across two "hosts": two
+# Soft-RoCE VMs joined by a private link (tests/vm/rdma-vm.sh pair).
+#   A (192.168.77.1): the primary, --sync-replicas 1, offering its log over
+#                     rdma://192.168.77.1:7700.
+#   B (192.168.77.2): two replicas of A (each offering its own log), and a
+#                     client (tests/vm/failover_client.py) that writes through
+#                     A over the link, has the host power-cut A's whole VM,
+#                     promotes the replica that got furthest, points the other
+#                     at it, and checks that every write A acknowledged is
+#                     there and that writes go on.
+# Usage: tests/vm/failover-pair.sh BINARY   (run from the project root)
+set -euo pipefail
+bin=${1:?usage: failover-pair.sh BINARY}
+root=$(cd "$(dirname "$0")/../.." && pwd -P)
+cd "$root"
+work=target/vm-pair
+rm -rf "$work"; mkdir -p "$work"
+
+cat > "$work/side-a.sh" <<SIDE_A
+exec $bin serve -l 192.168.77.1 -p 11311 -t 1 -m 16 --hugepages off \\
+    --replication-listen rdma://192.168.77.1:7700 --sync-replicas 1 --sync-timeout 5000
+SIDE_A
+
+cat > "$work/side-b.sh" <<SIDE_B
+set -e
+python3 tests/vm/failover_client.py wait 192.168.77.1 11311
+$bin serve -l 127.0.0.1 -p 11312 -t 1 -m 16 --hugepages off --replica-of rdma://192.168.77.1:7700 \\
+    --replication-listen rdma://192.168.77.2:7701 & r1=\$!
+$bin serve -l 127.0.0.1 -p 11313 -t 1 -m 16 --hugepages off --replica-of rdma://192.168.77.1:7700 \\
+    --replication-listen rdma://192.168.77.2:7702 & r2=\$!
+set +e
+python3 tests/vm/failover_client.py run
+rc=\$?
+kill \$r1 \$r2; wait \$r1 \$r2 2>/dev/null
+exit \$rc
+SIDE_B
+
+RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-600} tests/vm/rdma-vm.sh pair sh "$work/side-a.sh" -- sh "$work/side-b.sh"
