@@ -224,7 +224,7 @@ fn general(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
     for (name, value) in WorkerStats::sum(&sh.workers) {
         v.push((name.into(), value.to_string()));
     }
-    let more: [(&str, String); 20] = [
+    let more: [(&str, String); 21] = [
         ("limit_maxbytes", snap.limit_maxbytes.to_string()),
         ("accepting_conns", "1".into()),
         ("threads", sh.settings.threads.to_string()),
@@ -240,6 +240,7 @@ fn general(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
         ("log_tail", snap.log_tail.to_string()),
         ("log_used", (snap.log_head - snap.log_tail).to_string()),
         ("log_records", snap.records_appended.to_string()),
+        ("sync_timeouts", snap.sync_timeouts.to_string()),
         ("log_epoch", snap.epoch.to_string()),
         ("hugepages", snap.backing.as_str().into()),
         ("read_only", (ctx.store.is_read_only() as u8).to_string()),

@@ -240,6 +240,8 @@ pub struct StoreStats {
     pub expired_unfetched: AtomicU64,
     pub reclaimed: AtomicU64,
     pub records_appended: AtomicU64,
+    /// Writes whose `--sync-replicas` wait timed out.
+    pub sync_timeouts: AtomicU64,
 }
 
 /// A point-in-time copy of the store's state for `stats`.
@@ -253,6 +255,7 @@ pub struct StoreSnapshot {
     pub expired_unfetched: u64,
     pub reclaimed: u64,
     pub records_appended: u64,
+    pub sync_timeouts: u64,
     pub log_capacity: u64,
     pub log_head: u64,
     pub log_tail: u64,
@@ -386,7 +389,10 @@ impl Store {
     /// operator asked for. Called without the write lock held.
     fn replicated(&self, end: u64) -> std::result::Result<(), StoreError> {
         match self.sync_wait.get() {
-            Some(wait) if !wait(end) => Err(StoreError::NotReplicated),
+            Some(wait) if !wait(end) => {
+                self.stats.sync_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::NotReplicated)
+            }
             _ => Ok(()),
         }
     }
@@ -1078,6 +1084,7 @@ impl Store {
             expired_unfetched: l(&s.expired_unfetched),
             reclaimed: l(&s.reclaimed),
             records_appended: l(&s.records_appended),
+            sync_timeouts: l(&s.sync_timeouts),
             log_capacity: self.log.capacity(),
             log_head: self.log.head(),
             log_tail: self.log.tail(),

@@ -272,6 +272,7 @@ fn sync_replicas_times_out_without_replicas_and_says_so() {
     let mut pc = p.connect();
     let reply = pc.cmd("set k 0 0 1\r\nx\r\n");
     assert!(reply.starts_with("SERVER_ERROR stored, but not confirmed"), "{reply:?}");
+    assert_eq!(pc.stats("replication")["sync_timeouts"], "1");
     let r = replica(&name, &[]);
     let mut rc = r.connect();
     converge(&mut pc, &mut rc);

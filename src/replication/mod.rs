@@ -182,6 +182,7 @@ impl Replication {
         let slots = primary::live_slots(log);
         put("replicas", slots.len().to_string());
         put("sync_replicas", self.sync_replicas.to_string());
+        put("sync_timeouts", self.store.snapshot().sync_timeouts.to_string());
         let head = log.head();
         let now = shm::now_us();
         for s in slots {

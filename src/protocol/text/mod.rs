@@ -77,7 +77,10 @@ pub(crate) fn reply_error(out: &mut Vec<u8>, noreply: bool, line: &[u8], ctx: &C
 /// A write refused because this primary was fenced by a newer epoch, or
 /// stored but not confirmed by `--sync-replicas` in time: `SERVER_ERROR <why>`.
 pub(crate) fn reply_role_error(out: &mut Vec<u8>, noreply: bool, e: crate::store::StoreError, ctx: &Ctx) {
-    ctx.stats.readonly_refused.incr();
+    // A sync timeout is counted by the store (`sync_timeouts`); a refusal here.
+    if e == crate::store::StoreError::Fenced {
+        ctx.stats.readonly_refused.incr();
+    }
     let line = format!("SERVER_ERROR {e}");
     reply(out, noreply, line.as_bytes());
 }
