@@ -36,7 +36,7 @@ use crate::store::Store;
 /// How long an idle replica keeps polling before it starts to wait: a
 /// time, not a count, since one poll is a memory load over shm and a network
 /// round trip over verbs.
-const IDLE_SPIN: Duration = Duration::from_micros(50);
+const IDLE_SPIN: Duration = Duration::from_micros(10);
 /// The longest idle wait: bounds the lag after a quiet spell.
 const MAX_IDLE_WAIT: Duration = Duration::from_micros(100);
 /// First staging read size; grows to fit the largest record seen.
