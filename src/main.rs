@@ -101,6 +101,12 @@ struct ServeArgs {
     #[argh(option, default = "100")]
     sync_timeout: u64,
 
+    /// serve RDMA clients: UD datagrams (one QP per worker) and RC for large
+    /// values; ADDR:PORT is the TCP side channel where clients learn the
+    /// endpoints (e.g. 10.0.2.15:11311)
+    #[argh(option)]
+    rdma_listen: Option<String>,
+
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
     verbose: u32,
@@ -152,6 +158,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         poll: a.poll,
         hugepages: a.hugepages,
         idle_spins: a.idle_spins.unwrap_or_else(|| default_idle_spins(a.threads)),
+        rdma_listen: a.rdma_listen,
     };
     let listeners = a
         .replication_listen
