@@ -31,8 +31,17 @@ fn rdma_addr() -> String {
 fn rdma_server(extra: &[&str]) -> (Server, String) {
     let side = format!("{}:{}", rdma_addr(), free_port());
     let mut args = vec!["--rdma-listen", side.as_str()];
+    if !extra.contains(&"-m") {
+        args.extend_from_slice(&["-m", "8"]); // a small log starts fast under TCG
+    }
     args.extend_from_slice(extra);
     let s = Server::start(&args);
+    // The TCP port answers first; the RDMA side channel is bound right after.
+    let t0 = Instant::now();
+    while let Err(e) = logmemcached::client::ud::fetch_endpoints(&side, Duration::from_secs(10)) {
+        assert!(t0.elapsed() < Duration::from_secs(20), "RDMA endpoint {side} never came up: {e}");
+        std::thread::sleep(Duration::from_millis(20)); // test-side start-up wait only
+    }
     (s, format!("rdma://{side}"))
 }
 
@@ -266,7 +275,7 @@ fn vm_read_only_replica_refuses_writes_and_serves_reads() {
 #[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
 fn vm_malformed_datagram_is_dropped_and_counted() {
     require_vm();
-    let (s, url) = rdma_server(&["-t", "1"]);
+    let (s, url) = rdma_server(&[]);
     let side = url.trim_start_matches("rdma://");
     let eps: Vec<UdEndpointInfo> = logmemcached::client::ud::fetch_endpoints(side, Duration::from_secs(10)).unwrap();
     let (ctx, pd) = logmemcached::client::verbs().unwrap();

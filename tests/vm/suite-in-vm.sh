@@ -12,4 +12,5 @@ echo "== tests/replication_processes.rs over verbs (RC on rxe0; operation counts
 LOGMEMCACHED_REPL_TRANSPORT=rdma LOGMEMCACHED_REPL_OPS_DIV=${LOGMEMCACHED_REPL_OPS_DIV:-5} \
     "./$repl" --test-threads=1 --color=never ${LOGMEMCACHED_VM_REPL_ARGS:-}
 echo "== tests/rdma_client.rs (the RDMA client against --rdma-listen, including the VM-only tests)"
-exec "./$client" --include-ignored --test-threads=1 --color=never ${LOGMEMCACHED_VM_CLIENT_ARGS:-}
+# Only the vm_ tests: the tcp_ ones run on the host (cargo test).
+exec "./$client" --include-ignored --test-threads=1 --color=never ${LOGMEMCACHED_VM_CLIENT_ARGS:-vm_}
