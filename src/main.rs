@@ -24,6 +24,7 @@ struct Cli {
 enum Cmd {
     Serve(ServeArgs),
     RdmaDevices(RdmaDevicesArgs),
+    Bench(logmemcached::bench::BenchArgs),
 }
 
 /// List RDMA devices, ports, port state, MTU, link layer and GIDs (a short
@@ -260,6 +261,7 @@ fn run() -> Result<()> {
         None => serve(default_serve_args()?),
         Some(Cmd::Serve(a)) => serve(a),
         Some(Cmd::RdmaDevices(_)) => logmemcached::rdma::print_devices(&mut std::io::stdout().lock()),
+        Some(Cmd::Bench(a)) => logmemcached::bench::run(a),
     }
 }
 
