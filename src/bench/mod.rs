@@ -82,6 +82,11 @@ pub struct BenchArgs {
     #[argh(option, default = "200")]
     pub timeout_ms: u64,
 
+    /// RDMA: spin on the completion queue this many microseconds before
+    /// blocking on its channel (default 200)
+    #[argh(option, default = "200")]
+    pub spin_us: u64,
+
     /// write an HdrHistogram interval log here
     #[argh(option)]
     pub histogram_log: Option<String>,
@@ -160,7 +165,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "zipf" => Keys::Zipf(zipf::Zipf::new(a.keys, a.zipf_s)?),
         d => bail!("--distribution takes uniform or zipf, not {d:?}"),
     });
-    let opts = ClientOptions { timeout: Duration::from_millis(a.timeout_ms), ..Default::default() };
+    let opts = ClientOptions {
+        timeout: Duration::from_millis(a.timeout_ms),
+        spin: Duration::from_micros(a.spin_us),
+        ..Default::default()
+    };
     let value = vec![b'v'; a.value_size];
 
     // Connect every endpoint before the clock starts.

@@ -92,6 +92,20 @@ mod tests {
         assert_eq!(key_hash(b"foo"), 3675831724);
     }
 
+    /// Where libmemcached 1.0.16 (pylibmc 1.6.3, `behaviors={"ketama_weighted":
+    /// True}`) put these keys across 127.0.0.1:21301..21303, found by setting
+    /// them through pylibmc and asking each memcached which it holds.
+    const LIBMEMCACHED_PLACEMENT: &str = "key:0=1 key:1=1 key:2=2 key:3=1 key:4=2 key:5=1 key:6=2 key:7=1 key:8=2 key:9=1 key:10=2 key:11=0 key:12=2 key:13=1 key:14=2 key:15=1 key:16=2 key:17=1 key:18=2 key:19=1 key:20=1 key:21=2 key:22=0 key:23=0 key:24=2 key:25=1 key:26=0 key:27=0 key:28=2 key:29=2 key:30=0 key:31=1 key:32=2 key:33=1 key:34=0 key:35=0 key:36=0 key:37=1 key:38=0 key:39=2 foo=2 bar=1 hello=0 user:1234=2 a=1 b=1";
+
+    #[test]
+    fn same_servers_as_libmemcached() {
+        let ring = Ketama::new(&servers(&[21301, 21302, 21303]));
+        for pair in LIBMEMCACHED_PLACEMENT.split(' ') {
+            let (key, server) = pair.rsplit_once('=').unwrap();
+            assert_eq!(ring.server_for(key.as_bytes()), server.parse::<usize>().unwrap(), "key {key:?}");
+        }
+    }
+
     #[test]
     fn consistent_when_a_server_is_added() {
         let three = Ketama::new(&servers(&[11300, 11301, 11302]));
