@@ -216,7 +216,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                         if b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err() {
                             break;
                         }
-                    } else if local_ops % 16 == 0 && stop.load(Ordering::Relaxed) {
+                    } else if local_ops.is_multiple_of(16) && stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let n_conns = conns.len();
@@ -245,7 +245,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                         }
                     }
                     local_ops += 1;
-                    if local_ops % 64 == 0 {
+                    if local_ops.is_multiple_of(64) {
                         done_ops.fetch_add(64, Ordering::Relaxed);
                         let now = start.elapsed();
                         if now - interval_start >= Duration::from_secs(1) {
@@ -287,8 +287,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let (mut misses, mut errors, mut retries, mut first_error) = (0, 0, 0, None);
     for h in handles {
         let r = h.join().map_err(|_| Error::new("a bench thread panicked"))?;
-        for i in 0..2 {
-            totals[i].add(&r.hists[i]).map_err(|e| Error::new(format!("merging histograms: {e:?}")))?;
+        for (total, h) in totals.iter_mut().zip(&r.hists) {
+            total.add(h).map_err(|e| Error::new(format!("merging histograms: {e:?}")))?;
         }
         misses += r.misses;
         errors += r.errors;
@@ -313,7 +313,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
 fn flush_interval(intervals: &Intervals, t: usize, h: &mut [Histogram<u64>; 2], from: Duration, to: Duration) {
     let mut g = intervals.lock().unwrap_or_else(|p| p.into_inner());
     for (i, hist) in h.iter_mut().enumerate() {
-        if hist.len() > 0 {
+        if !hist.is_empty() {
             g.push((t, i, from, to.saturating_sub(from), hist.clone()));
             hist.reset();
         }
@@ -338,7 +338,7 @@ fn report(a: &BenchArgs, h: &[Histogram<u64>; 2], elapsed: Duration, misses: u64
     println!("{:<4} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  (latency in us)", "op", "count", "ops/s", "p50", "p90", "p99", "p99.9", "max");
     for (op, name) in OPS {
         let x = &h[op as usize];
-        if x.len() == 0 {
+        if x.is_empty() {
             continue;
         }
         println!(

@@ -89,6 +89,10 @@ const POLL_BATCH: usize = 32;
 /// table starts over (a client then only pays one address-handle creation).
 const MAX_PEERS: usize = 4096;
 const SIDE_TIMEOUT: Duration = Duration::from_secs(10);
+/// RC connections per worker. Each has one receive and at most one send in
+/// flight, and the worker's CQs are sized for this many: past it a client is
+/// refused (capacity 0 on the side channel) rather than risk a CQ overrun.
+const MAX_RC_PER_WORKER: usize = 256;
 /// Polls waiting for a free send slot before the reply is dropped (the client
 /// retries); the send queue drains in microseconds unless the device is stuck.
 const SEND_SLOT_SPINS: u32 = 1_000_000;
@@ -207,6 +211,8 @@ struct Inbox {
     /// Bumped on every change (new connection, one closed) so the worker
     /// looks at the inbox only when something happened.
     generation: AtomicU64,
+    /// RC connections open on this worker (side channel's count).
+    open: AtomicUsize,
 }
 
 /// Per-worker verbs objects the side channel needs to build RC QPs on.
@@ -303,32 +309,45 @@ fn side_channel(
         }
         CMD_RC => {
             let w = &verbs[next.fetch_add(1, Ordering::Relaxed) % verbs.len()];
-            s.write_all(&(capacity as u32).to_be_bytes())?;
-            let caps = QpCaps { max_send_wr: 4, max_recv_wr: 4, ..QpCaps::default() };
-            let prepared = pd.create_rc_qp(&w.scq, &w.rcq, &caps, &RcOptions::default())?;
-            let recv = pd.register_buffer(capacity, Access::LOCAL_WRITE)?;
-            let send = pd.register_buffer(capacity, Access::LOCAL_WRITE)?;
-            prepared.post_recv(0, recv.slice(0, capacity)?)?;
-            let remote: RcEndpointInfo = exchange(&mut s, &prepared.endpoint())?;
-            let qp = prepared.connect(&remote)?;
-            let dead = Arc::new(AtomicBool::new(false));
-            // Hand the QP to its worker before the barrier: the client's first
-            // SEND may come right after, and the worker must know the QPN.
-            lock(&w.inbox.new).push(RcConn { qp, recv, send, dead: dead.clone() });
-            w.inbox.generation.fetch_add(1, Ordering::Release);
-            let r = barrier(&mut s, b'R');
-            if r.is_ok() {
-                // Block until the client hangs up (EOF, error): then the QP goes.
-                s.set_read_timeout(None)?;
-                let mut b = [0u8; 64];
-                while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+            if w.inbox.open.fetch_add(1, Ordering::AcqRel) >= MAX_RC_PER_WORKER {
+                w.inbox.open.fetch_sub(1, Ordering::AcqRel);
+                s.write_all(&0u32.to_be_bytes())?;
+                crate::bail!("refusing an RC connection: {MAX_RC_PER_WORKER} already open on this worker");
             }
-            dead.store(true, Ordering::Release);
-            w.inbox.generation.fetch_add(1, Ordering::Release);
+            let r = serve_rc(&mut s, w, pd, capacity);
+            w.inbox.open.fetch_sub(1, Ordering::AcqRel);
             r
         }
         c => crate::bail!("unknown side-channel command {c:#x}"),
     }
+}
+
+/// One RC client: set the QP up, hand it to its worker, hold the side
+/// channel until the client closes it.
+fn serve_rc(s: &mut TcpStream, w: &WorkerVerbs, pd: &ProtectionDomain, capacity: usize) -> Result<()> {
+    s.write_all(&(capacity as u32).to_be_bytes())?;
+    let caps = QpCaps { max_send_wr: 4, max_recv_wr: 4, ..QpCaps::default() };
+    let prepared = pd.create_rc_qp(&w.scq, &w.rcq, &caps, &RcOptions::default())?;
+    let recv = pd.register_buffer(capacity, Access::LOCAL_WRITE)?;
+    let send = pd.register_buffer(capacity, Access::LOCAL_WRITE)?;
+    prepared.post_recv(0, recv.slice(0, capacity)?)?;
+    let remote: RcEndpointInfo = exchange(s, &prepared.endpoint())?;
+    let qp = prepared.connect(&remote)?;
+    let dead = Arc::new(AtomicBool::new(false));
+    // Hand the QP to its worker before the barrier: the client's first
+    // SEND may come right after, and the worker must know the QPN.
+    lock(&w.inbox.new).push(RcConn { qp, recv, send, dead: dead.clone() });
+    w.inbox.generation.fetch_add(1, Ordering::Release);
+    let r = barrier(s, b'R');
+    if r.is_ok() {
+        // Block until the client hangs up (EOF, error): then the QP goes.
+        s.set_read_timeout(None)?;
+        let mut b = [0u8; 64];
+        while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+    }
+    dead.store(true, Ordering::Release);
+    w.inbox.generation.fetch_add(1, Ordering::Release);
+    r
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -337,8 +356,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl WorkerRdma {
     fn new(ctx: &Context, pd: &ProtectionDomain) -> Result<WorkerRdma> {
-        let scq = ctx.create_cq((SEND_SLOTS + 64) as u32, false)?;
-        let rcq = ctx.create_cq((RECV_SLOTS + 64) as u32, true)?;
+        // Room for every UD slot plus one completion per RC connection.
+        let scq = ctx.create_cq((SEND_SLOTS + MAX_RC_PER_WORKER + 16) as u32, false)?;
+        let rcq = ctx.create_cq((RECV_SLOTS + MAX_RC_PER_WORKER + 16) as u32, true)?;
         let caps = QpCaps { max_send_wr: SEND_SLOTS as u32, max_recv_wr: RECV_SLOTS as u32, ..QpCaps::default() };
         let qp = pd.create_ud_qp(&scq, &rcq, &caps, &UdOptions::default())?;
         let mtu = qp.max_payload();
@@ -361,7 +381,7 @@ impl WorkerRdma {
             wcs: Wc::batch(POLL_BATCH),
             input: Vec::with_capacity(slot),
             out: Vec::with_capacity(64 << 10),
-            inbox: Arc::new(Inbox { new: Mutex::new(Vec::new()), generation: AtomicU64::new(0) }),
+            inbox: Arc::new(Inbox { new: Mutex::new(Vec::new()), generation: AtomicU64::new(0), open: AtomicUsize::new(0) }),
             seen_generation: 0,
             rc: HashMap::new(),
         })
