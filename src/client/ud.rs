@@ -19,6 +19,13 @@
 //! Replies with another id (late answers to an earlier attempt or call) are
 //! ignored and counted as stale.
 //!
+//! A multi-get is quiet GETKs plus a NOOP in one datagram; its reply may span
+//! several datagrams and is complete when the NOOP's answer arrives. That
+//! relies on datagrams from one server QP to ours arriving in order, which
+//! holds on one path (RoCE v2: one UDP flow); a reordered reply would at worst
+//! turn a hit into a miss, never return a wrong value (keys come back with
+//! each hit).
+//!
 //! A request larger than a datagram, or a reply the server flags as
 //! [`NEEDS_RC`](crate::server::ud::NEEDS_RC), goes over an RC connection
 //! opened on first use ([`super::rc`]).
