@@ -2,6 +2,8 @@
 //! huge pages, registered once with the RDMA NIC and replicated to read-only
 //! replicas by one-sided RDMA. See README.md and DESIGN notes in the modules.
 
+pub mod bench;
+pub mod client;
 pub mod error;
 pub mod index;
 pub mod latency;

@@ -24,6 +24,7 @@ struct Cli {
 enum Cmd {
     Serve(ServeArgs),
     RdmaDevices(RdmaDevicesArgs),
+    Bench(logmemcached::bench::BenchArgs),
 }
 
 /// List RDMA devices, ports, port state, MTU, link layer and GIDs (a short
@@ -101,6 +102,12 @@ struct ServeArgs {
     #[argh(option, default = "100")]
     sync_timeout: u64,
 
+    /// serve RDMA clients: UD datagrams (one QP per worker) and RC for large
+    /// values; ADDR:PORT is the TCP side channel where clients learn the
+    /// endpoints (e.g. 10.0.2.15:11311)
+    #[argh(option)]
+    rdma_listen: Option<String>,
+
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
     verbose: u32,
@@ -165,6 +172,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         poll: a.poll,
         hugepages: a.hugepages,
         idle_spins: a.idle_spins.unwrap_or_else(|| default_idle_spins(a.threads)),
+        rdma_listen: a.rdma_listen,
     };
     let listeners = a
         .replication_listen
@@ -280,6 +288,7 @@ fn run() -> Result<()> {
         None => serve(default_serve_args()?),
         Some(Cmd::Serve(a)) => serve(a),
         Some(Cmd::RdmaDevices(_)) => logmemcached::rdma::print_devices(&mut std::io::stdout().lock()),
+        Some(Cmd::Bench(a)) => logmemcached::bench::run(a),
     }
 }
 

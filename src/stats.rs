@@ -78,6 +78,10 @@ worker_counters!(
     readonly_refused,
     conn_yields,
     protocol_errors,
+    // RDMA client access (src/server/ud.rs): datagrams and RC messages taken
+    // in, replies sent, malformed or unanswerable ones dropped, and retried
+    // writes answered from the per-client reply cache instead of re-applied.
+    rdma_requests, rdma_replies, rdma_drops, rdma_retries,
 );
 
 /// Look up one summed counter by name (tests, `stats` assembly).

@@ -8,6 +8,8 @@
 #   - tests/verbs.rs with --include-ignored (RC READ/WRITE of a 4 MiB huge-page
 #     region, UD round trip with address handles, a peer killed mid-transfer, bad rkey),
 #   - tests/replication_processes.rs over verbs (LOGMEMCACHED_REPL_TRANSPORT=rdma),
+#   - tests/rdma_client.rs with --include-ignored (the RDMA client against the
+#     server's --rdma-listen endpoint: UD, RC, loss, replicas, bad datagrams),
 # then, in two VMs joined by a private link, tests/vm/failover-pair.sh (the
 # primary's whole VM power-cut; promote; no acknowledged write lost).
 # Installs missing apt packages (build: pkg-config, libibverbs-dev, librdmacm-dev,
@@ -55,7 +57,7 @@ fi
 cd "$root"
 json=$(mktemp /tmp/lmc-vm-build.XXXXXX)
 trap 'rm -f "$json"' EXIT
-cargo test --no-run --lib --test verbs --test replication_processes --message-format=json >"$json" \
+cargo test --no-run --lib --test verbs --test replication_processes --test rdma_client --message-format=json >"$json" \
     || { grep -o '"rendered":"[^"]*"' "$json" | head -20 | sed 's/\\n/\n/g' >&2; fail "cargo test --no-run failed"; }
 exe_of() {   # the executable of the test target named $1 (kind $2)
     grep '"reason":"compiler-artifact"' "$json" | grep "\"kind\":\[\"$2\"\]" | grep "\"name\":\"$1\"" \
@@ -67,9 +69,11 @@ repl=$(exe_of replication_processes test)
 server=$(grep '"reason":"compiler-artifact"' "$json" | grep '"kind":\["bin"\]' | grep '"name":"logmemcached"' \
     | grep -o '"executable":"[^"]*"' | head -1 | cut -d'"' -f4)
 [ -n "$server" ] && [ -x "$server" ] || fail "cannot find the logmemcached binary in cargo's output"
+client=$(exe_of rdma_client test)
 [ -n "$verbs" ] && [ -x "$verbs" ] || fail "cannot find the verbs test binary in cargo's output"
 [ -n "$lib" ] && [ -x "$lib" ] || fail "cannot find the library test binary in cargo's output"
 [ -n "$repl" ] && [ -x "$repl" ] || fail "cannot find the replication test binary in cargo's output"
+[ -n "$client" ] && [ -x "$client" ] || fail "cannot find the rdma_client test binary in cargo's output"
 
 # The guest sees /usr, /etc and this directory only: stage binaries that live
 # elsewhere (CARGO_TARGET_DIR outside the tree) under target/.
@@ -82,13 +86,14 @@ verbs=$(stage "$verbs")
 lib=$(stage "$lib")
 repl=$(stage "$repl")
 server=$(stage "$server")
+client=$(stage "$client")
 
 echo "run-vm-suite: booting the Soft-RoCE VM for $lib (rdma::) and $verbs" >&2
 t0=$(date +%s)
 set +e
 # shellcheck disable=SC2086
 RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-600} RDMA_VM_HUGEPAGES=${RDMA_VM_HUGEPAGES:-32} \
-    "$vm" run sh tests/vm/suite-in-vm.sh "$lib" "$verbs" "$repl" --include-ignored --test-threads=1 --nocapture --color=never ${LOGMEMCACHED_VM_TEST_ARGS:-}
+    "$vm" run sh tests/vm/suite-in-vm.sh "$lib" "$verbs" "$repl" "$client" --include-ignored --test-threads=1 --nocapture --color=never ${LOGMEMCACHED_VM_TEST_ARGS:-}
 rc=$?
 set -e
 echo "run-vm-suite: VM run took $(( $(date +%s) - t0 )) s, exit status $rc" >&2

@@ -98,6 +98,14 @@ impl CompletionQueue {
         (!self.inner.channel.is_null()).then(|| unsafe { (*self.inner.channel).fd })
     }
 
+    /// The completion channel's fd, borrowed (for `epoll_ctl` through safe
+    /// APIs that take `AsFd`).
+    pub fn channel_borrowed_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        // SAFETY: the channel, and so its fd, stays open as long as `inner`,
+        // which outlives the returned borrow of `self`.
+        self.channel_fd().map(|fd| unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+    }
+
     /// Non-blocking batched poll: fills the front of `wcs`, returns how many.
     /// Failed completions are returned too; check each with [`Wc::ok`].
     pub fn poll(&self, wcs: &mut [Wc]) -> Result<usize> {

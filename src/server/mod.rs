@@ -6,7 +6,9 @@
 
 mod conn;
 pub mod notify;
+pub mod dedup;
 mod signals;
+pub mod ud;
 mod worker;
 
 use std::net::TcpListener;
@@ -66,6 +68,8 @@ pub struct Settings {
     pub hugepages: HugePages,
     /// Empty polls before an adaptive worker blocks.
     pub idle_spins: u32,
+    /// `--rdma-listen ADDR:PORT`: the UD/RC client endpoint's side channel.
+    pub rdma_listen: Option<String>,
 }
 
 impl Default for Settings {
@@ -80,6 +84,7 @@ impl Default for Settings {
             poll: PollMode::Adaptive,
             hugepages: HugePages::Auto,
             idle_spins: 2000,
+            rdma_listen: None,
         }
     }
 }
@@ -180,11 +185,17 @@ pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
 /// Serve until shutdown is requested. Returns once every worker has stopped.
 pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
     let mut handles = Vec::new();
-    for (id, l) in listeners.into_iter().enumerate().take(shared.settings.threads) {
+    // `--rdma-listen`: one UD endpoint per worker (see ud.rs for why).
+    let mut rdma: Vec<Option<ud::WorkerRdma>> = match &shared.settings.rdma_listen {
+        Some(addr) => ud::start(&shared, addr)?.into_iter().map(Some).collect(),
+        None => Vec::new(),
+    };
+    rdma.resize_with(shared.settings.threads, || None);
+    for (id, (l, rdma)) in listeners.into_iter().zip(rdma).enumerate() {
         let (store, shared) = (store.clone(), shared.clone());
         let h = std::thread::Builder::new()
             .name(format!("worker-{id}"))
-            .spawn(move || worker::Worker::new(id, l, store, shared)?.run())
+            .spawn(move || worker::Worker::new(id, l, store, shared)?.with_rdma(rdma)?.run())
             .context("starting a worker thread")?;
         handles.push(h);
     }

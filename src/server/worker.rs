@@ -22,6 +22,8 @@ use crate::store::Store;
 
 const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
+/// The RDMA endpoint's completion channel (see ud.rs).
+const RDMA: u64 = u64::MAX - 2;
 
 pub struct Worker {
     id: usize,
@@ -32,6 +34,8 @@ pub struct Worker {
     /// Each connection with the epoll interest currently registered for it.
     conns: HashMap<u64, (Conn, EpollFlags)>,
     next_token: u64,
+    /// This worker's UD QP and RC connections (`--rdma-listen`).
+    rdma: Option<super::ud::WorkerRdma>,
 }
 
 impl Worker {
@@ -44,7 +48,20 @@ impl Worker {
         epoll
             .add(shared.wakers[id].as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER))
             .context("watching the shutdown eventfd")?;
-        Ok(Worker { id, epoll, listener, store, shared, conns: HashMap::new(), next_token: 0 })
+        Ok(Worker { id, epoll, listener, store, shared, conns: HashMap::new(), next_token: 0, rdma: None })
+    }
+
+    /// Poll this RDMA endpoint too: its CQ on every iteration, its completion
+    /// channel in the epoll set for when the worker blocks.
+    pub fn with_rdma(mut self, rdma: Option<super::ud::WorkerRdma>) -> Result<Worker> {
+        if let Some(r) = &rdma {
+            if let Some(fd) = r.channel_fd() {
+                // The fd lives as long as `rdma`, which the worker owns.
+                self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, RDMA)).context("watching the RDMA completion channel")?;
+            }
+        }
+        self.rdma = rdma;
+        Ok(self)
     }
 
     pub fn run(mut self) -> Result<()> {
@@ -52,7 +69,14 @@ impl Worker {
         let mut idle = 0u32;
         let (mode, budget) = (self.shared.settings.poll, self.shared.settings.idle_spins);
         while !self.shared.is_shutting_down() {
-            let block = mode == PollMode::Adaptive && idle >= budget;
+            let mut block = mode == PollMode::Adaptive && idle >= budget;
+            if let Some(r) = self.rdma.as_mut() {
+                let ctx = Ctx { store: &self.store, stats: &self.shared.workers[self.id], shared: &self.shared };
+                if r.poll(&ctx, block) {
+                    idle = 0;
+                    block = false;
+                }
+            }
             let timeout = if block { EpollTimeout::NONE } else { EpollTimeout::ZERO };
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
@@ -71,6 +95,11 @@ impl Worker {
                 match ev.data() {
                     LISTENER => self.accept_all(),
                     WAKER => {}
+                    RDMA => {
+                        if let Some(r) = &self.rdma {
+                            r.drain_events();
+                        }
+                    }
                     token => self.serve(token),
                 }
             }
