@@ -17,7 +17,7 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 from pymemcache.client.base import Client
 
-from test_pymemcache import _binary, _free_port
+from conftest import logmemcached
 
 N = 1000
 KINDS = {"get", "set", "delete", "incr_decr", "touch", "meta", "other"}
@@ -25,20 +25,7 @@ KINDS = {"get", "set", "delete", "incr_decr", "touch", "meta", "other"}
 
 def test_interval_log_reads_with_hdrh(tmp_path: Path):
     log = tmp_path / "latency.hlog"
-    port = _free_port()
-    proc = subprocess.Popen([
-        _binary(), "serve", "-p", str(port), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2", "-m", "16",
-        "--latency-log", str(log), "--latency-log-interval", "1",
-    ])
-    try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.time() < deadline and proc.poll() is None, "logmemcached did not start"
-                time.sleep(0.05)
+    with logmemcached("--latency-log", str(log), "--latency-log-interval", "1") as (port, proc):
         c = Client(("127.0.0.1", port), connect_timeout=5, timeout=5)
         for i in range(N):
             assert c.set(f"k{i}", b"value", noreply=False)
@@ -50,7 +37,6 @@ def test_interval_log_reads_with_hdrh(tmp_path: Path):
         assert 0 < q[0] and q == sorted(q) and q[-1] < 1e6, q
         c.close()
         time.sleep(1.2)  # at least one full interval, then the last one at exit
-    finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
 

@@ -1,52 +1,13 @@
 """pylibmc (libmemcached) in binary mode against logmemcached: a scripted
 round trip of every operation the client offers.
 
-Runs target/debug/logmemcached (or $LOGMEMCACHED_BIN) on a free port and
-stops it afterwards:  pytest tests/clients/test_pylibmc.py
+The `server` fixture (conftest.py) runs the binary on a free port and stops
+it afterwards:  pytest tests/clients/test_pylibmc.py
 """
-import os
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pylibmc
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    binary = os.environ.get("LOGMEMCACHED_BIN", str(ROOT / "target" / "debug" / "logmemcached"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "serve", "-p", str(port), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2", "-m", "16"],
-        stdin=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("logmemcached did not start")
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture

@@ -1,62 +1,11 @@
 """pymemcache round trips against the real logmemcached binary.
 
-The fixture starts the binary ($LOGMEMCACHED_BIN, or target/debug/logmemcached
-after `cargo build`) on a free 127.0.0.1 port and stops it by its pid.
+The `server` fixture (conftest.py) starts the binary on a free 127.0.0.1
+port and stops it by its pid.
 Run: python3 -m pytest tests/clients/test_pymemcache.py
 """
-import os
-import socket
-import subprocess
-import time
-from pathlib import Path
-
 import pytest
 from pymemcache.client.base import Client
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _binary():
-    env = os.environ.get("LOGMEMCACHED_BIN")
-    if env:
-        return env
-    target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
-    path = Path(target) / "debug" / "logmemcached"
-    if not path.exists():
-        subprocess.run(["cargo", "build", "--quiet"], cwd=ROOT, check=True)
-    return str(path)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [_binary(), "serve", "-p", str(port), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2", "-m", "16"]
-    )
-    deadline = time.time() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("logmemcached did not start")
-            time.sleep(0.05)
-    yield port
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
 
 @pytest.fixture
 def mc(server):
