@@ -274,6 +274,9 @@ fn promote(store: &Store, status: &ReplicaStatus, ctl: &ReplicaControl, old: Opt
     if let Some(t) = old {
         let applied = status.applied.load(Ordering::Relaxed);
         let _ = t.report(&Progress { applied, epoch, caught_up_us: now_us() });
+        // A signalled read after it: when it completes, the epoch that
+        // fences the old primary has landed (reports need not be waited for).
+        let _ = t.control();
         t.keep_slot();
     }
     status.connected.store(false, Ordering::Release);
@@ -377,6 +380,7 @@ impl<'a> Follower<'a> {
                 // A stale primary (a newer one exists): fence it, do not follow.
                 let applied = self.applied.unwrap_or(0);
                 t.report(&Progress { applied, epoch: self.store.epoch(), caught_up_us: now_us() })?;
+                t.control()?;
                 t.keep_slot();
                 crate::bail!("{} is at epoch {}, older than ours ({})", t.describe(), c.epoch, self.store.epoch());
             }

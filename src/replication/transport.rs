@@ -35,7 +35,9 @@ pub trait Transport: Send {
         self.read(off, len)
     }
 
-    /// Write this replica's progress slot on the primary.
+    /// Write this replica's progress slot on the primary. It may return
+    /// before the write lands; a later `control` or `read` returning means it
+    /// has (one-sided operations on one connection complete in order).
     fn report(&mut self, p: &Progress) -> Result<()>;
 
     /// Which progress slot this replica holds.

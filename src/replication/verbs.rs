@@ -274,8 +274,14 @@ impl Transport for VerbsTransport {
         self.progress.write(0, &b);
         self.wr += 1;
         let remote = self.slots.slice((self.slot * SLOT_LEN) as u64, b.len())?;
-        self.qp.post_write(self.wr, self.progress.slice(0, b.len())?, remote, true)?;
-        self.complete(self.wr)
+        // Unsignalled, not waited for: the replica need not stall a round
+        // trip on its own bookkeeping. On an RC QP work completes in order, so
+        // the next signalled READ's completion also retires this WRITE (and
+        // frees its send-queue slot); a failure breaks the QP, which that READ
+        // then reports. The staging of `progress` cannot be overwritten early:
+        // the next report comes after at least one completed READ.
+        self.qp.post_write(self.wr, self.progress.slice(0, b.len())?, remote, false)?;
+        Ok(())
     }
 
     fn slot(&self) -> usize {
