@@ -24,12 +24,20 @@ cargo test --no-fail-fast 2>&1 | tee /tmp/logmemcached-cargo-test.log
 export LOGMEMCACHED_BIN=$PWD/target/debug/logmemcached
 
 step "memccapable (text and binary)"
-bash tests/conformance/memccapable.sh all
+bash tests/conformance/memccapable.sh all 2>&1 | tee /tmp/logmemcached-memccapable.log
 
 step "Python clients"
-"$venv/bin/python" -m pytest -q tests/clients
+"$venv/bin/python" -m pytest -q tests/clients 2>&1 | tee /tmp/logmemcached-pytest.log
 
 step "RDMA verbs suite in a Soft-RoCE VM"
-bash tests/run-vm-suite.sh
+bash tests/run-vm-suite.sh 2>&1 | tee /tmp/logmemcached-vm.log
 
 step "all suites passed"
+# One closing line over every suite (libtest "test result" lines from cargo and
+# the VM, memccapable's summary, pytest's): reaching here means none failed.
+sum_libtest() { grep -ao 'test result: [^ ]*ok[^ ]*\. [0-9]* passed; [0-9]* failed' "$1" | awk '{p+=$4; f+=$6} END {print p+0, f+0}'; }
+read -r cp cf < <(sum_libtest /tmp/logmemcached-cargo-test.log)
+read -r vp vf < <(sum_libtest /tmp/logmemcached-vm.log)
+mp=$(grep -ao 'memccapable ([a-z]*): [0-9]* passed' /tmp/logmemcached-memccapable.log | awk '{print $3}' | tail -1)
+pp=$(grep -aoE '[0-9]+ passed' /tmp/logmemcached-pytest.log | tail -1 | awk '{print $1}')
+echo "suites: $((cp + vp + ${mp:-0} + ${pp:-0})) passed, $((cf + vf)) failed"
