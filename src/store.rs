@@ -514,6 +514,17 @@ impl Store {
         Ok(pos)
     }
 
+    /// Copy the value of the record at `pos` into the writer's reusable
+    /// scratch buffer and lend it out, so a read-modify-write builds its new
+    /// record without allocating; the caller gives it back (`w.scratch = v`)
+    /// once the record is written.
+    fn take_value(&self, w: &mut Writer, pos: u64, h: &Header) -> Vec<u8> {
+        let mut v = std::mem::take(&mut w.scratch);
+        v.clear();
+        self.log.append_value(pos, h, &mut v);
+        v
+    }
+
     fn next_cas(w: &mut Writer) -> u64 {
         let c = w.next_cas;
         w.next_cas += 1;
@@ -556,9 +567,7 @@ impl Store {
                 if h.value_len as usize + a.value.len() > self.max_item_size {
                     return Err(StoreError::TooLarge);
                 }
-                let mut old = std::mem::take(&mut w.scratch);
-                old.clear();
-                self.log.append_value(pos, &h, &mut old);
+                let old = self.take_value(&mut w, pos, &h);
                 let parts: [&[u8]; 2] =
                     if a.mode == SetMode::Append { [&old, a.value] } else { [a.value, &old] };
                 // Flags and expiry stay the item's own, as memcached does; it
@@ -831,15 +840,8 @@ impl Store {
         exptime: i64,
         now: u32,
     ) -> std::result::Result<(), StoreError> {
-        let mut value = std::mem::take(&mut w.scratch);
-        value.clear();
-        self.log.append_value(pos, h, &mut value);
-        let (fetched, win_sent) = self
-            .index
-            .read(key)
-            .get(key)
-            .map(|e| (e.fetched.load(Ordering::Relaxed), e.win_sent.load(Ordering::Relaxed)))
-            .unwrap_or((false, false));
+        let value = self.take_value(w, pos, h);
+        let (fetched, win_sent) = self.entry_state(key);
         let expiry = absolute_expiry(exptime, now);
         let r = self.put_locked(w, Kind::Touch, key, &[&value], h.client_flags, expiry, h.cas, h.time, h.item_flags);
         w.scratch = value;
@@ -890,9 +892,7 @@ impl Store {
         if cas != 0 && cas != h.cas {
             return Ok(DeleteOutcome::Exists);
         }
-        let mut value = std::mem::take(&mut w.scratch);
-        value.clear();
-        self.log.append_value(pos, &h, &mut value);
+        let value = self.take_value(&mut w, pos, &h);
         let expiry = exptime.map(|t| absolute_expiry(t, now)).unwrap_or(h.expiry);
         // memcached gives an invalidated item a new CAS, so a writer holding
         // the old one can only store it as stale (`ms I`).
@@ -934,9 +934,7 @@ impl Store {
         if a.cas != 0 && a.cas != h.cas {
             return Ok((ArithOutcome::Exists, None));
         }
-        let mut value = std::mem::take(&mut w.scratch);
-        value.clear();
-        self.log.append_value(pos, &h, &mut value);
+        let mut value = self.take_value(&mut w, pos, &h);
         let parsed = parse_counter(&value);
         let Some(current) = parsed else {
             w.scratch = value;
