@@ -225,28 +225,53 @@ fn a_replica_joining_under_load_converges() {
     assert_eq!(dump(&r.store), dump(&p.store));
 }
 
-/// Slows every read down, like a replica on a busy host.
-struct Slow(Box<dyn Transport>, Duration);
-impl Transport for Slow {
+/// A transport that lets a test tamper with every read: `hook` gets the
+/// bytes read (a copy it may change) before the replica sees them.
+struct Tap<F: FnMut(&mut Vec<u8>) + Send> {
+    inner: Box<dyn Transport>,
+    hook: F,
+    buf: Vec<u8>,
+}
+
+impl<F: FnMut(&mut Vec<u8>) + Send> Tap<F> {
+    fn wrap(inner: Box<dyn Transport>, hook: F) -> Box<dyn Transport>
+    where
+        F: 'static,
+    {
+        Box::new(Tap { inner, hook, buf: Vec::new() })
+    }
+}
+
+impl<F: FnMut(&mut Vec<u8>) + Send> Transport for Tap<F> {
     fn control(&mut self) -> Result<ControlSnapshot> {
-        self.0.control()
+        self.inner.control()
     }
     fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
-        let until = Instant::now() + self.1;
+        let b = self.inner.read(off, len)?;
+        self.buf.clear();
+        self.buf.extend_from_slice(b);
+        (self.hook)(&mut self.buf);
+        Ok(&self.buf)
+    }
+    fn report(&mut self, p: &Progress) -> Result<()> {
+        self.inner.report(p)
+    }
+    fn slot(&self) -> usize {
+        self.inner.slot()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Slows every read down, like a replica on a busy host.
+fn slow(t: Box<dyn Transport>, d: Duration) -> Box<dyn Transport> {
+    Tap::wrap(t, move |_| {
+        let until = Instant::now() + d;
         while Instant::now() < until {
             std::hint::spin_loop();
         }
-        self.0.read(off, len)
-    }
-    fn report(&mut self, p: &Progress) -> Result<()> {
-        self.0.report(p)
-    }
-    fn slot(&self) -> usize {
-        self.0.slot()
-    }
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
+    })
 }
 
 #[test]
@@ -254,7 +279,7 @@ fn a_lapped_replica_never_serves_a_wrong_value_and_converges() {
     let p = Primary::new("lap", 2, 16 << 10);
     // Versions written per key: a replica may serve only one of them.
     let versions: Arc<Vec<AtomicU64>> = Arc::new((0..64).map(|_| AtomicU64::new(0)).collect());
-    let wrap: Wrap = Arc::new(|t| Box::new(Slow(t, Duration::from_millis(3))) as Box<dyn Transport>);
+    let wrap: Wrap = Arc::new(|t| slow(t, Duration::from_millis(3)));
     let r = Replica::start(&p, 2, 16 << 10, Some(wrap));
     let stop = Arc::new(AtomicBool::new(false));
     let (rs, vs, st) = (r.store.clone(), versions.clone(), stop.clone());
@@ -291,48 +316,30 @@ fn a_lapped_replica_never_serves_a_wrong_value_and_converges() {
     assert_eq!(dump(&r.store), dump(&p.store));
 }
 
-/// Corrupts the first reads: a flipped byte, then a zeroed second half (as a
-/// torn read would leave), then behaves.
-struct Tearing(Box<dyn Transport>, Arc<std::sync::atomic::AtomicU32>, Vec<u8>);
-impl Transport for Tearing {
-    fn control(&mut self) -> Result<ControlSnapshot> {
-        self.0.control()
-    }
-    fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
-        // Counted across reconnects: the corruption ends after 40 reads.
-        let n = self.1.fetch_add(1, Ordering::Relaxed) + 1;
-        let b = self.0.read(off, len)?;
-        self.2.clear();
-        self.2.extend_from_slice(b);
-        if n <= 40 && !self.2.is_empty() {
-            let l = self.2.len();
+/// Corrupts the first 40 reads, counted across reconnects: a flipped byte,
+/// then a zeroed second half (as a torn read would leave), then behaves.
+fn tearing(t: Box<dyn Transport>, reads: Arc<std::sync::atomic::AtomicU32>) -> Box<dyn Transport> {
+    Tap::wrap(t, move |b| {
+        let n = reads.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= 40 && !b.is_empty() {
+            let l = b.len();
             if n % 2 == 0 {
                 // Flip a byte inside the first record's header or body.
-                self.2[(n as usize * 7) % l.min(64)] ^= 0x40;
+                b[(n as usize * 7) % l.min(64)] ^= 0x40;
             } else {
-                for x in &mut self.2[l / 2..] {
+                for x in &mut b[l / 2..] {
                     *x = 0;
                 }
             }
         }
-        Ok(&self.2)
-    }
-    fn report(&mut self, p: &Progress) -> Result<()> {
-        self.0.report(p)
-    }
-    fn slot(&self) -> usize {
-        self.0.slot()
-    }
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
+    })
 }
 
 #[test]
 fn torn_or_corrupted_records_are_never_applied() {
     let p = Primary::new("torn", 4, 16 << 10);
     let reads = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let wrap: Wrap = Arc::new(move |t| Box::new(Tearing(t, reads.clone(), Vec::new())) as Box<dyn Transport>);
+    let wrap: Wrap = Arc::new(move |t| tearing(t, reads.clone()));
     let r = Replica::start(&p, 4, 16 << 10, Some(wrap));
     for round in 0..60u64 {
         for k in 0..20u64 {
