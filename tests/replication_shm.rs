@@ -356,3 +356,83 @@ fn torn_or_corrupted_records_are_never_applied() {
     assert!(r.status.invalid_records.load(Ordering::Relaxed) > 0, "corruption should have been detected");
     assert_eq!(dump(&r.store), dump(&p.store));
 }
+
+/// Counts how a replica uses read-ahead: each planned read should be the
+/// very next read it asks for (a plan that goes unused is a wasted round
+/// trip over verbs, where reads are slow).
+#[derive(Default)]
+struct PlanStats {
+    planned: AtomicU64,
+    used: AtomicU64,
+    wasted: AtomicU64,
+}
+
+struct Planner {
+    inner: Box<dyn Transport>,
+    stats: Arc<PlanStats>,
+    pending: Option<(usize, usize)>,
+}
+
+impl Planner {
+    fn settle(&mut self, off: usize, len: usize) {
+        if let Some(want) = self.pending.take() {
+            let c = if want == (off, len) { &self.stats.used } else { &self.stats.wasted };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Transport for Planner {
+    fn control(&mut self) -> Result<ControlSnapshot> {
+        self.inner.control()
+    }
+    fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
+        self.settle(off, len);
+        self.inner.read(off, len)
+    }
+    fn read_ahead(
+        &mut self,
+        off: usize,
+        len: usize,
+        next: &mut dyn FnMut(&[u8]) -> Option<(usize, usize)>,
+    ) -> Result<&[u8]> {
+        self.settle(off, len);
+        let b = self.inner.read(off, len)?;
+        self.pending = next(b);
+        if self.pending.is_some() {
+            self.stats.planned.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(b)
+    }
+    fn report(&mut self, p: &Progress) -> Result<()> {
+        self.inner.report(p)
+    }
+    fn slot(&self) -> usize {
+        self.inner.slot()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn a_late_replica_uses_every_read_ahead_it_plans() {
+    // ~12 MB of records of uneven sizes, so the 4 MiB stretches cut records.
+    let p = Primary::new("ahead", 32, 64 << 10);
+    let mut rng = Rng(11);
+    for i in 0..3000u64 {
+        let v = "y".repeat(1000 + rng.below(6000) as usize);
+        p.store.set(&SetArgs::new(SetMode::Set, format!("big:{i}").as_bytes(), v.as_bytes(), 0, 0)).unwrap();
+    }
+    let stats = Arc::new(PlanStats::default());
+    let s = stats.clone();
+    let wrap: Wrap = Arc::new(move |t| Box::new(Planner { inner: t, stats: s.clone(), pending: None }));
+    let r = Replica::start(&p, 32, 64 << 10, Some(wrap));
+    r.catch_up(&p, Duration::from_secs(30));
+    assert_eq!(dump(&r.store), dump(&p.store));
+    let (planned, used, wasted) =
+        (stats.planned.load(Ordering::Relaxed), stats.used.load(Ordering::Relaxed), stats.wasted.load(Ordering::Relaxed));
+    assert!(planned >= 2, "a 12 MB catch-up planned only {planned} read-aheads");
+    assert_eq!(wasted, 0, "{wasted} of {planned} read-aheads went unused ({used} used)");
+    assert_eq!(used, planned);
+}

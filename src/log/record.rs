@@ -199,6 +199,16 @@ pub struct Record<'a> {
     pub value: &'a [u8],
 }
 
+/// The length the header at the start of `buf` claims for the record at
+/// `expected_pos`, without checking the body (no checksum): enough to plan
+/// the next read; `validate` still judges every record.
+pub fn claimed_len(buf: &[u8], expected_pos: u64) -> Option<usize> {
+    let hb: &[u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
+    let h = Header::decode(hb).ok()?;
+    let n = h.total_len() as usize;
+    (h.position == expected_pos && n >= HEADER_LEN).then_some(n)
+}
+
 /// Accept `buf` (starting at the record) as the record at `expected_pos`, or
 /// say why not. `buf` may extend past the record.
 pub fn validate(buf: &[u8], expected_pos: u64) -> Result<Record<'_>, Invalid> {

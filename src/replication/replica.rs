@@ -458,7 +458,10 @@ impl<'a> Follower<'a> {
 
     /// Read, validate and apply everything from `from` up to `head`, one
     /// physical stretch at a time, with the next stretch's read in flight
-    /// while the current one is applied. Returns the new applied position.
+    /// while the current one is applied. A stretch ends where its last whole
+    /// record ends, so the read-ahead begins exactly where the next stretch
+    /// does (a record cut by the staging size is read again, whole, next).
+    /// Returns the new applied position.
     fn pull(&mut self, t: &mut dyn Transport, from: u64, head: u64, cap: u64) -> Result<u64> {
         let room = |p: u64| cap - p % cap;
         // Where the stretch starting at `p` ends, and its (offset, length).
@@ -469,14 +472,25 @@ impl<'a> Follower<'a> {
         let skip_gap = |p: u64| if room(p) < HEADER_LEN as u64 { p + room(p) } else { p };
         let mut pos = skip_gap(from);
         while pos < head {
-            let (end, (off, len)) = stretch(pos, self.staging);
-            // The stretch after this one, if the head is beyond it.
-            let after = skip_gap(end);
-            let ahead = (after < head).then(|| stretch(after, self.staging).1);
-            let buf = t.read_ahead(off, len, ahead)?;
-            let mut o = 0usize;
+            let staging = self.staging;
+            let (end, (off, len)) = stretch(pos, staging);
+            // Plan the next stretch from the headers just read (unchecked:
+            // a torn header only costs a read-ahead that goes unused).
+            let mut plan = |b: &[u8]| {
+                let mut o = 0usize;
+                while let Some(n) = record::claimed_len(&b[o..], pos + o as u64) {
+                    if o + n > b.len() {
+                        break;
+                    }
+                    o += n;
+                }
+                let next = skip_gap(pos + o as u64);
+                (o > 0 && next < head).then(|| stretch(next, staging).1)
+            };
+            let buf = t.read_ahead(off, len, &mut plan)?;
             let mut p = pos;
             while p < end {
+                let o = (p - pos) as usize;
                 match record::validate(&buf[o..], p) {
                     Ok(rec) => {
                         let n = rec.header.total_len() as usize;
@@ -486,21 +500,25 @@ impl<'a> Follower<'a> {
                         self.status.records_applied.fetch_add(1, Ordering::Relaxed);
                         self.status.bytes_applied.fetch_add(n as u64, Ordering::Relaxed);
                         p += n as u64;
-                        o += n;
-                        if p < end && room(p) < HEADER_LEN as u64 {
-                            break;
+                        if room(p) < HEADER_LEN as u64 {
+                            break; // the gap before the log's end: next lap
                         }
                     }
                     Err(Invalid::Truncated { need }) => {
-                        if need > self.staging {
-                            // A record larger than our reads: read more next time.
-                            self.staging = need.next_power_of_two().min(cap as usize);
-                        } else if end == head {
-                            // The head said the record is complete; it is not:
-                            // torn, like any other invalid record.
+                        // Torn if the head says the record is complete, if it
+                        // would have fitted this stretch, or if it would cross
+                        // the log's end (no record does).
+                        let fitted = p == pos && need <= self.staging;
+                        if end == head || fitted || need as u64 > room(p) {
                             self.invalid(t, p)?;
+                            return Ok(p);
                         }
-                        return Ok(p);
+                        if need > self.staging {
+                            // A record larger than our reads: read more from here.
+                            self.staging = need.next_power_of_two().min(cap as usize);
+                        }
+                        // The record goes on past this stretch: the next one starts here.
+                        break;
                     }
                     Err(_) => {
                         self.invalid(t, p)?;
@@ -508,11 +526,7 @@ impl<'a> Follower<'a> {
                     }
                 }
             }
-            if p < end && room(p) >= HEADER_LEN as u64 {
-                // Stopped inside the stretch without a reason: resume there.
-                return Ok(p);
-            }
-            pos = skip_gap(p.max(end));
+            pos = skip_gap(p);
             self.applied = Some(pos.min(head));
             self.status.applied.store(pos.min(head), Ordering::Relaxed);
         }

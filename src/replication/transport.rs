@@ -26,11 +26,18 @@ pub trait Transport: Send {
     /// still be torn by the primary's cleaner, which the caller validates.
     fn read(&mut self, off: usize, len: usize) -> Result<&[u8]>;
 
-    /// `read(off, len)`, and then start reading `next` in the background so
-    /// the network works while the caller validates and applies (a later
-    /// `read_ahead` or `read` of exactly `next` collects it). Transports
+    /// `read(off, len)`, and then start reading the `(off, len)` that `next`
+    /// picks from those bytes, in the background, so the network works while
+    /// the caller validates and applies (a later `read_ahead` or `read` of
+    /// exactly that range collects it). `next` sees the bytes because the
+    /// next read starts where the last whole record in them ends. Transports
     /// without asynchronous reads just read.
-    fn read_ahead(&mut self, off: usize, len: usize, next: Option<(usize, usize)>) -> Result<&[u8]> {
+    fn read_ahead(
+        &mut self,
+        off: usize,
+        len: usize,
+        next: &mut dyn FnMut(&[u8]) -> Option<(usize, usize)>,
+    ) -> Result<&[u8]> {
         let _ = next;
         self.read(off, len)
     }

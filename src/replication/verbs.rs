@@ -245,10 +245,15 @@ impl Transport for VerbsTransport {
     }
 
     fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
-        self.read_ahead(off, len, None)
+        self.read_ahead(off, len, &mut |_| None)
     }
 
-    fn read_ahead(&mut self, off: usize, len: usize, next: Option<(usize, usize)>) -> Result<&[u8]> {
+    fn read_ahead(
+        &mut self,
+        off: usize,
+        len: usize,
+        next: &mut dyn FnMut(&[u8]) -> Option<(usize, usize)>,
+    ) -> Result<&[u8]> {
         if !self.settle_ahead(off, len)? {
             let wr = self.post_read(off, len)?;
             self.complete(wr)?;
@@ -257,7 +262,7 @@ impl Transport for VerbsTransport {
         // caller works on these bytes.
         self.out.resize(len, 0);
         self.staging.read(0, &mut self.out[..len]);
-        if let Some((noff, nlen)) = next {
+        if let Some((noff, nlen)) = next(&self.out[..len]) {
             let wr = self.post_read(noff, nlen)?;
             self.ahead = Some((wr, noff, nlen, false));
         }
