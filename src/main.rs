@@ -143,7 +143,7 @@ fn normalize_args(args: Vec<String>) -> Vec<String> {
             out.push("serve".to_string());
         }
         if a.len() > 2 && a.starts_with("-v") && a[1..].bytes().all(|b| b == b'v') {
-            out.extend(std::iter::repeat("-v".to_string()).take(a.len() - 1));
+            out.extend(std::iter::repeat_n("-v".to_string(), a.len() - 1));
         } else {
             out.push(a);
         }

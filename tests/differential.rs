@@ -516,7 +516,7 @@ fn effect_of(op: &Op) -> (String, Effect) {
                 0x05 | 0x06 => Effect::Arith(false),
                 // Append and prepend (0x0e, 0x0f) keep the old bytes,
                 // padding included, so they do not end the uncertainty.
-                0x01 | 0x02 | 0x03 | 0x04 => Effect::Rewrite,
+                0x01..=0x04 => Effect::Rewrite,
                 0x08 => Effect::Flush,
                 _ => Effect::None,
             },

@@ -505,7 +505,7 @@ fn stats_latency_and_the_interval_log() {
                 }
                 let bytes = base64_decode(h.encoded_histogram());
                 let hist: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).expect("histogram decodes");
-                if hist.len() > 0 {
+                if !hist.is_empty() {
                     assert!(hist.max() > 0 && hist.max() < 1_000_000_000, "{tag}: max {} ns", hist.max());
                     // Interval_Max is in milliseconds (the Java writer's default ratio).
                     let max_ms = hist.max() as f64 / 1e6;

@@ -11,7 +11,7 @@ use logmemcached::log::control::ControlSnapshot;
 use logmemcached::memory::region::HugePages;
 use logmemcached::replication::replica::{self, ReplicaControl, ReplicaOptions, ReplicaStatus};
 use logmemcached::replication::shm::{region_path, ShmTransport};
-use logmemcached::replication::transport::{Progress, Transport};
+use logmemcached::replication::transport::{NextRead, Progress, Transport};
 use logmemcached::replication::Url;
 use logmemcached::store::*;
 
@@ -323,7 +323,7 @@ fn tearing(t: Box<dyn Transport>, reads: Arc<std::sync::atomic::AtomicU32>) -> B
         let n = reads.fetch_add(1, Ordering::Relaxed) + 1;
         if n <= 40 && !b.is_empty() {
             let l = b.len();
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 // Flip a byte inside the first record's header or body.
                 b[(n as usize * 7) % l.min(64)] ^= 0x40;
             } else {
@@ -394,7 +394,7 @@ impl Transport for Planner {
         &mut self,
         off: usize,
         len: usize,
-        next: &mut dyn FnMut(&[u8]) -> Option<(usize, usize)>,
+        next: NextRead<'_>,
     ) -> Result<&[u8]> {
         self.settle(off, len);
         let b = self.inner.read(off, len)?;

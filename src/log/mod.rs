@@ -384,7 +384,7 @@ impl LogWriter {
         if pos > self.head && pos != self.head + self.log.room_to_end(self.head) {
             return Err(RawError::NotContiguous { head: self.head, pos });
         }
-        if len > self.log.room_to_end(pos) || len % record::ALIGN != 0 {
+        if len > self.log.room_to_end(pos) || !len.is_multiple_of(record::ALIGN) {
             return Err(RawError::BadLength);
         }
         self.make_room(pos - self.head + len, reclaim);

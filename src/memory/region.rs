@@ -251,7 +251,7 @@ impl Region {
     /// An atomic u64 living in the region (the control block's fields).
     pub fn atomic_u64(&self, off: usize) -> &AtomicU64 {
         self.check(off, 8);
-        assert!(off % 8 == 0, "unaligned atomic at {off}");
+        assert!(off.is_multiple_of(8), "unaligned atomic at {off}");
         // SAFETY: in bounds, 8-aligned (the mapping is page-aligned), lives as
         // long as `self`; AtomicU64 has the same layout as u64 and every access
         // to these 8 bytes in this process goes through atomics. On a read-only

@@ -441,6 +441,40 @@ pub struct RemoteSlice {
     pub len: u32,
 }
 
+/// A sub-range of a shared [`Region`], registered on its own: the primary's
+/// progress slots, the only part of its log region a replica may WRITE.
+pub struct RegionRange {
+    region: Arc<Region>,
+    off: usize,
+    len: usize,
+}
+
+impl RegionRange {
+    pub fn new(region: Arc<Region>, off: usize, len: usize) -> Result<RegionRange> {
+        match off.checked_add(len) {
+            Some(end) if end <= region.len() && len > 0 => Ok(RegionRange { region, off, len }),
+            _ => bail!("range {off}+{len} outside the {}-byte region", region.len()),
+        }
+    }
+}
+
+// SAFETY: the Arc keeps the Region alive and in place; the range was checked
+// against its length at construction; bytes move only by bounds-checked copies.
+unsafe impl RegisterableMemory for RegionRange {
+    fn mem_ptr(&self) -> *mut u8 {
+        self.region.as_ptr().wrapping_add(self.off)
+    }
+    fn mem_len(&self) -> usize {
+        self.len
+    }
+    fn copy_in(&self, off: usize, src: &[u8]) {
+        self.region.write(self.off + off, src)
+    }
+    fn copy_out(&self, off: usize, dst: &mut [u8]) {
+        self.region.read(self.off + off, dst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,39 +509,5 @@ mod tests {
         b.copy_out(8190, &mut o);
         assert_eq!(&o, b"hi");
         assert_eq!(format!("{:?}", Access::REMOTE_READ | Access::LOCAL_WRITE), "Access(LOCAL_WRITE|REMOTE_READ)");
-    }
-}
-
-/// A sub-range of a shared [`Region`], registered on its own: the primary's
-/// progress slots, the only part of its log region a replica may WRITE.
-pub struct RegionRange {
-    region: Arc<Region>,
-    off: usize,
-    len: usize,
-}
-
-impl RegionRange {
-    pub fn new(region: Arc<Region>, off: usize, len: usize) -> Result<RegionRange> {
-        match off.checked_add(len) {
-            Some(end) if end <= region.len() && len > 0 => Ok(RegionRange { region, off, len }),
-            _ => bail!("range {off}+{len} outside the {}-byte region", region.len()),
-        }
-    }
-}
-
-// SAFETY: the Arc keeps the Region alive and in place; the range was checked
-// against its length at construction; bytes move only by bounds-checked copies.
-unsafe impl RegisterableMemory for RegionRange {
-    fn mem_ptr(&self) -> *mut u8 {
-        self.region.as_ptr().wrapping_add(self.off)
-    }
-    fn mem_len(&self) -> usize {
-        self.len
-    }
-    fn copy_in(&self, off: usize, src: &[u8]) {
-        self.region.write(self.off + off, src)
-    }
-    fn copy_out(&self, off: usize, dst: &mut [u8]) {
-        self.region.read(self.off + off, dst)
     }
 }

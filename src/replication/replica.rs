@@ -418,7 +418,7 @@ impl<'a> Follower<'a> {
             if applied >= c.head {
                 self.status.behind_since_us.store(0, Ordering::Relaxed);
                 self.status.caught_up_us.store(now_us(), Ordering::Relaxed);
-                if idle == 0 || idle % 256 == 0 {
+                if idle == 0 || idle.is_multiple_of(256) {
                     t.report(&Progress { applied, epoch: c.epoch, caught_up_us: now_us() })?;
                 }
                 if idle == 0 {

@@ -17,6 +17,9 @@ pub struct Progress {
     pub caught_up_us: u64,
 }
 
+/// Picks the range to read ahead from the bytes just read (see `read_ahead`).
+pub type NextRead<'a> = &'a mut dyn FnMut(&[u8]) -> Option<(usize, usize)>;
+
 pub trait Transport: Send {
     /// Fetch the control block's fixed fields (head, tail, epoch, heartbeat...).
     fn control(&mut self) -> Result<ControlSnapshot>;
@@ -36,7 +39,7 @@ pub trait Transport: Send {
         &mut self,
         off: usize,
         len: usize,
-        next: &mut dyn FnMut(&[u8]) -> Option<(usize, usize)>,
+        next: NextRead<'_>,
     ) -> Result<&[u8]> {
         let _ = next;
         self.read(off, len)

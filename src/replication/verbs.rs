@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::shm::{claim_slot_at, now_us};
-use super::transport::{Progress, Transport};
+use super::transport::{NextRead, Progress, Transport};
 use crate::error::{Context as _, Error, Result};
 use crate::log::control::{self, ControlSnapshot, MAX_REPLICAS, SLOT_LEN};
 use crate::memory::region::Region;
@@ -252,7 +252,7 @@ impl Transport for VerbsTransport {
         &mut self,
         off: usize,
         len: usize,
-        next: &mut dyn FnMut(&[u8]) -> Option<(usize, usize)>,
+        next: NextRead<'_>,
     ) -> Result<&[u8]> {
         if !self.settle_ahead(off, len)? {
             let wr = self.post_read(off, len)?;
