@@ -6,10 +6,11 @@
 #  2. replication lag: a probe writes on the primary and polls a replica
 #     (perf/replication_lag.rs, HdrHistogram), idle and under load.
 # Prints tables and writes perf/results/replication.md.
-#   perf/bench_replication.sh [seconds per run, default 10]
+#   perf/bench_replication.sh [seconds per run, default 10] [rounds, default 4]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+rounds=${2:-4}
 bash tests/install-deps.sh test >/dev/null
 cargo build --release -q --bins --example replication_lag
 bin=./target/release/logmemcached
@@ -50,11 +51,13 @@ run() { # -> "tps cpu_us_per_op"
 }
 
 declare -A tps cpu
-for round in 1 2; do
+round_lines=()
+for round in $(seq "$rounds"); do
     for n in 0 2; do
         [ "$n" = 2 ] && start_replicas
         read -r t c < <(run)
         echo "round $round, $n replicas: $t ops/s, $c us CPU/op on the primary" >&2
+        round_lines+=("| $round | $n | $t | $c |")
         tps[$n]=$(( ${tps[$n]:-0} + ${t%.*} )); cpu[$n]=$(python3 -c "print(${cpu[$n]:-0} + $c)")
         [ "$n" = 2 ] && stop_replicas
     done
@@ -72,16 +75,22 @@ out=perf/results/replication.md
     echo "# Replication over shm: cost on the primary and lag"
     echo
     echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores; primary -t 2 -m 64, replicas -t 1 -m 64 on the same host;"
-    echo "memcaslap -T 2 -c 32 -t ${secs}s 90% get/10% set, 100-byte values; mean of 2 interleaved rounds."
+    echo "memcaslap -T 2 -c 32 -t ${secs}s 90% get/10% set, 100-byte values; mean of $rounds interleaved rounds."
     echo "Every process shares the same 2 cores, so replicas applying records compete with the primary"
     echo "and the load generator for CPU; CPU time per operation isolates the primary's own work."
     echo
     echo "| replicas | primary ops/s | primary CPU us/op |"
     echo "|---:|---:|---:|"
-    for n in 0 2; do echo "| $n | $(( tps[$n] / 2 )) | $(python3 -c "print(f'{${cpu[$n]}/2:.2f}')") |"; done
+    for n in 0 2; do echo "| $n | $(( tps[$n] / rounds )) | $(python3 -c "print(f'{${cpu[$n]}/$rounds:.2f}')") |"; done
     echo
     echo "Ratios (2 replicas / 0): throughput $(python3 -c "print(f'{${tps[2]}/${tps[0]}:.3f}')") (goal >= 0.95),"
     echo "CPU per op $(python3 -c "print(f'{${cpu[2]}/${cpu[0]}:.3f}')") (goal <= 1.05)."
+    echo
+    echo "Each round (this shared box swings by tens of percent between consecutive runs):"
+    echo
+    echo "| round | replicas | primary ops/s | primary CPU us/op |"
+    echo "|---:|---:|---:|---:|"
+    printf '%s\n' "${round_lines[@]}"
     echo
     echo "Lag (write on the primary until a replica serves it; includes one TCP get of polling granularity):"
     echo
