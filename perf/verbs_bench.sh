@@ -109,9 +109,15 @@ notes() {
 - **Noise.** The VM shares a 2-core host with other engineers' compilers; a single
   round can move by a factor of two at host load ~4 (see the per-round table), which is why tools alternate
   inside each round and medians are reported. A ratio above 1.0 for bandwidth or
-  below 1.0 for latency is noise or a measuring difference, not a real advantage
-  (perftest's latency loop keeps more per-iteration bookkeeping, which may cost a
-  little more in an emulated CPU than our loop's `Instant::now()` pair).
+  below 1.0 for latency is noise, not a real advantage. Latency is bimodal in this
+  VM for both tools (rounds at ~62 us and at ~110-140 us, by where the scheduler
+  puts the two processes and the rxe tasklets), so a median over 5 rounds moves
+  with how many rounds each tool drew in the fast mode.
+- **Same clock as perftest.** The wrapper times each READ with the TSC
+  (`logmemcached::rdma::cycles`, calibrated against the wall clock over the run),
+  as perftest does. It used `Instant::now()` before; the VM's clocksource is HPET,
+  which has no vDSO path, so that was two system calls per timed READ, and the
+  wrapper's median came out 1.22x perftest's in the last run that used it.
 - **If a goal shows MISSED**: rerun with `VERBS_BENCH_ROUNDS=9`; a miss that does not
   reproduce is the host's load. A reproducible miss would point at the wrapper's
   posting path (one `ibv_post_send` per READ, as perftest with `--post_list 1`),

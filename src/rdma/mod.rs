@@ -99,6 +99,7 @@
 
 pub mod connect;
 mod cq;
+pub mod cycles;
 mod device;
 pub mod devinfo;
 mod mr;
