@@ -436,3 +436,63 @@ fn a_late_replica_uses_every_read_ahead_it_plans() {
     assert_eq!(wasted, 0, "{wasted} of {planned} read-aheads went unused ({used} used)");
     assert_eq!(used, planned);
 }
+
+/// Stops the replica from inside its second big read (a catch-up stretch).
+struct StopMidway {
+    inner: Box<dyn Transport>,
+    ctl: Arc<std::sync::OnceLock<Arc<ReplicaControl>>>,
+    big_reads: Arc<AtomicU64>,
+}
+
+impl Transport for StopMidway {
+    fn control(&mut self) -> Result<ControlSnapshot> {
+        self.inner.control()
+    }
+    fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
+        self.read_ahead(off, len, &mut |_| None)
+    }
+    fn read_ahead(&mut self, off: usize, len: usize, next: NextRead<'_>) -> Result<&[u8]> {
+        if len >= 1 << 20 && self.big_reads.fetch_add(1, Ordering::Relaxed) + 1 == 2 {
+            // The test publishes the control right after starting us.
+            while self.ctl.get().is_none() {
+                std::thread::yield_now();
+            }
+            if let Some(c) = self.ctl.get() {
+                c.request_stop();
+            }
+        }
+        let b = self.inner.read(off, len)?;
+        let _ = next(b);
+        Ok(b)
+    }
+    fn report(&mut self, p: &Progress) -> Result<()> {
+        self.inner.report(p)
+    }
+    fn slot(&self) -> usize {
+        self.inner.slot()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn a_stop_request_ends_a_long_catch_up_after_the_current_stretch() {
+    let p = Primary::new("stopmid", 32, 64 << 10);
+    for i in 0..6000u64 {
+        let v = "z".repeat(4000);
+        p.store.set(&SetArgs::new(SetMode::Set, format!("big:{i}").as_bytes(), v.as_bytes(), 0, 0)).unwrap();
+    }
+    let ctl = Arc::new(std::sync::OnceLock::new());
+    let big_reads = Arc::new(AtomicU64::new(0));
+    let (c, b) = (ctl.clone(), big_reads.clone());
+    let wrap: Wrap = Arc::new(move |t| Box::new(StopMidway { inner: t, ctl: c.clone(), big_reads: b.clone() }));
+    let mut r = Replica::start(&p, 32, 64 << 10, Some(wrap));
+    let _ = ctl.set(r.ctl.clone());
+    if let Some(t) = r.thread.take() {
+        t.join().unwrap();
+    }
+    // ~24 MB is six 4 MiB stretches; the stop came during the second.
+    assert_eq!(big_reads.load(Ordering::Relaxed), 2, "stretches read after the stop request");
+    assert!(r.store.log().head() < p.store.log().head());
+}

@@ -138,6 +138,13 @@ impl ReplicaControl {
         self.wake();
     }
 
+    /// Whether `pending` has something, without taking it.
+    fn has_pending(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+            || self.promote.load(Ordering::Acquire)
+            || self.follow.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     fn pending(&self) -> Option<Exit> {
         if self.stop.load(Ordering::Acquire) {
             return Some(Exit::Stop);
@@ -471,12 +478,20 @@ impl<'a> Follower<'a> {
         };
         let skip_gap = |p: u64| if room(p) < HEADER_LEN as u64 { p + room(p) } else { p };
         let mut pos = skip_gap(from);
+        let ctl = self.ctl;
         while pos < head {
             let staging = self.staging;
             let (end, (off, len)) = stretch(pos, staging);
+            // A stop, promotion or follow request ends a long catch-up after
+            // this stretch, with no read left in flight.
+            let mut asked = false;
             // Plan the next stretch from the headers just read (unchecked:
             // a torn header only costs a read-ahead that goes unused).
             let mut plan = |b: &[u8]| {
+                if ctl.has_pending() {
+                    asked = true;
+                    return None;
+                }
                 let mut o = 0usize;
                 while let Some(n) = record::claimed_len(&b[o..], pos + o as u64) {
                     if o + n > b.len() {
@@ -529,6 +544,9 @@ impl<'a> Follower<'a> {
             pos = skip_gap(p);
             self.applied = Some(pos.min(head));
             self.status.applied.store(pos.min(head), Ordering::Relaxed);
+            if asked {
+                break;
+            }
         }
         Ok(pos.min(head).max(from))
     }
