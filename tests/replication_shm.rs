@@ -371,6 +371,16 @@ struct Planner {
     inner: Box<dyn Transport>,
     stats: Arc<PlanStats>,
     pending: Option<(usize, usize)>,
+    /// Called with each read's length before it is made.
+    before: Box<dyn FnMut(usize) + Send>,
+}
+
+impl Planner {
+    fn wrap(stats: Arc<PlanStats>, before: impl FnMut(usize) + Send + Sync + Clone + 'static) -> Wrap {
+        Arc::new(move |t| {
+            Box::new(Planner { inner: t, stats: stats.clone(), pending: None, before: Box::new(before.clone()) })
+        })
+    }
 }
 
 impl Planner {
@@ -397,6 +407,7 @@ impl Transport for Planner {
         next: NextRead<'_>,
     ) -> Result<&[u8]> {
         self.settle(off, len);
+        (self.before)(len);
         let b = self.inner.read(off, len)?;
         self.pending = next(b);
         if self.pending.is_some() {
@@ -425,9 +436,7 @@ fn a_late_replica_uses_every_read_ahead_it_plans() {
         p.store.set(&SetArgs::new(SetMode::Set, format!("big:{i}").as_bytes(), v.as_bytes(), 0, 0)).unwrap();
     }
     let stats = Arc::new(PlanStats::default());
-    let s = stats.clone();
-    let wrap: Wrap = Arc::new(move |t| Box::new(Planner { inner: t, stats: s.clone(), pending: None }));
-    let r = Replica::start(&p, 32, 64 << 10, Some(wrap));
+    let r = Replica::start(&p, 32, 64 << 10, Some(Planner::wrap(stats.clone(), |_| {})));
     r.catch_up(&p, Duration::from_secs(30));
     assert_eq!(dump(&r.store), dump(&p.store));
     let (planned, used, wasted) =
@@ -437,45 +446,6 @@ fn a_late_replica_uses_every_read_ahead_it_plans() {
     assert_eq!(used, planned);
 }
 
-/// Stops the replica from inside its second big read (a catch-up stretch).
-struct StopMidway {
-    inner: Box<dyn Transport>,
-    ctl: Arc<std::sync::OnceLock<Arc<ReplicaControl>>>,
-    big_reads: Arc<AtomicU64>,
-}
-
-impl Transport for StopMidway {
-    fn control(&mut self) -> Result<ControlSnapshot> {
-        self.inner.control()
-    }
-    fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
-        self.read_ahead(off, len, &mut |_| None)
-    }
-    fn read_ahead(&mut self, off: usize, len: usize, next: NextRead<'_>) -> Result<&[u8]> {
-        if len >= 1 << 20 && self.big_reads.fetch_add(1, Ordering::Relaxed) + 1 == 2 {
-            // The test publishes the control right after starting us.
-            while self.ctl.get().is_none() {
-                std::thread::yield_now();
-            }
-            if let Some(c) = self.ctl.get() {
-                c.request_stop();
-            }
-        }
-        let b = self.inner.read(off, len)?;
-        let _ = next(b);
-        Ok(b)
-    }
-    fn report(&mut self, p: &Progress) -> Result<()> {
-        self.inner.report(p)
-    }
-    fn slot(&self) -> usize {
-        self.inner.slot()
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
-
 #[test]
 fn a_stop_request_ends_a_long_catch_up_after_the_current_stretch() {
     let p = Primary::new("stopmid", 32, 64 << 10);
@@ -483,11 +453,22 @@ fn a_stop_request_ends_a_long_catch_up_after_the_current_stretch() {
         let v = "z".repeat(4000);
         p.store.set(&SetArgs::new(SetMode::Set, format!("big:{i}").as_bytes(), v.as_bytes(), 0, 0)).unwrap();
     }
-    let ctl = Arc::new(std::sync::OnceLock::new());
+    let ctl: Arc<std::sync::OnceLock<Arc<ReplicaControl>>> = Arc::new(std::sync::OnceLock::new());
     let big_reads = Arc::new(AtomicU64::new(0));
     let (c, b) = (ctl.clone(), big_reads.clone());
-    let wrap: Wrap = Arc::new(move |t| Box::new(StopMidway { inner: t, ctl: c.clone(), big_reads: b.clone() }));
-    let mut r = Replica::start(&p, 32, 64 << 10, Some(wrap));
+    // Stop the replica from inside its second big read (a catch-up stretch).
+    let before = move |len: usize| {
+        if len >= 1 << 20 && b.fetch_add(1, Ordering::Relaxed) + 1 == 2 {
+            // The test publishes the control right after starting the replica.
+            while c.get().is_none() {
+                std::thread::yield_now();
+            }
+            if let Some(c) = c.get() {
+                c.request_stop();
+            }
+        }
+    };
+    let mut r = Replica::start(&p, 32, 64 << 10, Some(Planner::wrap(Arc::new(PlanStats::default()), before)));
     let _ = ctl.set(r.ctl.clone());
     if let Some(t) = r.thread.take() {
         t.join().unwrap();
