@@ -210,7 +210,8 @@ pub fn claimed_len(buf: &[u8], expected_pos: u64) -> Option<usize> {
 }
 
 /// Accept `buf` (starting at the record) as the record at `expected_pos`, or
-/// say why not. `buf` may extend past the record.
+/// say why not. `buf` must hold the whole record, alignment included, and
+/// may extend past it.
 pub fn validate(buf: &[u8], expected_pos: u64) -> Result<Record<'_>, Invalid> {
     let Some(hb) = buf.get(..HEADER_LEN) else {
         return Err(Invalid::Truncated { need: HEADER_LEN });
@@ -231,7 +232,9 @@ pub fn validate(buf: &[u8], expected_pos: u64) -> Result<Record<'_>, Invalid> {
     }
     let total = h.total_len() as usize;
     let body_end = HEADER_LEN + h.body_len();
-    if buf.len() < body_end {
+    // The whole record, not just its checksummed part: a padding record's
+    // body is not checksummed, and callers step `total` bytes on.
+    if buf.len() < total {
         return Err(Invalid::Truncated { need: total });
     }
     let mut c = RecordChecksum::over_header(&hbytes);
@@ -313,7 +316,7 @@ mod tests {
     #[test]
     fn truncated_is_rejected_at_every_length() {
         let (_, bytes) = sample(64);
-        for n in 0..HEADER_LEN + 18 {
+        for n in 0..bytes.len() {
             assert!(
                 matches!(validate(&bytes[..n], 64), Err(Invalid::Truncated { .. })),
                 "accepted {n} bytes"
@@ -346,5 +349,9 @@ mod tests {
         b.extend_from_slice(&[0xAB; 64]);
         let r = validate(&b, 8).unwrap();
         assert_eq!(r.header.total_len(), 112);
+        // Cut anywhere, even after its header, it is not whole.
+        for n in 0..b.len() {
+            assert!(matches!(validate(&b[..n], 8), Err(Invalid::Truncated { need: 112 } | Invalid::Truncated { need: HEADER_LEN })), "accepted {n} bytes");
+        }
     }
 }
