@@ -373,12 +373,14 @@ struct Planner {
     pending: Option<(usize, usize)>,
     /// Called with each read's length before it is made.
     before: Box<dyn FnMut(usize) + Send>,
+    /// false: never call the planner, as shm (the trait's default) does.
+    plans: bool,
 }
 
 impl Planner {
-    fn wrap(stats: Arc<PlanStats>, before: impl FnMut(usize) + Send + Sync + Clone + 'static) -> Wrap {
+    fn wrap(stats: Arc<PlanStats>, plans: bool, before: impl FnMut(usize) + Send + Sync + Clone + 'static) -> Wrap {
         Arc::new(move |t| {
-            Box::new(Planner { inner: t, stats: stats.clone(), pending: None, before: Box::new(before.clone()) })
+            Box::new(Planner { inner: t, stats: stats.clone(), pending: None, before: Box::new(before.clone()), plans })
         })
     }
 }
@@ -409,6 +411,9 @@ impl Transport for Planner {
         self.settle(off, len);
         (self.before)(len);
         let b = self.inner.read(off, len)?;
+        if !self.plans {
+            return Ok(b);
+        }
         self.pending = next(b);
         if self.pending.is_some() {
             self.stats.planned.fetch_add(1, Ordering::Relaxed);
@@ -436,7 +441,7 @@ fn a_late_replica_uses_every_read_ahead_it_plans() {
         p.store.set(&SetArgs::new(SetMode::Set, format!("big:{i}").as_bytes(), v.as_bytes(), 0, 0)).unwrap();
     }
     let stats = Arc::new(PlanStats::default());
-    let r = Replica::start(&p, 32, 64 << 10, Some(Planner::wrap(stats.clone(), |_| {})));
+    let r = Replica::start(&p, 32, 64 << 10, Some(Planner::wrap(stats.clone(), true, |_| {})));
     r.catch_up(&p, Duration::from_secs(30));
     assert_eq!(dump(&r.store), dump(&p.store));
     let (planned, used, wasted) =
@@ -453,27 +458,57 @@ fn a_stop_request_ends_a_long_catch_up_after_the_current_stretch() {
         let v = "z".repeat(4000);
         p.store.set(&SetArgs::new(SetMode::Set, format!("big:{i}").as_bytes(), v.as_bytes(), 0, 0)).unwrap();
     }
-    let ctl: Arc<std::sync::OnceLock<Arc<ReplicaControl>>> = Arc::new(std::sync::OnceLock::new());
-    let big_reads = Arc::new(AtomicU64::new(0));
-    let (c, b) = (ctl.clone(), big_reads.clone());
-    // Stop the replica from inside its second big read (a catch-up stretch).
-    let before = move |len: usize| {
-        if len >= 1 << 20 && b.fetch_add(1, Ordering::Relaxed) + 1 == 2 {
-            // The test publishes the control right after starting the replica.
-            while c.get().is_none() {
-                std::thread::yield_now();
+    // With a transport that reads ahead (verbs) and one that does not (shm).
+    for plans in [true, false] {
+        let ctl: Arc<std::sync::OnceLock<Arc<ReplicaControl>>> = Arc::new(std::sync::OnceLock::new());
+        let big_reads = Arc::new(AtomicU64::new(0));
+        let (c, b) = (ctl.clone(), big_reads.clone());
+        // Stop the replica from inside its second big read (a catch-up stretch).
+        let before = move |len: usize| {
+            if len >= 1 << 20 && b.fetch_add(1, Ordering::Relaxed) + 1 == 2 {
+                // The test publishes the control right after starting the replica.
+                while c.get().is_none() {
+                    std::thread::yield_now();
+                }
+                if let Some(c) = c.get() {
+                    c.request_stop();
+                }
             }
-            if let Some(c) = c.get() {
-                c.request_stop();
-            }
+        };
+        let wrap = Planner::wrap(Arc::new(PlanStats::default()), plans, before);
+        let mut r = Replica::start(&p, 32, 64 << 10, Some(wrap));
+        let _ = ctl.set(r.ctl.clone());
+        if let Some(t) = r.thread.take() {
+            t.join().unwrap();
         }
-    };
-    let mut r = Replica::start(&p, 32, 64 << 10, Some(Planner::wrap(Arc::new(PlanStats::default()), before)));
-    let _ = ctl.set(r.ctl.clone());
-    if let Some(t) = r.thread.take() {
-        t.join().unwrap();
+        // ~24 MB is six 4 MiB stretches; the stop came during the second.
+        assert_eq!(big_reads.load(Ordering::Relaxed), 2, "stretches read after the stop request (read-ahead: {plans})");
+        assert!(r.store.log().head() < p.store.log().head());
     }
-    // ~24 MB is six 4 MiB stretches; the stop came during the second.
-    assert_eq!(big_reads.load(Ordering::Relaxed), 2, "stretches read after the stop request");
-    assert!(r.store.log().head() < p.store.log().head());
+}
+
+/// The padding record that ends a lap, cut by a stretch's end: its body is
+/// not checksummed, so only its length says whether it is whole (a replica
+/// once sliced past its read there and died).
+#[test]
+fn a_padding_record_cut_by_a_stretch_is_read_whole() {
+    for trial in 0..12u64 {
+        let p = Primary::new(&format!("padcut{trial}"), 32, 8 << 20);
+        let cap = p.store.log().capacity();
+        // ~1 MiB records until the head is `short` bytes from the end, then
+        // one 3.5 MiB record: the rest of the lap becomes padding, and its
+        // place relative to the replica's 4 MiB stretches moves per trial.
+        let short = (1 << 19) + trial * 200_000;
+        let mut i = 0u64;
+        while p.store.log().head() + (1 << 20) + 4096 < cap - short {
+            let v = vec![b'a'; (1 << 20) + (i as usize % 7) * 4096];
+            p.store.set(&SetArgs::new(SetMode::Set, format!("k{i}").as_bytes(), &v, 0, 0)).unwrap();
+            i += 1;
+        }
+        p.store.set(&SetArgs::new(SetMode::Set, b"bigger", &vec![b'b'; 7 << 19], 0, 0)).unwrap();
+        let r = Replica::start(&p, 32, 8 << 20, None);
+        r.catch_up(&p, Duration::from_secs(30));
+        assert!(!r.thread.as_ref().is_some_and(|t| t.is_finished()), "trial {trial}: the replica thread ended");
+        assert_eq!(dump(&r.store), dump(&p.store), "trial {trial}");
+    }
 }

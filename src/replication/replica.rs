@@ -477,14 +477,17 @@ impl<'a> Follower<'a> {
             (end, (CONTROL_SIZE + (p % cap) as usize, (end - p) as usize))
         };
         let skip_gap = |p: u64| if room(p) < HEADER_LEN as u64 { p + room(p) } else { p };
+        // A record larger than our reads: read that much from it on.
+        let grown = |need: usize, staging: usize| if need > staging { need.next_power_of_two().min(cap as usize) } else { staging };
         let mut pos = skip_gap(from);
         let ctl = self.ctl;
         while pos < head {
             let staging = self.staging;
             let (end, (off, len)) = stretch(pos, staging);
             // A stop, promotion or follow request ends a long catch-up after
-            // this stretch, with no read left in flight.
-            let mut asked = false;
+            // this stretch, with no read left in flight: the planner sees it
+            // before it plans, and a transport that never plans has none.
+            let (mut asked, mut planned) = (false, false);
             // Plan the next stretch from the headers just read (unchecked:
             // a torn header only costs a read-ahead that goes unused).
             let mut plan = |b: &[u8]| {
@@ -492,15 +495,18 @@ impl<'a> Follower<'a> {
                     asked = true;
                     return None;
                 }
-                let mut o = 0usize;
+                let (mut o, mut cut) = (0usize, 0usize);
                 while let Some(n) = record::claimed_len(&b[o..], pos + o as u64) {
                     if o + n > b.len() {
+                        cut = n;
                         break;
                     }
                     o += n;
                 }
                 let next = skip_gap(pos + o as u64);
-                (o > 0 && next < head).then(|| stretch(next, staging).1)
+                let ahead = (o > 0 && next < head).then(|| stretch(next, grown(cut, staging)).1);
+                planned = ahead.is_some();
+                ahead
             };
             let buf = t.read_ahead(off, len, &mut plan)?;
             let mut p = pos;
@@ -528,10 +534,7 @@ impl<'a> Follower<'a> {
                             self.invalid(t, p)?;
                             return Ok(p);
                         }
-                        if need > self.staging {
-                            // A record larger than our reads: read more from here.
-                            self.staging = need.next_power_of_two().min(cap as usize);
-                        }
+                        self.staging = grown(need, self.staging);
                         // The record goes on past this stretch: the next one starts here.
                         break;
                     }
@@ -544,7 +547,7 @@ impl<'a> Follower<'a> {
             pos = skip_gap(p);
             self.applied = Some(pos.min(head));
             self.status.applied.store(pos.min(head), Ordering::Relaxed);
-            if asked {
+            if asked || (!planned && ctl.has_pending()) {
                 break;
             }
         }
