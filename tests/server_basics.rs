@@ -107,3 +107,35 @@ fn a_client_that_never_reads_cannot_grow_server_memory() {
         .unwrap();
     assert!(rss_kb < 64 * 1024, "server RSS grew to {rss_kb} kB with an unread 200 MB of replies");
 }
+
+#[test]
+fn a_second_server_on_the_same_port_is_refused() {
+    let first = Server::start(&[]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_logmemcached"))
+        .args(["serve", "-p", &first.port.to_string(), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running a second server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = second.try_wait().expect("waiting for the second server") {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server started on port {} and kept running", first.port);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err).expect("reading stderr");
+    assert!(!status.success(), "a second server on port {} exited with success", first.port);
+    assert!(err.contains("EADDRINUSE") && err.contains("another server"), "{err}");
+    // The first one still answers, alone on its port.
+    let mut c = first.connect();
+    c.send(b"set k 0 0 1\r\nv\r\nget k\r\n");
+    assert_eq!(c.line(), "STORED\r\n");
+    assert_eq!(c.line(), "VALUE k 0 1\r\n");
+}

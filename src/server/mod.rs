@@ -157,7 +157,10 @@ impl Shared {
 /// Bind one listening socket per worker (127.0.0.1:11211 by default), all
 /// on the same port with SO_REUSEPORT: the kernel spreads new connections
 /// across the workers, where one shared socket let whichever worker polled
-/// first take most of them.
+/// first take most of them. SO_REUSEPORT would also let a second server of
+/// the same user join the port silently, so a plain socket claims the port
+/// first: if anything listens there already, that bind fails as memcached's
+/// would.
 pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
     use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
     use std::net::ToSocketAddrs;
@@ -168,6 +171,12 @@ pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
         .next()
         .ok_or_else(|| crate::error::Error::new(format!("{addr} resolves to no address")))?;
     let family = if sa.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    {
+        let probe = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).context("creating a socket")?;
+        socket::setsockopt(&probe, sockopt::ReuseAddr, &true).context("SO_REUSEADDR")?;
+        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&probe), &SockaddrStorage::from(sa))
+            .with_context(|| format!("listening on {addr} (is another server using this port?)"))?;
+    }
     (0..settings.threads.max(1))
         .map(|_| -> Result<TcpListener> {
             let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)

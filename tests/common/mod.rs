@@ -50,12 +50,35 @@ impl Server {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
+            if let Ok(c) = TcpStream::connect(("127.0.0.1", self.port)) {
+                // Ours, or another test's server that won the port race?
+                if Self::pid_of(c) == Some(self.child.id()) {
+                    return true;
+                }
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("server on port {} did not start", self.port);
+    }
+
+    /// The `STAT pid` of the server at the other end of `c`.
+    fn pid_of(c: TcpStream) -> Option<u32> {
+        c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        (&c).write_all(b"stats\r\n").ok()?;
+        let mut r = BufReader::new(c);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if r.read_line(&mut line).ok()? == 0 || line.starts_with("END") {
+                return None;
+            }
+            if let Some(pid) = line.strip_prefix("STAT pid ") {
+                return pid.trim().parse().ok();
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {
