@@ -43,7 +43,8 @@ impl Server {
         panic!("logmemcached did not start in 5 attempts (see its errors above)");
     }
 
-    /// Wait until the server accepts; false if it exited first.
+    /// Wait until the server accepts; false if it exited first or another
+    /// server holds the port. Sends it one `stats` (to read its pid).
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
