@@ -73,8 +73,7 @@ mod tests {
 
     #[test]
     fn context_chains_outermost_first() {
-        let r: std::result::Result<(), std::io::Error> =
-            Err(std::io::Error::other("disk on fire"));
+        let r: std::result::Result<(), std::io::Error> = Err(std::io::Error::other("disk on fire"));
         let e = r.context("opening log").unwrap_err().context("starting server");
         assert_eq!(e.to_string(), "starting server: opening log: disk on fire");
     }

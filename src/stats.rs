@@ -66,22 +66,42 @@ macro_rules! worker_counters {
 }
 
 worker_counters!(
-    cmd_get, cmd_set, cmd_flush, cmd_touch, cmd_meta,
-    get_hits, get_misses, get_expired, get_flushed,
-    delete_misses, delete_hits,
-    incr_misses, incr_hits, decr_misses, decr_hits,
-    cas_misses, cas_hits, cas_badval,
-    touch_hits, touch_misses,
-    store_too_large, store_no_memory,
-    auth_cmds, auth_errors,
-    bytes_read, bytes_written,
+    cmd_get,
+    cmd_set,
+    cmd_flush,
+    cmd_touch,
+    cmd_meta,
+    get_hits,
+    get_misses,
+    get_expired,
+    get_flushed,
+    delete_misses,
+    delete_hits,
+    incr_misses,
+    incr_hits,
+    decr_misses,
+    decr_hits,
+    cas_misses,
+    cas_hits,
+    cas_badval,
+    touch_hits,
+    touch_misses,
+    store_too_large,
+    store_no_memory,
+    auth_cmds,
+    auth_errors,
+    bytes_read,
+    bytes_written,
     readonly_refused,
     conn_yields,
     protocol_errors,
     // RDMA client access (src/server/ud.rs): datagrams and RC messages taken
     // in, replies sent, malformed or unanswerable ones dropped, and retried
     // writes answered from the per-client reply cache instead of re-applied.
-    rdma_requests, rdma_replies, rdma_drops, rdma_retries,
+    rdma_requests,
+    rdma_replies,
+    rdma_drops,
+    rdma_retries,
 );
 
 /// Look up one summed counter by name (tests, `stats` assembly).

@@ -86,7 +86,9 @@ impl<'a> SetArgs<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetOutcome {
-    Stored { cas: u64 },
+    Stored {
+        cas: u64,
+    },
     NotStored,
     /// CAS mismatch.
     Exists,
@@ -568,8 +570,7 @@ impl Store {
                     return Err(StoreError::TooLarge);
                 }
                 let old = self.take_value(&mut w, pos, &h);
-                let parts: [&[u8]; 2] =
-                    if a.mode == SetMode::Append { [&old, a.value] } else { [a.value, &old] };
+                let parts: [&[u8]; 2] = if a.mode == SetMode::Append { [&old, a.value] } else { [a.value, &old] };
                 // Flags and expiry stay the item's own, as memcached does; it
                 // builds a new item, so the stale mark does not carry over.
                 let r = self.put_locked(&mut w, Kind::Set, a.key, &parts, h.client_flags, h.expiry, cas, now, 0);
@@ -884,7 +885,12 @@ impl Store {
 
     /// Meta `md I`: mark stale instead of removing (a Set record with the
     /// stale flag), optionally with a new expiry.
-    pub fn invalidate(&self, key: &[u8], cas: u64, exptime: Option<i64>) -> std::result::Result<DeleteOutcome, StoreError> {
+    pub fn invalidate(
+        &self,
+        key: &[u8],
+        cas: u64,
+        exptime: Option<i64>,
+    ) -> std::result::Result<DeleteOutcome, StoreError> {
         self.writable(key)?;
         let mut w = self.lock();
         let now = self.clock.now();
@@ -925,7 +931,10 @@ impl Store {
             let digits = initial.to_string();
             let expiry = absolute_expiry(exptime, now);
             self.put_locked(&mut w, Kind::Set, a.key, &[digits.as_bytes()], 0, expiry, cas, now, 0)?;
-            return Ok((ArithOutcome::Value { value: initial, cas }, Some(ArithExpiry { before: 0, after: expiry, created: true })));
+            return Ok((
+                ArithOutcome::Value { value: initial, cas },
+                Some(ArithExpiry { before: 0, after: expiry, created: true }),
+            ));
         };
         // memcached refuses an empty value before it looks at the CAS.
         if h.value_len == 0 {
@@ -966,7 +975,10 @@ impl Store {
         let end = w.log.head();
         drop(w);
         self.replicated(end)?;
-        Ok((ArithOutcome::Value { value: new, cas }, Some(ArithExpiry { before: h.expiry, after: expiry, created: false })))
+        Ok((
+            ArithOutcome::Value { value: new, cas },
+            Some(ArithExpiry { before: h.expiry, after: expiry, created: false }),
+        ))
     }
 
     /// flush_all [delay]: 0 drops everything now; a delay makes everything
@@ -1205,7 +1217,9 @@ mod tests {
     #[test]
     fn touch_and_gat_keep_value_and_cas() {
         let s = store(4);
-        let SetOutcome::Stored { cas } = s.set(&SetArgs::new(SetMode::Set, b"k", b"v", 3, 5)).unwrap() else { panic!() };
+        let SetOutcome::Stored { cas } = s.set(&SetArgs::new(SetMode::Set, b"k", b"v", 3, 5)).unwrap() else {
+            panic!()
+        };
         assert!(s.touch(b"k", 100).unwrap());
         s.clock.advance(10);
         let (v, m) = get(&s, b"k").unwrap();
@@ -1230,7 +1244,16 @@ mod tests {
         assert!(matches!(s.arith(&inc).unwrap(), ArithOutcome::Value { value: 1, .. }));
         set(&s, SetMode::Set, b"n", b"abc");
         assert_eq!(s.arith(&inc).unwrap(), ArithOutcome::NonNumeric);
-        for (v, want) in [(&b" 12"[..], Some(12)), (b"0 21", Some(0)), (b"+7", Some(7)), (b"-0", Some(0)), (b"-3", None), (b"12abc", None), (b"", None), (b"99999999999999999999", None)] {
+        for (v, want) in [
+            (&b" 12"[..], Some(12)),
+            (b"0 21", Some(0)),
+            (b"+7", Some(7)),
+            (b"-0", Some(0)),
+            (b"-3", None),
+            (b"12abc", None),
+            (b"", None),
+            (b"99999999999999999999", None),
+        ] {
             assert_eq!(parse_counter(v), want, "{:?}", String::from_utf8_lossy(v));
         }
         let miss = ArithArgs { key: b"nokey", ..inc };

@@ -119,7 +119,10 @@ fn get_set_getk_with_flags_cas_and_opaque() {
     assert_eq!((r.magic, r.opcode, r.status, r.opaque), (0x81, SET, 0, 0xcafe_f00d));
     assert!(r.cas != 0 && r.value.is_empty());
     let g = call(&mut c, packet(GET, b"k", &[], &[], 77, 0));
-    assert_eq!((g.status, g.extras.as_slice(), g.key.as_slice(), g.value.as_slice()), (0, &0xdeadu32.to_be_bytes()[..], &b""[..], &b"hello"[..]));
+    assert_eq!(
+        (g.status, g.extras.as_slice(), g.key.as_slice(), g.value.as_slice()),
+        (0, &0xdeadu32.to_be_bytes()[..], &b""[..], &b"hello"[..])
+    );
     assert_eq!((g.cas, g.opaque), (r.cas, 77));
     let k = call(&mut c, simple(GETK, b"k"));
     assert_eq!((k.key.as_slice(), k.value.as_slice()), (&b"k"[..], &b"hello"[..]));

@@ -95,7 +95,13 @@ fn connect(port: u16) -> BufReader<TcpStream> {
 
 impl Conns {
     fn new(port: u16) -> Conns {
-        Conns { binary: connect(port), meta: connect(port), text: connect(port), cas_ids: HashMap::new(), last_cas: HashMap::new() }
+        Conns {
+            binary: connect(port),
+            meta: connect(port),
+            text: connect(port),
+            cas_ids: HashMap::new(),
+            last_cas: HashMap::new(),
+        }
     }
 
     fn cas_name(&mut self, cas: u64) -> String {
@@ -129,10 +135,27 @@ impl CasPick {
 /// One operation, protocol-independent of the server it goes to.
 #[derive(Clone, Debug)]
 enum Op {
-    Bin { op: u8, key: String, extras: Vec<u8>, value: Vec<u8>, cas: CasPick, quiet: bool },
+    Bin {
+        op: u8,
+        key: String,
+        extras: Vec<u8>,
+        value: Vec<u8>,
+        cas: CasPick,
+        quiet: bool,
+    },
     /// A meta line; `{C}` is replaced by the server's CAS choice.
-    Meta { line: String, data: Option<String>, key: String, cas: CasPick },
-    Text { line: String, data: Option<String>, key: String, cas: CasPick },
+    Meta {
+        line: String,
+        data: Option<String>,
+        key: String,
+        cas: CasPick,
+    },
+    Text {
+        line: String,
+        data: Option<String>,
+        key: String,
+        cas: CasPick,
+    },
 }
 
 fn value(r: &mut Rng) -> String {
@@ -279,7 +302,8 @@ fn gen_meta(r: &mut Rng) -> Op {
         let j = fixed + r.below((i - fixed + 1) as u64) as usize;
         flags.swap(i, j);
     }
-    let line = if cmd == "mn" { "mn".to_string() } else { format!("{cmd} {key} {}", flags.join(" ")).trim_end().to_string() };
+    let line =
+        if cmd == "mn" { "mn".to_string() } else { format!("{cmd} {key} {}", flags.join(" ")).trim_end().to_string() };
     Op::Meta { line, data, key, cas }
 }
 
@@ -288,7 +312,14 @@ fn gen_text(r: &mut Rng) -> Op {
     let noreply = if r.chance(20) { " noreply" } else { "" };
     let mut cas = CasPick::None;
     let (line, data) = match r.below(100) {
-        0..=24 => (format!("{} {key}{}", r.pick(&["get", "gets"]), if r.chance(30) { format!(" {}", r.pick(KEYS)) } else { String::new() }), None),
+        0..=24 => (
+            format!(
+                "{} {key}{}",
+                r.pick(&["get", "gets"]),
+                if r.chance(30) { format!(" {}", r.pick(KEYS)) } else { String::new() }
+            ),
+            None,
+        ),
         25..=49 => {
             let v = value(r);
             let cmd = *r.pick(&["set", "add", "replace", "append", "prepend", "cas"]);
@@ -348,7 +379,15 @@ fn run(c: &mut Conns, op: &Op) -> Vec<String> {
                     body_s = "<version>".into();
                 }
                 let cas_s = c.cas_name(rcas);
-                out.push(format!("op={:02x} st={:04x} ext={} key={} cas={} body={:?}", h[1], status, h[4], u16::from_be_bytes([h[2], h[3]]), cas_s, body_s));
+                out.push(format!(
+                    "op={:02x} st={:04x} ext={} key={} cas={} body={:?}",
+                    h[1],
+                    status,
+                    h[4],
+                    u16::from_be_bytes([h[2], h[3]]),
+                    cas_s,
+                    body_s
+                ));
             }
             out
         }
@@ -458,7 +497,11 @@ fn depad(lines: &[String]) -> Vec<String> {
         }
         if let Some(pos) = out[i].find(" body=\"") {
             let body = out[i][pos + 7..].trim_end_matches('"').to_string();
-            let digits_from = body.char_indices().rev().find(|(_, c)| !c.is_ascii_digit() && *c != ' ').map_or(0, |(p, c)| p + c.len_utf8());
+            let digits_from = body
+                .char_indices()
+                .rev()
+                .find(|(_, c)| !c.is_ascii_digit() && *c != ' ')
+                .map_or(0, |(p, c)| p + c.len_utf8());
             if let Some(t) = strip_pad(&body[digits_from..]) {
                 out[i] = format!("{} body=\"{}{}\"", &out[i][..pos], &body[..digits_from], t);
             }
@@ -642,11 +685,10 @@ fn same_replies_as_memcached() {
             }
             history.push(format!("{op:?}\n    memcached:    {ra:?}\n    logmemcached: {rb:?}"));
             if !same(&ra, &rb) {
-                let from = history.len().saturating_sub(std::env::var("LOGMEMCACHED_DIFF_HISTORY").ok().and_then(|v| v.parse().ok()).unwrap_or(12));
-                panic!(
-                    "seed {seed:#x} op {i}: replies differ\n{}\n",
-                    history[from..].join("\n")
+                let from = history.len().saturating_sub(
+                    std::env::var("LOGMEMCACHED_DIFF_HISTORY").ok().and_then(|v| v.parse().ok()).unwrap_or(12),
                 );
+                panic!("seed {seed:#x} op {i}: replies differ\n{}\n", history[from..].join("\n"));
             }
         }
         eprintln!("differential: seed {seed:#x}: {ops} ops over {protocols:?} agree");

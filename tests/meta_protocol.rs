@@ -13,7 +13,13 @@ fn server() -> (Server, Client) {
 /// Replace every `c<digits>` token by `c#` (CAS values are ours to pick).
 fn nocas(s: &str) -> String {
     s.split(' ')
-        .map(|t| if t.len() > 1 && t.starts_with('c') && t[1..].trim_end().chars().all(|c| c.is_ascii_digit()) { format!("c#{}", if t.ends_with("\r\n") { "\r\n" } else { "" }) } else { t.to_string() })
+        .map(|t| {
+            if t.len() > 1 && t.starts_with('c') && t[1..].trim_end().chars().all(|c| c.is_ascii_digit()) {
+                format!("c#{}", if t.ends_with("\r\n") { "\r\n" } else { "" })
+            } else {
+                t.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -197,7 +197,10 @@ fn vm_64_concurrent_endpoints() {
     let total = (THREADS * PER_THREAD * ROUNDS) as u64;
     // The first incr creates the counter with 1; every other adds 1: exactly once each.
     assert_eq!(c.incr(b"shared-counter", 0, None, 0).unwrap(), Some(total), "retries: {retries}");
-    eprintln!("64 endpoints: {total} rounds, {retries} client retries, server rdma_retries {}", stat(&s, "rdma_retries"));
+    eprintln!(
+        "64 endpoints: {total} rounds, {retries} client retries, server rdma_retries {}",
+        stat(&s, "rdma_retries")
+    );
 }
 
 #[test]
@@ -286,10 +289,10 @@ fn vm_malformed_datagram_is_dropped_and_counted() {
     let mut good = Vec::new();
     wire::request(&mut good, wire::opcode::SET, 0, &wire::store_extras(0, 0), b"bad", b"applied");
     let garbage: [&[u8]; 4] = [
-        b"get foo\r\n",                      // text, not binary
-        &good[..good.len() - 3],             // truncated frame
+        b"get foo\r\n",                          // text, not binary
+        &good[..good.len() - 3],                 // truncated frame
         &[good.clone(), vec![0x80, 1]].concat(), // trailing bytes
-        &[0x80u8; 24],                       // lengths that disagree
+        &[0x80u8; 24],                           // lengths that disagree
     ];
     for (i, g) in garbage.iter().enumerate() {
         buf.write(0, g);

@@ -142,7 +142,14 @@ fn mixed_op(s: &Store, rng: &mut Rng, i: u64) {
         65..=74 => {
             let nk = format!("n:{}", rng.below(50));
             let incr = rng.below(2) == 0;
-            let a = ArithArgs { key: nk.as_bytes(), incr, delta: rng.below(1000), cas: 0, initial: Some((5, 0)), new_exptime: None };
+            let a = ArithArgs {
+                key: nk.as_bytes(),
+                incr,
+                delta: rng.below(1000),
+                cas: 0,
+                initial: Some((5, 0)),
+                new_exptime: None,
+            };
             s.arith(&a).map(|_| ())
         }
         75..=79 => s.touch(k, 1000 + rng.below(1000) as i64).map(|_| ()),
@@ -402,12 +409,7 @@ impl Transport for Planner {
         self.settle(off, len);
         self.inner.read(off, len)
     }
-    fn read_ahead(
-        &mut self,
-        off: usize,
-        len: usize,
-        next: NextRead<'_>,
-    ) -> Result<&[u8]> {
+    fn read_ahead(&mut self, off: usize, len: usize, next: NextRead<'_>) -> Result<&[u8]> {
         self.settle(off, len);
         (self.before)(len);
         let b = self.inner.read(off, len)?;
@@ -444,8 +446,11 @@ fn a_late_replica_uses_every_read_ahead_it_plans() {
     let r = Replica::start(&p, 32, 64 << 10, Some(Planner::wrap(stats.clone(), true, |_| {})));
     r.catch_up(&p, Duration::from_secs(30));
     assert_eq!(dump(&r.store), dump(&p.store));
-    let (planned, used, wasted) =
-        (stats.planned.load(Ordering::Relaxed), stats.used.load(Ordering::Relaxed), stats.wasted.load(Ordering::Relaxed));
+    let (planned, used, wasted) = (
+        stats.planned.load(Ordering::Relaxed),
+        stats.used.load(Ordering::Relaxed),
+        stats.wasted.load(Ordering::Relaxed),
+    );
     assert!(planned >= 2, "a 12 MB catch-up planned only {planned} read-aheads");
     assert_eq!(wasted, 0, "{wasted} of {planned} read-aheads went unused ({used} used)");
     assert_eq!(used, planned);

@@ -196,7 +196,9 @@ fn pipelined_mixed_commands_answer_in_order() {
     let mut req = Vec::new();
     for i in 0..50 {
         req.extend_from_slice(format!("set k{i} {i} 0 {}\r\nv{i}\r\n", format!("v{i}").len()).as_bytes());
-        req.extend_from_slice(format!("incr c{i} 1\r\nset n{i} 0 0 1 noreply\r\n{}\r\nincr n{i} 2\r\n", i % 10).as_bytes());
+        req.extend_from_slice(
+            format!("incr c{i} 1\r\nset n{i} 0 0 1 noreply\r\n{}\r\nincr n{i} 2\r\n", i % 10).as_bytes(),
+        );
         req.extend_from_slice(format!("get k{i} n{i}\r\ndelete k{i}\r\nbogus\r\n").as_bytes());
     }
     // One write, split at an awkward place to exercise partial lines.
@@ -264,12 +266,46 @@ fn stats_version_verbosity_quit() {
     assert_eq!(c.until("END\r\n").len(), 3);
     let st = stats(&mut c, "");
     for f in [
-        "pid", "uptime", "time", "version", "pointer_size", "rusage_user", "rusage_system", "curr_connections",
-        "total_connections", "cmd_get", "cmd_set", "cmd_flush", "cmd_touch", "get_hits", "get_misses",
-        "get_expired", "delete_hits", "delete_misses", "incr_hits", "incr_misses", "decr_hits", "decr_misses",
-        "cas_hits", "cas_misses", "cas_badval", "touch_hits", "touch_misses", "bytes_read", "bytes_written",
-        "limit_maxbytes", "threads", "bytes", "curr_items", "total_items", "evictions", "reclaimed",
-        "log_capacity", "log_head", "log_tail", "hugepages",
+        "pid",
+        "uptime",
+        "time",
+        "version",
+        "pointer_size",
+        "rusage_user",
+        "rusage_system",
+        "curr_connections",
+        "total_connections",
+        "cmd_get",
+        "cmd_set",
+        "cmd_flush",
+        "cmd_touch",
+        "get_hits",
+        "get_misses",
+        "get_expired",
+        "delete_hits",
+        "delete_misses",
+        "incr_hits",
+        "incr_misses",
+        "decr_hits",
+        "decr_misses",
+        "cas_hits",
+        "cas_misses",
+        "cas_badval",
+        "touch_hits",
+        "touch_misses",
+        "bytes_read",
+        "bytes_written",
+        "limit_maxbytes",
+        "threads",
+        "bytes",
+        "curr_items",
+        "total_items",
+        "evictions",
+        "reclaimed",
+        "log_capacity",
+        "log_head",
+        "log_tail",
+        "hugepages",
     ] {
         assert!(st.contains_key(f), "stats lacks {f}");
     }

@@ -277,7 +277,9 @@ fn device_list_never_fails() {
     if std::env::var("LOGMEMCACHED_IN_VM").as_deref() == Ok("1") {
         assert!(!devs.is_empty(), "in the VM rxe0 must be there");
     } else {
-        eprintln!("devices on this host: {devs:?} (VM-only verbs tests are #[ignore]d; tests/run-vm-suite.sh runs them)");
+        eprintln!(
+            "devices on this host: {devs:?} (VM-only verbs tests are #[ignore]d; tests/run-vm-suite.sh runs them)"
+        );
     }
     let mut out = Vec::new();
     print_devices(&mut out).expect("print_devices");
@@ -313,7 +315,13 @@ fn rc_read_and_write_4mib_huge_page_region() {
     let qp = connect_rc(&mut peer, &pd, &cq, &RcOptions::default()).unwrap();
     let remote = qp.remote().mem;
     assert_eq!(remote.len, REGION_LEN as u64);
-    eprintln!("connected: local QP {} -> remote QP {} ({}), path MTU {}", qp.qpn(), qp.remote().qpn, qp.remote().gid, qp.path_mtu());
+    eprintln!(
+        "connected: local QP {} -> remote QP {} ({}), path MTU {}",
+        qp.qpn(),
+        qp.remote().qpn,
+        qp.remote().gid,
+        qp.path_mtu()
+    );
 
     // Nothing pending: a blocking wait times out with 0, it does not hang.
     let mut wcs = Wc::batch(4);
@@ -332,8 +340,13 @@ fn rc_read_and_write_4mib_huge_page_region() {
     let chunk = 64 << 10;
     for i in 0..REGION_LEN / chunk {
         let last = i == REGION_LEN / chunk - 1;
-        qp.post_read(10 + i as u64, mr.slice(i * chunk, chunk).unwrap(), remote.slice((i * chunk) as u64, chunk).unwrap(), last)
-            .unwrap();
+        qp.post_read(
+            10 + i as u64,
+            mr.slice(i * chunk, chunk).unwrap(),
+            remote.slice((i * chunk) as u64, chunk).unwrap(),
+            last,
+        )
+        .unwrap();
     }
     wait_ok(&cq, 10 + (REGION_LEN / chunk - 1) as u64).unwrap();
     assert_same("chunked READ", &region_bytes(&region), &want1);
@@ -377,7 +390,13 @@ fn ud_send_recv_round_trip_with_address_handles() {
     }
     let sbuf = pd.register_buffer(ud.max_payload(), Access::LOCAL_WRITE).unwrap();
     let peer_ep: UdEndpointInfo = exchange(&mut peer.stream, &ud.endpoint()).unwrap();
-    eprintln!("UD: local QP {} -> peer QP {} at {}, payload up to {} bytes", ud.qpn(), peer_ep.qpn, peer_ep.gid, ud.max_payload());
+    eprintln!(
+        "UD: local QP {} -> peer QP {} at {}, payload up to {} bytes",
+        ud.qpn(),
+        peer_ep.qpn,
+        peer_ep.gid,
+        ud.max_payload()
+    );
     let dest = ud.dest(&peer_ep).unwrap();
 
     for k in 0..n {
@@ -510,7 +529,11 @@ fn bad_rkey_is_a_remote_access_error_not_corruption() {
     let cases: [(&str, bool, Target); 3] = [
         ("READ with a wrong rkey", false, |m| RemoteSlice { addr: m.addr, rkey: m.rkey ^ 0x00ab_cd00, len: 64 << 10 }),
         ("WRITE with a wrong rkey", true, |m| RemoteSlice { addr: m.addr, rkey: m.rkey ^ 0x00ab_cd00, len: 64 << 10 }),
-        ("WRITE past the end of the region", true, |m| RemoteSlice { addr: m.addr + m.len - 4096, rkey: m.rkey, len: 64 << 10 }),
+        ("WRITE past the end of the region", true, |m| RemoteSlice {
+            addr: m.addr + m.len - 4096,
+            rkey: m.rkey,
+            len: 64 << 10,
+        }),
     ];
     for (what, write, target) in cases {
         buf.write(0, &vec![0xab; 64 << 10]);

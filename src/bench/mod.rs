@@ -205,7 +205,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .name(format!("bench-{t}"))
             .spawn(move || {
                 let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(t as u64 + 1) | 1);
-                let mut res = ThreadResult { hists: [new_hist(), new_hist()], misses: 0, errors: 0, first_error: None, retries: 0 };
+                let mut res = ThreadResult {
+                    hists: [new_hist(), new_hist()],
+                    misses: 0,
+                    errors: 0,
+                    first_error: None,
+                    retries: 0,
+                };
                 let mut interval = [new_hist(), new_hist()];
                 let mut interval_start = start.elapsed();
                 let mut next_conn = 0;
@@ -335,7 +341,10 @@ fn report(a: &BenchArgs, h: &[Histogram<u64>; 2], elapsed: Duration, misses: u64
         "{total} ops in {secs:.2} s: {:.0} ops/s; get misses {misses}; errors {errors}; client retries {retries}",
         total as f64 / secs
     );
-    println!("{:<4} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  (latency in us)", "op", "count", "ops/s", "p50", "p90", "p99", "p99.9", "max");
+    println!(
+        "{:<4} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}  (latency in us)",
+        "op", "count", "ops/s", "p50", "p90", "p99", "p99.9", "max"
+    );
     for (op, name) in OPS {
         let x = &h[op as usize];
         if x.is_empty() {
@@ -364,7 +373,10 @@ fn write_log(path: &str, intervals: &Intervals, start: SystemTime, a: &BenchArgs
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut ser = V2DeflateSerializer::new();
     let mut w = IntervalLogWriterBuilder::new()
-        .add_comment(&format!("logmemcached bench {} (latency in ns; tags get/set; one histogram per thread and interval)", a.target))
+        .add_comment(&format!(
+            "logmemcached bench {} (latency in ns; tags get/set; one histogram per thread and interval)",
+            a.target
+        ))
         .with_start_time(start)
         .with_base_time(start)
         .with_max_value_divisor(1_000_000.0)

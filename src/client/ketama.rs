@@ -41,7 +41,8 @@ impl Ketama {
             // libmemcached's float arithmetic, kept as is so rounding matches:
             // floorf(pct * 160 / 4 * n + 1e-10) * 4 with pct = 1/n.
             let pct = 1.0f32 / n as f32;
-            let per_server = ((f64::from(pct * POINTS_PER_SERVER / 4.0 * n as f32) + 0.0000000001) as f32).floor() as u32
+            let per_server = ((f64::from(pct * POINTS_PER_SERVER / 4.0 * n as f32) + 0.0000000001) as f32).floor()
+                as u32
                 * POINTS_PER_HASH;
             for (i, (host, port)) in servers.iter().enumerate() {
                 for j in 0..per_server / POINTS_PER_HASH {

@@ -236,11 +236,7 @@ impl Client {
                 .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
                 .ok_or_else(|| Error::new(format!("shard name {name:?} is not HOST:PORT")))?;
             names.push((host, port));
-            let replicas = s
-                .replicas
-                .iter()
-                .map(|r| Target::parse(r)?.connect(&opts))
-                .collect::<Result<Vec<_>>>()?;
+            let replicas = s.replicas.iter().map(|r| Target::parse(r)?.connect(&opts)).collect::<Result<Vec<_>>>()?;
             shards.push(Shard { primary: t.connect(&opts)?, replicas, next_replica: 0 });
         }
         Ok(Client { shards, ring: ketama::Ketama::new(&names), opts })
@@ -346,8 +342,7 @@ impl Client {
 
     /// Store unconditionally; returns the new CAS.
     pub fn set(&mut self, key: &[u8], value: &[u8], flags: u32, exptime: u32) -> Result<u64> {
-        self.store(opcode::SET, key, value, flags, exptime, 0)?
-            .ok_or_else(|| Error::new("set was not stored"))
+        self.store(opcode::SET, key, value, flags, exptime, 0)?.ok_or_else(|| Error::new("set was not stored"))
     }
 
     /// Store only if `cas` still matches; `false` when it does not (or the key is gone).
@@ -391,9 +386,11 @@ impl Client {
         let r = one(self.writer(key).call(&mut req, End::First)?)?;
         match r.status {
             status::SUCCESS => {
-                let b: [u8; 8] = r.value.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(|| {
-                    Error::new(format!("incr/decr reply of {} bytes (want 8)", r.value.len()))
-                })?;
+                let b: [u8; 8] = r
+                    .value
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| Error::new(format!("incr/decr reply of {} bytes (want 8)", r.value.len())))?;
                 Ok(Some(u64::from_be_bytes(b)))
             }
             status::KEY_ENOENT => Ok(None),

@@ -23,7 +23,13 @@ impl TcpTransport {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(opts.rc_timeout))?;
         s.set_write_timeout(Some(opts.rc_timeout))?;
-        Ok(TcpTransport { addr: addr.to_string(), s, buf: Vec::with_capacity(64 << 10), id: 0, stats: TransportStats::default() })
+        Ok(TcpTransport {
+            addr: addr.to_string(),
+            s,
+            buf: Vec::with_capacity(64 << 10),
+            id: 0,
+            stats: TransportStats::default(),
+        })
     }
 }
 

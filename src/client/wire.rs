@@ -138,7 +138,10 @@ mod tests {
         request(&mut b, opcode::NOOP, 0, &[], &[], &[]);
         set_opaque(&mut b, 0xabcd);
         let h = RequestHeader::parse(&b).unwrap();
-        assert_eq!((h.opcode, h.key_len, h.extras_len, h.body_len, h.opaque, h.cas), (opcode::SET, 3, 8, 16, 0xabcd, 7));
+        assert_eq!(
+            (h.opcode, h.key_len, h.extras_len, h.body_len, h.opaque, h.cas),
+            (opcode::SET, 3, 8, 16, 0xabcd, 7)
+        );
         let h2 = RequestHeader::parse(&b[24 + 16..]).unwrap();
         assert_eq!((h2.opcode, h2.opaque), (opcode::NOOP, 0xabcd));
     }

@@ -184,10 +184,13 @@ pub enum AppendError {
 /// A random u64 without a crate: the kernel's getrandom, or time and pid.
 pub fn random_u64() -> u64 {
     let mut b = [0u8; 8];
-    if nix::unistd::getpid().as_raw() != 0 && std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_ok() {
+    if nix::unistd::getpid().as_raw() != 0
+        && std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_ok()
+    {
         return u64::from_le_bytes(b) | 1;
     }
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     (t ^ ((std::process::id() as u64) << 32)) | 1
 }
 
@@ -354,10 +357,8 @@ impl LogWriter {
         }
         // Our own record below head: it decodes unless memory was corrupted,
         // which is a bug we must not paper over.
-        let h = self
-            .log
-            .read_header(pos)
-            .unwrap_or_else(|| panic!("log corrupt: no valid record at tail position {pos}"));
+        let h =
+            self.log.read_header(pos).unwrap_or_else(|| panic!("log corrupt: no valid record at tail position {pos}"));
         if h.kind.is_item() || h.kind == Kind::Delete {
             let mut key = [0u8; record::MAX_KEY_LEN];
             let key = &mut key[..h.key_len as usize];

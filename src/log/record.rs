@@ -91,10 +91,14 @@ pub struct Header {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Invalid {
     /// Fewer bytes than the header says the record has (read more, or torn).
-    Truncated { need: usize },
+    Truncated {
+        need: usize,
+    },
     /// The position stamped in the record is not where we read it: an older
     /// lap's bytes, or garbage.
-    WrongPosition { found: u64 },
+    WrongPosition {
+        found: u64,
+    },
     BadKind(u8),
     BadLength,
     BadChecksum,
@@ -317,10 +321,7 @@ mod tests {
     fn truncated_is_rejected_at_every_length() {
         let (_, bytes) = sample(64);
         for n in 0..bytes.len() {
-            assert!(
-                matches!(validate(&bytes[..n], 64), Err(Invalid::Truncated { .. })),
-                "accepted {n} bytes"
-            );
+            assert!(matches!(validate(&bytes[..n], 64), Err(Invalid::Truncated { .. })), "accepted {n} bytes");
         }
     }
 
@@ -351,7 +352,13 @@ mod tests {
         assert_eq!(r.header.total_len(), 112);
         // Cut anywhere, even after its header, it is not whole.
         for n in 0..b.len() {
-            assert!(matches!(validate(&b[..n], 8), Err(Invalid::Truncated { need: 112 } | Invalid::Truncated { need: HEADER_LEN })), "accepted {n} bytes");
+            assert!(
+                matches!(
+                    validate(&b[..n], 8),
+                    Err(Invalid::Truncated { need: 112 } | Invalid::Truncated { need: HEADER_LEN })
+                ),
+                "accepted {n} bytes"
+            );
         }
     }
 }

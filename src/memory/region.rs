@@ -143,8 +143,7 @@ impl Region {
                 path.display()
             );
         }
-        file.set_len(len as u64)
-            .with_context(|| format!("sizing region file {} to {} bytes", path.display(), len))?;
+        file.set_len(len as u64).with_context(|| format!("sizing region file {} to {} bytes", path.display(), len))?;
         // SAFETY: we created and sized the file; other processes only map it read-only.
         let map = unsafe { MmapOptions::new().len(len).map_mut(&file) }
             .with_context(|| format!("mapping region file {}", path.display()))?;
@@ -162,14 +161,7 @@ impl Region {
             .with_context(|| format!("mapping region file {}", path.display()))?;
         let ptr = map.as_ptr() as *mut u8;
         let backing = if is_hugetlbfs(path) { Backing::HugeTlb } else { Backing::Normal };
-        Ok(Region {
-            ptr,
-            len,
-            backing,
-            path: Some(path.to_path_buf()),
-            writable: false,
-            _map: Mapping::ReadOnly(map),
-        })
+        Ok(Region { ptr, len, backing, path: Some(path.to_path_buf()), writable: false, _map: Mapping::ReadOnly(map) })
     }
 
     /// Map `len` bytes at `offset` of a region file read-write (a same-host

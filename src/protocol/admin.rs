@@ -15,7 +15,8 @@ pub fn replica_command(args: &[&[u8]], ctx: &Ctx) -> String {
             Err(e) => format!("SERVER_ERROR cannot promote: {e}\r\n"),
         },
         [b"follow", url] => {
-            let url = match std::str::from_utf8(url).map_err(|_| "not UTF-8".to_string()).and_then(|u| u.parse::<Url>()) {
+            let url = match std::str::from_utf8(url).map_err(|_| "not UTF-8".to_string()).and_then(|u| u.parse::<Url>())
+            {
                 Ok(u) => u,
                 Err(e) => return format!("CLIENT_ERROR {e}\r\n"),
             };

@@ -62,11 +62,8 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         return Step::Consumed(n);
     }
     let Some(&first) = input.first() else { return Step::NeedMore };
-    let protocol = *session.protocol.get_or_insert(if first == binary::REQUEST_MAGIC {
-        Protocol::Binary
-    } else {
-        Protocol::Text
-    });
+    let protocol =
+        *session.protocol.get_or_insert(if first == binary::REQUEST_MAGIC { Protocol::Binary } else { Protocol::Text });
     match protocol {
         Protocol::Text => text::step(session, input, out, ctx),
         Protocol::Binary => binary::step(session, input, out, ctx),

@@ -296,7 +296,12 @@ impl Wc {
         if self.is_ok() {
             Ok(self)
         } else {
-            Err(WcError { wr_id: self.wr_id(), status: self.status(), vendor_err: self.vendor_err(), qp_num: self.qp_num() })
+            Err(WcError {
+                wr_id: self.wr_id(),
+                status: self.status(),
+                vendor_err: self.vendor_err(),
+                qp_num: self.qp_num(),
+            })
         }
     }
 }

@@ -109,5 +109,8 @@ pub use connect::{RcEndpointInfo, UdEndpointInfo};
 pub use cq::{CompletionQueue, Wc, WcError, WcOpcode, WcStatus};
 pub use device::{devices, Context, DeviceAttr, DeviceInfo, Gid, LinkLayer, Mtu, PortAttr};
 pub use devinfo::print_devices;
-pub use mr::{memlock_plan, Access, Buffer, LocalSlice, MemlockPlan, MemoryRegion, ProtectionDomain, RegionRange, RegisterableMemory, RemoteMemory, RemoteSlice};
+pub use mr::{
+    memlock_plan, Access, Buffer, LocalSlice, MemlockPlan, MemoryRegion, ProtectionDomain, RegionRange,
+    RegisterableMemory, RemoteMemory, RemoteSlice,
+};
 pub use qp::{AddressHandle, PreparedRcQp, QpCaps, QpState, RcOptions, RcQp, UdDest, UdOptions, UdQp, GRH_SIZE};

@@ -146,7 +146,8 @@ unsafe impl Sync for Buffer {}
 
 impl Buffer {
     pub fn zeroed(len: usize) -> Result<Buffer> {
-        let layout = Layout::from_size_align(len.max(1), 4096).map_err(|e| Error::new(format!("buffer of {len} bytes: {e}")))?;
+        let layout =
+            Layout::from_size_align(len.max(1), 4096).map_err(|e| Error::new(format!("buffer of {len} bytes: {e}")))?;
         // SAFETY: the layout has non-zero size.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         if ptr.is_null() {

@@ -157,7 +157,8 @@ impl QpInner {
         // SAFETY: plain data, zero valid.
         let mut init: ibv_qp_init_attr = unsafe { std::mem::zeroed() };
         // SAFETY: valid QP and out-pointers.
-        let rc = unsafe { ibv_query_qp(self.qp, &mut attr, ibv_qp_attr_mask::IBV_QP_STATE.0 as libc::c_int, &mut init) };
+        let rc =
+            unsafe { ibv_query_qp(self.qp, &mut attr, ibv_qp_attr_mask::IBV_QP_STATE.0 as libc::c_int, &mut init) };
         if rc != 0 {
             bail!("ibv_query_qp(QP {}): {}", self.qpn, errno(rc));
         }
@@ -451,18 +452,19 @@ impl PreparedRcQp {
         a.max_dest_rd_atomic = self.max_dest_rd_atomic;
         a.min_rnr_timer = self.opts.min_rnr_timer;
         a.ah_attr = ah_attr(&self.port, remote.gid, remote.lid);
-        self.qp.modify(
-            &mut a,
-            ibv_qp_attr_mask::IBV_QP_STATE
-                | ibv_qp_attr_mask::IBV_QP_AV
-                | ibv_qp_attr_mask::IBV_QP_PATH_MTU
-                | ibv_qp_attr_mask::IBV_QP_DEST_QPN
-                | ibv_qp_attr_mask::IBV_QP_RQ_PSN
-                | ibv_qp_attr_mask::IBV_QP_MAX_DEST_RD_ATOMIC
-                | ibv_qp_attr_mask::IBV_QP_MIN_RNR_TIMER,
-            "RTR",
-        )
-        .with_context(|| format!("connecting to QP {} at {}", remote.qpn, remote.gid))?;
+        self.qp
+            .modify(
+                &mut a,
+                ibv_qp_attr_mask::IBV_QP_STATE
+                    | ibv_qp_attr_mask::IBV_QP_AV
+                    | ibv_qp_attr_mask::IBV_QP_PATH_MTU
+                    | ibv_qp_attr_mask::IBV_QP_DEST_QPN
+                    | ibv_qp_attr_mask::IBV_QP_RQ_PSN
+                    | ibv_qp_attr_mask::IBV_QP_MAX_DEST_RD_ATOMIC
+                    | ibv_qp_attr_mask::IBV_QP_MIN_RNR_TIMER,
+                "RTR",
+            )
+            .with_context(|| format!("connecting to QP {} at {}", remote.qpn, remote.gid))?;
         a.qp_state = ibv_qp_state::IBV_QPS_RTS;
         a.timeout = self.opts.timeout;
         a.retry_cnt = self.opts.retry_cnt;
@@ -617,7 +619,11 @@ impl UdQp {
         if ah.is_null() {
             bail!("ibv_create_ah(to {} qpn {}): {}", peer.gid, peer.qpn, std::io::Error::last_os_error());
         }
-        Ok(UdDest { ah: AddressHandle(Arc::new(AhInner { ah, _pd: self.qp.pd.inner.clone() })), qpn: peer.qpn, qkey: peer.qkey })
+        Ok(UdDest {
+            ah: AddressHandle(Arc::new(AhInner { ah, _pd: self.qp.pd.inner.clone() })),
+            qpn: peer.qpn,
+            qkey: peer.qkey,
+        })
     }
     /// The return address of a received datagram: `wc` is its completion and
     /// `buf_off` where its receive buffer (GRH first) starts in `mr`. The reply
@@ -632,11 +638,17 @@ impl UdQp {
         let mut w = wc.clone();
         // SAFETY: live PD; `w.0` is a valid ibv_wc; `grh` is 40 bytes laid out
         // as struct ibv_grh (the library reads the header it describes).
-        let ah = unsafe { ibv_create_ah_from_wc(self.qp.pd.inner.pd, &mut w.0, grh.as_mut_ptr().cast::<ibv_grh>(), self.port.port) };
+        let ah = unsafe {
+            ibv_create_ah_from_wc(self.qp.pd.inner.pd, &mut w.0, grh.as_mut_ptr().cast::<ibv_grh>(), self.port.port)
+        };
         if ah.is_null() {
             bail!("ibv_create_ah_from_wc(src_qp {}): {}", wc.src_qp(), std::io::Error::last_os_error());
         }
-        Ok(UdDest { ah: AddressHandle(Arc::new(AhInner { ah, _pd: self.qp.pd.inner.clone() })), qpn: wc.src_qp(), qkey: self.qkey })
+        Ok(UdDest {
+            ah: AddressHandle(Arc::new(AhInner { ah, _pd: self.qp.pd.inner.clone() })),
+            qpn: wc.src_qp(),
+            qkey: self.qkey,
+        })
     }
     /// Send one datagram (payload only; no GRH room needed on the send side).
     pub fn post_send(&self, wr_id: u64, local: LocalSlice<'_>, dest: &UdDest, signaled: bool) -> Result<()> {

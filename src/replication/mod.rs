@@ -47,9 +47,7 @@ impl FromStr for Url {
             return Ok(Url::Shm(name.to_string()));
         }
         if let Some(hp) = s.strip_prefix("rdma://") {
-            let (host, port) = hp
-                .rsplit_once(':')
-                .ok_or_else(|| format!("{s:?}: expected rdma://HOST:PORT"))?;
+            let (host, port) = hp.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected rdma://HOST:PORT"))?;
             let port = port.parse().map_err(|_| format!("{s:?}: bad port {port:?}"))?;
             if host.is_empty() {
                 return Err(format!("{s:?}: missing host"));
@@ -89,7 +87,13 @@ struct ReplicaHandle {
 }
 
 impl Replication {
-    pub fn new(store: Arc<Store>, listeners: Vec<Url>, opts: ReplicaOptions, sync_replicas: usize, verbose: bool) -> Result<Replication> {
+    pub fn new(
+        store: Arc<Store>,
+        listeners: Vec<Url>,
+        opts: ReplicaOptions,
+        sync_replicas: usize,
+        verbose: bool,
+    ) -> Result<Replication> {
         let ticker = Some(primary::Ticker::start(store.clone(), verbose)?);
         Ok(Replication { store, listeners, replica: Mutex::new(None), opts, sync_replicas, _ticker: ticker })
     }

@@ -33,9 +33,16 @@ pub fn live_slots(log: &Log) -> Vec<SlotView> {
     (0..MAX_REPLICAS)
         .filter_map(|i| {
             let (applied, epoch, updated_us, id) = log.slot(i);
-            let caught_up_us = log.region().atomic_u64(control::slot_offset(i) + control::SLOT_CAUGHT_UP_US).load(Ordering::Acquire);
-            (id != 0 && now.saturating_sub(updated_us) <= SLOT_STALE_US)
-                .then_some(SlotView { slot: i, id, applied, epoch, updated_us, caught_up_us })
+            let caught_up_us =
+                log.region().atomic_u64(control::slot_offset(i) + control::SLOT_CAUGHT_UP_US).load(Ordering::Acquire);
+            (id != 0 && now.saturating_sub(updated_us) <= SLOT_STALE_US).then_some(SlotView {
+                slot: i,
+                id,
+                applied,
+                epoch,
+                updated_us,
+                caught_up_us,
+            })
         })
         .collect()
 }

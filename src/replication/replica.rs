@@ -478,7 +478,13 @@ impl<'a> Follower<'a> {
         };
         let skip_gap = |p: u64| if room(p) < HEADER_LEN as u64 { p + room(p) } else { p };
         // A record larger than our reads: read that much from it on.
-        let grown = |need: usize, staging: usize| if need > staging { need.next_power_of_two().min(cap as usize) } else { staging };
+        let grown = |need: usize, staging: usize| {
+            if need > staging {
+                need.next_power_of_two().min(cap as usize)
+            } else {
+                staging
+            }
+        };
         let mut pos = skip_gap(from);
         let ctl = self.ctl;
         while pos < head {

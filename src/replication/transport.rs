@@ -35,12 +35,7 @@ pub trait Transport: Send {
     /// exactly that range collects it). `next` sees the bytes because the
     /// next read starts where the last whole record in them ends. Transports
     /// without asynchronous reads just read.
-    fn read_ahead(
-        &mut self,
-        off: usize,
-        len: usize,
-        next: NextRead<'_>,
-    ) -> Result<&[u8]> {
+    fn read_ahead(&mut self, off: usize, len: usize, next: NextRead<'_>) -> Result<&[u8]> {
         let _ = next;
         self.read(off, len)
     }

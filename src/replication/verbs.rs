@@ -27,8 +27,8 @@ use crate::error::{Context as _, Error, Result};
 use crate::log::control::{self, ControlSnapshot, MAX_REPLICAS, SLOT_LEN};
 use crate::memory::region::Region;
 use crate::rdma::{
-    connect::handshake_rc, Access, Buffer, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpCaps,
-    RcOptions, RcQp, RegionRange, RemoteMemory, Wc,
+    connect::handshake_rc, Access, Buffer, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpCaps, RcOptions,
+    RcQp, RegionRange, RemoteMemory, Wc,
 };
 
 const MAGIC: &[u8; 4] = b"LMRP";
@@ -40,7 +40,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const WC_TIMEOUT: Duration = Duration::from_secs(15);
 /// Polls of the CQ before blocking on its completion channel.
 const SPIN_POLLS: u32 = 20_000;
-
 
 /// The primary's verbs resources, shared by every replica's QP.
 struct PrimaryRdma {
@@ -55,16 +54,16 @@ struct PrimaryRdma {
 /// Accept replicas on `host:port` (the TCP side channel) until the process
 /// ends. Binds now, so a bad address is an error at start.
 pub fn listen(region: Arc<Region>, host: &str, port: u16, verbose: bool) -> Result<()> {
-    let l = TcpListener::bind((host, port)).with_context(|| format!("rdma replication side channel on {host}:{port}"))?;
+    let l =
+        TcpListener::bind((host, port)).with_context(|| format!("rdma replication side channel on {host}:{port}"))?;
     let ctx = Context::open(None).context("opening the RDMA device for replication")?;
     let pd = ctx.alloc_pd()?;
     let cq = ctx.create_cq(64, false)?;
     // Registered once, for the life of the process.
     let log_mr = pd.register(region.clone(), Access::REMOTE_READ).context("registering the log region")?;
     let slots = RegionRange::new(region.clone(), control::OFF_SLOTS, MAX_REPLICAS * SLOT_LEN)?;
-    let slots_mr = pd
-        .register(slots, Access::LOCAL_WRITE | Access::REMOTE_WRITE)
-        .context("registering the progress slots")?;
+    let slots_mr =
+        pd.register(slots, Access::LOCAL_WRITE | Access::REMOTE_WRITE).context("registering the progress slots")?;
     let rdma = Arc::new(PrimaryRdma { ctx, pd, cq, log_mr, slots_mr, region });
     std::thread::Builder::new()
         .name("rdma-replication".into())
@@ -175,10 +174,26 @@ impl VerbsTransport {
         let cq = ctx.create_cq(16, true)?;
         let staging = pd.register_buffer(4 << 20, Access::LOCAL_WRITE)?;
         let progress = pd.register_buffer(64, Access::LOCAL_WRITE)?;
-        let qp = pd.create_rc_qp(&cq, &cq, &QpCaps::default(), &RcOptions { access: Access::NONE, ..RcOptions::default() })?;
+        let qp =
+            pd.create_rc_qp(&cq, &cq, &QpCaps::default(), &RcOptions { access: Access::NONE, ..RcOptions::default() })?;
         let qp = handshake_rc(&mut s, qp, None, SIDE_TIMEOUT)?;
         let log = qp.remote().mem;
-        Ok(VerbsTransport { _stream: s, pd, cq, qp, staging, progress, out: Vec::new(), log, slots, slot, id, desc, wr: 0, ahead: None })
+        Ok(VerbsTransport {
+            _stream: s,
+            pd,
+            cq,
+            qp,
+            staging,
+            progress,
+            out: Vec::new(),
+            log,
+            slots,
+            slot,
+            id,
+            desc,
+            wr: 0,
+            ahead: None,
+        })
     }
 
     /// Wait for work request `wr`: spin on the CQ first (an RDMA READ
@@ -248,12 +263,7 @@ impl Transport for VerbsTransport {
         self.read_ahead(off, len, &mut |_| None)
     }
 
-    fn read_ahead(
-        &mut self,
-        off: usize,
-        len: usize,
-        next: NextRead<'_>,
-    ) -> Result<&[u8]> {
+    fn read_ahead(&mut self, off: usize, len: usize, next: NextRead<'_>) -> Result<&[u8]> {
         if !self.settle_ahead(off, len)? {
             let wr = self.post_read(off, len)?;
             self.complete(wr)?;

@@ -63,10 +63,7 @@ impl Recent {
 pub fn is_write(opcode: u8) -> bool {
     use crate::protocol::binary::opcode::*;
     let (op, _) = base(opcode);
-    matches!(
-        op,
-        SET | ADD | REPLACE | APPEND | PREPEND | DELETE | INCREMENT | DECREMENT | TOUCH | GAT | GATK | FLUSH
-    )
+    matches!(op, SET | ADD | REPLACE | APPEND | PREPEND | DELETE | INCREMENT | DECREMENT | TOUCH | GAT | GATK | FLUSH)
 }
 
 #[cfg(test)]
@@ -96,7 +93,15 @@ mod tests {
 
     #[test]
     fn writes_and_reads() {
-        for op in [opcode::SET, opcode::ADDQ, opcode::INCREMENT, opcode::DECREMENTQ, opcode::APPEND, opcode::DELETE, opcode::TOUCH] {
+        for op in [
+            opcode::SET,
+            opcode::ADDQ,
+            opcode::INCREMENT,
+            opcode::DECREMENTQ,
+            opcode::APPEND,
+            opcode::DELETE,
+            opcode::TOUCH,
+        ] {
             assert!(is_write(op), "{op:#x}");
         }
         for op in [opcode::GET, opcode::GETKQ, opcode::NOOP, opcode::VERSION, opcode::STAT] {

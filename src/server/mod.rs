@@ -5,8 +5,8 @@
 //! every worker through its eventfd; each closes its connections and returns.
 
 mod conn;
-pub mod notify;
 pub mod dedup;
+pub mod notify;
 mod signals;
 pub mod ud;
 mod worker;
@@ -172,7 +172,8 @@ pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
         .ok_or_else(|| crate::error::Error::new(format!("{addr} resolves to no address")))?;
     let family = if sa.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     {
-        let probe = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).context("creating a socket")?;
+        let probe =
+            socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).context("creating a socket")?;
         socket::setsockopt(&probe, sockopt::ReuseAddr, &true).context("SO_REUSEADDR")?;
         socket::bind(std::os::fd::AsRawFd::as_raw_fd(&probe), &SockaddrStorage::from(sa))
             .with_context(|| format!("listening on {addr} (is another server using this port?)"))?;
@@ -185,7 +186,8 @@ pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
             socket::setsockopt(&fd, sockopt::ReusePort, &true).context("SO_REUSEPORT")?;
             socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(sa))
                 .with_context(|| format!("listening on {addr}"))?;
-            socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN)).with_context(|| format!("listening on {addr}"))?;
+            socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))
+                .with_context(|| format!("listening on {addr}"))?;
             Ok(TcpListener::from(fd))
         })
         .collect()

@@ -66,8 +66,8 @@ use crate::protocol::binary::header::{write_response_header, RequestHeader, HEAD
 use crate::protocol::{self, Ctx, Protocol, Session};
 use crate::rdma::connect::{barrier, exchange, UdEndpointInfo, WireInfo};
 use crate::rdma::{
-    Access, Buffer, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpCaps, RcEndpointInfo, RcOptions,
-    RcQp, UdDest, UdOptions, UdQp, Wc, GRH_SIZE,
+    Access, Buffer, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpCaps, RcEndpointInfo, RcOptions, RcQp,
+    UdDest, UdOptions, UdQp, Wc, GRH_SIZE,
 };
 
 /// Reply status (outside memcached's codes) telling the client that this
@@ -141,7 +141,13 @@ pub fn peer_key(grh: &[u8; GRH_SIZE], src_qp: u32) -> ([u8; 16], u32) {
 /// [`split_frames`]) through the protocol, appending the replies to `out`.
 /// With `max_frame`, a reply frame larger than that is replaced by a
 /// [`NEEDS_RC`] frame with the request's opaque and key.
-pub fn run_frames(input: &[u8], frames: &[std::ops::Range<usize>], out: &mut Vec<u8>, ctx: &Ctx, max_frame: Option<usize>) {
+pub fn run_frames(
+    input: &[u8],
+    frames: &[std::ops::Range<usize>],
+    out: &mut Vec<u8>,
+    ctx: &Ctx,
+    max_frame: Option<usize>,
+) {
     for f in frames {
         let req = &input[f.clone()];
         let before = out.len();
@@ -381,7 +387,11 @@ impl WorkerRdma {
             wcs: Wc::batch(POLL_BATCH),
             input: Vec::with_capacity(slot),
             out: Vec::with_capacity(64 << 10),
-            inbox: Arc::new(Inbox { new: Mutex::new(Vec::new()), generation: AtomicU64::new(0), open: AtomicUsize::new(0) }),
+            inbox: Arc::new(Inbox {
+                new: Mutex::new(Vec::new()),
+                generation: AtomicU64::new(0),
+                open: AtomicUsize::new(0),
+            }),
             seen_generation: 0,
             rc: HashMap::new(),
         })
@@ -424,7 +434,16 @@ impl WorkerRdma {
     }
 
     fn reap_sends(&mut self) {
-        let mut wcs = [Wc::default(), Wc::default(), Wc::default(), Wc::default(), Wc::default(), Wc::default(), Wc::default(), Wc::default()];
+        let mut wcs = [
+            Wc::default(),
+            Wc::default(),
+            Wc::default(),
+            Wc::default(),
+            Wc::default(),
+            Wc::default(),
+            Wc::default(),
+            Wc::default(),
+        ];
         loop {
             let n = self.scq.poll(&mut wcs).unwrap_or(0);
             for wc in &wcs[..n] {
@@ -590,7 +609,16 @@ impl WorkerRdma {
                 for f in frames {
                     let req = &self.input[f];
                     if let Some(h) = RequestHeader::parse(req) {
-                        write_response_header(&mut self.out, h.opcode, crate::protocol::binary::status::E2BIG, 0, 0, 0, h.opaque, 0);
+                        write_response_header(
+                            &mut self.out,
+                            h.opcode,
+                            crate::protocol::binary::status::E2BIG,
+                            0,
+                            0,
+                            0,
+                            h.opaque,
+                            0,
+                        );
                     }
                 }
             }

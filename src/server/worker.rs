@@ -42,9 +42,7 @@ impl Worker {
     pub fn new(id: usize, listener: TcpListener, store: Arc<Store>, shared: Arc<Shared>) -> Result<Worker> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("creating epoll")?;
         // This worker's own SO_REUSEPORT socket: only its connections wake it.
-        epoll
-            .add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
-            .context("watching the listener")?;
+        epoll.add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER)).context("watching the listener")?;
         epoll
             .add(shared.wakers[id].as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER))
             .context("watching the shutdown eventfd")?;
@@ -57,7 +55,9 @@ impl Worker {
         if let Some(r) = &rdma {
             if let Some(fd) = r.channel_fd() {
                 // The fd lives as long as `rdma`, which the worker owns.
-                self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, RDMA)).context("watching the RDMA completion channel")?;
+                self.epoll
+                    .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, RDMA))
+                    .context("watching the RDMA completion channel")?;
             }
         }
         self.rdma = rdma;

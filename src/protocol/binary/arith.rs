@@ -24,13 +24,21 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
     };
     match ctx.store.arith(&args) {
         Ok(ArithOutcome::Value { value, cas }) => {
-            if incr { ctx.stats.incr_hits.incr() } else { ctx.stats.decr_hits.incr() }
+            if incr {
+                ctx.stats.incr_hits.incr()
+            } else {
+                ctx.stats.decr_hits.incr()
+            }
             if !req.quiet {
                 req.reply(out, status::SUCCESS, cas, &[], &[], &value.to_be_bytes());
             }
         }
         Ok(ArithOutcome::NotFound) => {
-            if incr { ctx.stats.incr_misses.incr() } else { ctx.stats.decr_misses.incr() }
+            if incr {
+                ctx.stats.incr_misses.incr()
+            } else {
+                ctx.stats.decr_misses.incr()
+            }
             req.error(out, status::KEY_ENOENT);
         }
         Ok(ArithOutcome::NonNumeric) => req.error(out, status::DELTA_BADVAL),

@@ -22,7 +22,16 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
 pub(crate) fn write_hit_header(req: &Req, out: &mut Vec<u8>, flags: u32, cas: u64, value_len: u32, with_key: bool) {
     let key: &[u8] = if with_key { req.key } else { &[] };
     let body = 4 + key.len() as u32 + value_len;
-    super::header::write_response_header(out, req.h.opcode, status::SUCCESS, 4, key.len() as u16, body, req.h.opaque, cas);
+    super::header::write_response_header(
+        out,
+        req.h.opcode,
+        status::SUCCESS,
+        4,
+        key.len() as u16,
+        body,
+        req.h.opaque,
+        cas,
+    );
     out.extend_from_slice(&flags.to_be_bytes());
     out.extend_from_slice(key);
 }

@@ -9,7 +9,12 @@ pub fn encode(src: &[u8], out: &mut Vec<u8>) {
     let sym = |i: u8| ALPHABET[(i & 0x3f) as usize];
     let mut chunks = src.chunks_exact(3);
     for c in &mut chunks {
-        out.extend_from_slice(&[sym(c[0] >> 2), sym((c[0] << 4) | (c[1] >> 4)), sym((c[1] << 2) | (c[2] >> 6)), sym(c[2])]);
+        out.extend_from_slice(&[
+            sym(c[0] >> 2),
+            sym((c[0] << 4) | (c[1] >> 4)),
+            sym((c[1] << 2) | (c[2] >> 6)),
+            sym(c[2]),
+        ]);
     }
     match *chunks.remainder() {
         [a] => out.extend_from_slice(&[sym(a >> 2), sym(a << 4), b'=', b'=']),
@@ -49,7 +54,11 @@ pub fn decode(src: &[u8]) -> Option<Vec<u8>> {
         block[n] = v;
         n += 1;
         if n == 4 {
-            out.extend_from_slice(&[(block[0] << 2) | (block[1] >> 4), (block[1] << 4) | (block[2] >> 2), (block[2] << 6) | block[3]]);
+            out.extend_from_slice(&[
+                (block[0] << 2) | (block[1] >> 4),
+                (block[1] << 4) | (block[2] >> 2),
+                (block[2] << 6) | block[3],
+            ]);
             n = 0;
             if pad > 0 {
                 match pad {
@@ -77,7 +86,14 @@ mod tests {
 
     #[test]
     fn rfc4648_vectors() {
-        for (plain, coded) in [("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (plain, coded) in [
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(enc(plain.as_bytes()), coded);
             assert_eq!(decode(coded.as_bytes()).unwrap(), plain.as_bytes());
         }

@@ -38,7 +38,11 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     };
     let status = match outcome {
         ArithOutcome::Value { value, cas } => {
-            if incr { ctx.stats.incr_hits.incr() } else { ctx.stats.decr_hits.incr() }
+            if incr {
+                ctx.stats.incr_hits.incr()
+            } else {
+                ctx.stats.decr_hits.incr()
+            }
             let (mut cur, created) = expiry.map(|e| (e.before, e.created)).unwrap_or((0, false));
             // memcached's q hides the reply to an update only, not to a creation.
             if f.no_reply && !created {
@@ -74,7 +78,11 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
             return;
         }
         ArithOutcome::NotFound => {
-            if incr { ctx.stats.incr_misses.incr() } else { ctx.stats.decr_misses.incr() }
+            if incr {
+                ctx.stats.incr_misses.incr()
+            } else {
+                ctx.stats.decr_misses.incr()
+            }
             "NF"
         }
         ArithOutcome::Exists => "EX",

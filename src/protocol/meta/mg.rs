@@ -36,10 +36,18 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
             if f.value {
                 out.extend_from_slice(b"\r\n");
             }
-            if f.ttl.is_some() { ctx.stats.touch_hits.incr() } else { ctx.stats.get_hits.incr() }
+            if f.ttl.is_some() {
+                ctx.stats.touch_hits.incr()
+            } else {
+                ctx.stats.get_hits.incr()
+            }
         }
         Ok(None) => {
-            if f.ttl.is_some() { ctx.stats.touch_misses.incr() } else { ctx.stats.get_misses.incr() }
+            if f.ttl.is_some() {
+                ctx.stats.touch_misses.incr()
+            } else {
+                ctx.stats.get_misses.incr()
+            }
             // q: a miss is the nominal outcome to leave out.
             if !f.no_reply {
                 out.extend_from_slice(b"EN");

@@ -1,13 +1,14 @@
 //! A read-only replica through the binary and meta protocols: every write
 //! refused with the documented reply, reads served, nothing changed.
 
-use crate::protocol::{binary, step, Ctx, Session, Step};
 use crate::memory::region::HugePages;
+use crate::protocol::{binary, step, Ctx, Session, Step};
 use crate::server::{Settings, Shared};
 use crate::store::{ReadOpts, SetArgs, SetMode, Store, StoreConfig};
 
 fn fixture() -> (Store, Shared) {
-    let store = Store::new(&StoreConfig { memory_bytes: 4 << 20, max_item_size: 64 << 10, hugepages: HugePages::Off }).unwrap();
+    let store =
+        Store::new(&StoreConfig { memory_bytes: 4 << 20, max_item_size: 64 << 10, hugepages: HugePages::Off }).unwrap();
     store.set(&SetArgs::new(SetMode::Set, b"k", b"v", 0, 0)).unwrap();
     store.set_read_only(true);
     let shared = Shared::new(Settings { threads: 1, ..Settings::default() }, 0).unwrap();

@@ -16,8 +16,9 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let store = Store::new(&StoreConfig { memory_bytes: 4 << 20, max_item_size: 64 << 10, hugepages: HugePages::Off })
-            .expect("store");
+        let store =
+            Store::new(&StoreConfig { memory_bytes: 4 << 20, max_item_size: 64 << 10, hugepages: HugePages::Off })
+                .expect("store");
         let shared = Shared::new(Settings::default(), 0).expect("shared");
         Harness { store, shared, session: Session::default() }
     }
@@ -86,7 +87,10 @@ fn bad_data_chunk_resynchronises_after_the_declared_length() {
     let mut h = Harness::new();
     h.out("set k 0 0 1\r\nv\r\n");
     // 3 declared, 5 sent: the block is "abcde" (not ending "\r\n"), then "\r\n" is an empty command.
-    assert_eq!(h.out("set k 0 0 3\r\nabcde\r\nget k\r\n"), "CLIENT_ERROR bad data chunk\r\nERROR\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+    assert_eq!(
+        h.out("set k 0 0 3\r\nabcde\r\nget k\r\n"),
+        "CLIENT_ERROR bad data chunk\r\nERROR\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
+    );
 }
 
 #[test]
@@ -178,7 +182,19 @@ fn stats_groups() {
     let mut h = Harness::new();
     h.out("set a 0 0 1\r\n1\r\n");
     let general = h.out("stats\r\n");
-    for f in ["pid", "uptime", "version", "curr_connections", "cmd_get", "get_hits", "curr_items", "bytes", "limit_maxbytes", "threads", "log_capacity"] {
+    for f in [
+        "pid",
+        "uptime",
+        "version",
+        "curr_connections",
+        "cmd_get",
+        "get_hits",
+        "curr_items",
+        "bytes",
+        "limit_maxbytes",
+        "threads",
+        "log_capacity",
+    ] {
         assert!(general.contains(&format!("STAT {f} ")), "{f} missing");
     }
     assert!(general.ends_with("END\r\n"));
@@ -219,9 +235,15 @@ fn keys_too_long_or_with_control_characters_are_refused() {
     h.out("set k 0 0 1\r\nv\r\n");
     let long = "a".repeat(251);
     assert_eq!(h.out(&format!("get k {long}\r\n")), "CLIENT_ERROR bad command line format\r\n");
-    assert_eq!(h.out(&format!("set {long} 0 0 5\r\nhello\r\nget k\r\n")), "CLIENT_ERROR bad command line format\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
-    assert_eq!(h.out("set a\x01b 0 0 8\r\ndelete k\r\nget k\r\n"), "CLIENT_ERROR bad command line format\r\nVALUE k 0 1\r\nv\r\nEND\r\n",
-        "the data block is swallowed, never run as a command");
+    assert_eq!(
+        h.out(&format!("set {long} 0 0 5\r\nhello\r\nget k\r\n")),
+        "CLIENT_ERROR bad command line format\r\nVALUE k 0 1\r\nv\r\nEND\r\n"
+    );
+    assert_eq!(
+        h.out("set a\x01b 0 0 8\r\ndelete k\r\nget k\r\n"),
+        "CLIENT_ERROR bad command line format\r\nVALUE k 0 1\r\nv\r\nEND\r\n",
+        "the data block is swallowed, never run as a command"
+    );
     assert_eq!(h.out("get k\x7f\r\n"), "CLIENT_ERROR bad command line format\r\n");
     for cmd in ["incr a\x02 1", "decr a\x02 1", "delete a\x02", "touch a\x02 1", "gat 1 a\x02"] {
         assert_eq!(h.out(&format!("{cmd}\r\n")), "CLIENT_ERROR bad command line format\r\n", "{cmd:?}");
