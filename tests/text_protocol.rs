@@ -434,8 +434,7 @@ fn bad_input_gets_memcached_replies_and_changes_nothing() {
 /// installed; tests/conformance/memccapable.sh runs the same by hand.
 #[test]
 fn memccapable_ascii_passes() {
-    if std::process::Command::new("memccapable").arg("-h").output().is_err() {
-        eprintln!("memccapable not installed (apt-get install libmemcached-tools): skipped");
+    if !common::peer("memccapable (apt-get install libmemcached-tools)", common::have("memccapable", "-h")) {
         return;
     }
     let s = Server::start(&["-m", "64"]);

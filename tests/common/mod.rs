@@ -12,6 +12,30 @@ pub struct Server {
     child: Child,
 }
 
+/// Whether tests that need a real peer (memcached, memccapable, systemd's
+/// tools, ...) must fail when it is missing: `LOGMEMCACHED_REQUIRE_PEERS=1`,
+/// which tests/run-all.sh (and so CI) sets. The one rule for every test file.
+pub fn peers_required() -> bool {
+    std::env::var("LOGMEMCACHED_REQUIRE_PEERS").as_deref() == Ok("1")
+}
+
+/// A test's gate on a peer: true when `present`. When it is missing, panics
+/// under `LOGMEMCACHED_REQUIRE_PEERS=1`; otherwise says loudly that the test
+/// did not run (so a skip is never silent) and returns false.
+pub fn peer(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    assert!(!peers_required(), "{what} is required (LOGMEMCACHED_REQUIRE_PEERS=1) but not installed");
+    eprintln!("SKIPPED: {what} is not installed (LOGMEMCACHED_REQUIRE_PEERS=1 makes this a failure)");
+    false
+}
+
+/// Whether `cmd` runs at all on this machine.
+pub fn have(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
 /// A port the kernel just handed out and released (racy but fine for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
