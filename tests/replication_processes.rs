@@ -199,21 +199,26 @@ fn scenario_5_primary_killed_promote_follow_and_no_acknowledged_write_lost() {
         assert_eq!(pc.cmd(&format!("set {k} 0 0 {}\r\n{v}\r\n", v.len())), "STORED\r\n");
         acked.push((k, v));
     }
+    // Nothing is written after this: the primary's head when it dies.
+    let head: u64 = pc.stats("replication")["head"].parse().unwrap();
     p.kill9();
     // Promote the replica that got furthest: it holds every acknowledged write.
-    // (Over shm the dead primary's log stays readable and both reach its
-    // head; over verbs they stop where the primary's memory vanished.)
+    // A replica's applied position is final once it holds the dead primary's
+    // head (over shm the log file stays readable), or once it has seen the
+    // primary go (over verbs the QP fails: `connected` drops to 0 and stays,
+    // since nothing answers a reconnect).
     let mut ac = a.connect();
     let mut bc = b.connect();
     let settled = |c: &mut Client| -> u64 {
-        let mut last = u64::MAX;
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let now: u64 = c.stats("replication")["applied"].parse().unwrap();
-            if now == last {
-                return now;
+            let st = c.stats("replication");
+            let applied: u64 = st["applied"].parse().unwrap();
+            if applied >= head || st["connected"] == "0" {
+                return applied;
             }
-            last = now;
-            std::thread::sleep(Duration::from_millis(300));
+            assert!(Instant::now() < deadline, "replica neither reached {head} nor lost its primary: {st:?}");
+            std::thread::sleep(Duration::from_millis(20));
         }
     };
     let (pa, pb) = (settled(&mut ac), settled(&mut bc));

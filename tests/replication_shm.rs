@@ -211,23 +211,36 @@ fn eight_replicas_follow_one_primary_independently() {
 fn a_replica_joining_under_load_converges() {
     let p = Primary::new("late", 8, 64 << 10);
     let stop = Arc::new(AtomicBool::new(false));
-    let ps = p.store.clone();
-    let st = stop.clone();
+    let done = Arc::new(AtomicU64::new(0));
+    let (ps, st, dn) = (p.store.clone(), stop.clone(), done.clone());
     let writer = std::thread::spawn(move || {
         let mut rng = Rng(7);
         let mut i = 0;
         while !st.load(Ordering::Relaxed) {
             mixed_op(&ps, &mut rng, i);
             i += 1;
+            dn.store(i, Ordering::Relaxed);
         }
         i
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // Conditions, not durations: the primary has history when the replica
+    // joins, and keeps writing until the replica has applied part of it.
+    let wait_until = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::yield_now();
+        }
+    };
+    wait_until("the primary has written 5000 operations", &|| done.load(Ordering::Relaxed) >= 5000);
     let r = Replica::start(&p, 8, 64 << 10, None);
-    std::thread::sleep(Duration::from_millis(300));
+    let joined_at = done.load(Ordering::Relaxed);
+    wait_until("the replica applies records while 5000 more operations run", &|| {
+        r.status.records_applied.load(Ordering::Relaxed) >= 1000 && done.load(Ordering::Relaxed) >= joined_at + 5000
+    });
     stop.store(true, Ordering::Relaxed);
     let ops = writer.join().unwrap();
-    assert!(ops > 1000);
+    assert!(ops > 10_000);
     r.catch_up(&p, Duration::from_secs(30));
     assert_eq!(dump(&r.store), dump(&p.store));
 }
