@@ -48,7 +48,14 @@ mod tests {
             counts[z.sample((i as f64 + 0.5) / 100_000.0) as usize] += 1;
         }
         assert!(counts[0] > 10 * counts[99], "{} vs {}", counts[0], counts[99]);
-        assert!(counts.iter().all(|&c| c > 0) || counts[999] < counts[0]);
+        // Evenly spaced quantiles: each rank gets its probability's share of
+        // the samples, to within one, and the rarest rank is still drawn.
+        let norm: f64 = (1..=1000).map(|k| 1.0 / (k as f64).powf(0.99)).sum();
+        for (i, &c) in counts.iter().enumerate() {
+            let want = 100_000.0 / ((i + 1) as f64).powf(0.99) / norm;
+            assert!((c as f64 - want).abs() <= 1.0, "rank {i}: {c} samples, expected {want:.1}");
+        }
+        assert!(counts[999] > 0);
         assert_eq!(z.sample(0.0), 0);
         assert_eq!(z.sample(0.999_999_999), 999);
         let u = Zipf::new(10, 0.0).unwrap();
