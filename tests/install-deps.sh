@@ -29,6 +29,13 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+# CI checks formatting and lints (tests/run-all.sh).
+if [ "$what" = test ] && command -v rustup >/dev/null; then
+    for c in rustfmt clippy; do
+        rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+    done
+fi
+
 if [ "$what" = test ]; then
     # Python clients in a project-local venv, so the system Python stays untouched.
     venv=${LOGMEMCACHED_VENV:-$HOME/.cache/logmemcached-venv}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole LogMemcached test suite (the README's test command; CI runs it).
 # Installs what it needs when missing, then runs, in order:
-#   1. cargo test               unit + integration tests (TCP, shm replication)
+#   0. cargo fmt --check and cargo clippy --all-targets -D warnings
+#   1. cargo test               unit + integration tests (TCP, shm replication,
+#                               the layer order of src/: tests/layering.rs)
 #   2. memccapable              memcached's own conformance tool, text and binary
 #   3. Python clients           pymemcache (text) and pylibmc (binary) round trips
 #   4. RDMA VM suite            verbs tests on Soft-RoCE in a throw-away QEMU VM
@@ -17,6 +19,10 @@ venv=${LOGMEMCACHED_VENV:-$HOME/.cache/logmemcached-venv}
 
 # Tests that need a real peer (memcached, clients) fail instead of skipping.
 export LOGMEMCACHED_REQUIRE_PEERS=1
+
+step "format and lints"
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
 
 step "cargo test"
 cargo build --all-targets
