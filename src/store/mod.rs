@@ -1,0 +1,255 @@
+//! Every cache operation, once, for all three protocols. The store is the only
+//! writer of the log and the index.
+//!
+//! Concurrency: all mutations are serialized by one write lock (`writer`);
+//! each appends a record and then repoints the index. Reads take only the
+//! index shard's read lock, which they hold while copying the value out of the
+//! log; the cleaner (inside an append) needs that shard's write lock to unlink
+//! a record before its space is reused. Lock order: writer, then shard.
+//! Methods named `*_locked` expect the caller to hold the write lock (most
+//! take its `&mut Writer`); the `--sync-replicas` wait (`replicated`) runs
+//! after it is dropped.
+//!
+//! Files:
+//! - `mod.rs`: the `Store`, its construction, the writer lock, role
+//!   (read-only, fenced), the `--sync-replicas` wait, `snapshot`;
+//! - `types.rs`: request, outcome and error types, item metadata, counters;
+//! - `expiry.rs`: the clock, exptime rules, liveness (expired, flushed);
+//! - `read.rs`: get and the shared read path under the shard lock;
+//! - `meta.rs`: meta `mg` (create on miss, touch, recache, win tokens);
+//! - `write.rs`: the append and accounting helpers; set and its modes,
+//!   delete, invalidate, flush_all;
+//! - `touch.rs`: touch, gat;
+//! - `arith.rs`: incr / decr and the counter parse;
+//! - `replica.rs`: applying a primary's records, resync, epochs, promotion.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::Result;
+use crate::index::Index;
+use crate::log::record::{self, MAX_KEY_LEN};
+use crate::log::{Log, LogWriter};
+use crate::memory::region::{HugePages, Region};
+
+mod arith;
+mod expiry;
+mod meta;
+mod read;
+mod replica;
+mod touch;
+mod types;
+mod write;
+
+pub use arith::parse_counter;
+pub use expiry::{absolute_expiry, Clock, REALTIME_MAXDELTA};
+pub use types::{
+    ApplyError, ArithArgs, ArithExpiry, ArithOutcome, DeleteOutcome, ItemMeta, MetaGet, MetaGetArgs, ReadOpts, SetArgs,
+    SetMode, SetOutcome, StoreError, StoreSnapshot, StoreStats,
+};
+
+/// The single writer's state, behind the write lock.
+struct Writer {
+    log: LogWriter,
+    next_cas: u64,
+    /// Reused for read-modify-write values (append, prepend, incr): the new
+    /// record is assembled once, never allocated twice.
+    scratch: Vec<u8>,
+}
+
+pub struct StoreConfig {
+    pub memory_bytes: usize,
+    pub max_item_size: usize,
+    pub hugepages: HugePages,
+}
+
+pub struct Store {
+    log: Arc<Log>,
+    writer: Mutex<Writer>,
+    index: Index,
+    pub clock: Clock,
+    max_item_size: usize,
+    limit_maxbytes: u64,
+    read_only: AtomicBool,
+    /// A delayed flush_all: items written before this time die at it (0 = none).
+    flush_at: AtomicU32,
+    /// Set when a higher epoch fenced this primary.
+    fenced: AtomicBool,
+    /// `--sync-replicas`: waits until replicas hold everything below the
+    /// given position; false on timeout. Installed once at start.
+    sync_wait: std::sync::OnceLock<Box<dyn Fn(u64) -> bool + Send + Sync>>,
+    stats: StoreStats,
+}
+
+/// Key rules shared by every protocol: 1..=250 bytes, no spaces or control chars.
+pub fn valid_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+impl Store {
+    pub fn new(cfg: &StoreConfig) -> Result<Store> {
+        Store::open(cfg, None)
+    }
+
+    /// A store whose region is anonymous memory, or the file at `path` (which
+    /// same-host `shm` replicas map).
+    pub fn open(cfg: &StoreConfig, path: Option<&std::path::Path>) -> Result<Store> {
+        let len = cfg.memory_bytes + crate::log::control::CONTROL_SIZE;
+        let region = match path {
+            Some(p) => Region::create_file(p, len, cfg.hugepages)?,
+            None => Region::anonymous(len, cfg.hugepages)?,
+        };
+        Store::with_region(Arc::new(region), cfg)
+    }
+
+    /// A store over a region the caller mapped (a file for `shm` replicas).
+    pub fn with_region(region: Arc<Region>, cfg: &StoreConfig) -> Result<Store> {
+        let log = Arc::new(Log::create(region, 1));
+        if (cfg.max_item_size as u64) + record::HEADER_LEN as u64 + MAX_KEY_LEN as u64 > log.capacity() / 2 {
+            crate::bail!(
+                "-I {} bytes is too large for a {} MiB log: an item may use at most half of it; raise -m or lower -I",
+                cfg.max_item_size,
+                cfg.memory_bytes >> 20
+            );
+        }
+        let writer = Writer { log: LogWriter::new(log.clone()), next_cas: 1, scratch: Vec::new() };
+        Ok(Store {
+            log,
+            writer: Mutex::new(writer),
+            index: Index::new(),
+            clock: Clock::default(),
+            max_item_size: cfg.max_item_size,
+            limit_maxbytes: cfg.memory_bytes as u64,
+            read_only: AtomicBool::new(false),
+            flush_at: AtomicU32::new(0),
+            fenced: AtomicBool::new(false),
+            sync_wait: std::sync::OnceLock::new(),
+            stats: StoreStats::default(),
+        })
+    }
+
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn max_item_size(&self) -> usize {
+        self.max_item_size
+    }
+
+    pub fn set_read_only(&self, ro: bool) {
+        self.read_only.store(ro, Ordering::Release);
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        // Poisoned only if a writer panicked; its record was either published
+        // whole or not at all, so carrying on is sound.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuse writes from now on: a newer primary exists.
+    pub fn fence(&self) {
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Install the `--sync-replicas` wait (once, before serving).
+    pub fn set_sync_wait(&self, f: Box<dyn Fn(u64) -> bool + Send + Sync>) {
+        let _ = self.sync_wait.set(f);
+    }
+
+    /// After a write whose records end at `end`: wait for the replicas the
+    /// operator asked for. Called without the write lock held.
+    fn replicated(&self, end: u64) -> std::result::Result<(), StoreError> {
+        match self.sync_wait.get() {
+            Some(wait) if !wait(end) => {
+                self.stats.sync_timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::NotReplicated)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_role(&self) -> std::result::Result<(), StoreError> {
+        if self.is_fenced() {
+            return Err(StoreError::Fenced);
+        }
+        if self.is_read_only() {
+            return Err(StoreError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    fn writable(&self, key: &[u8]) -> std::result::Result<(), StoreError> {
+        self.check_role()?;
+        if !valid_key(key) {
+            return Err(StoreError::BadKey);
+        }
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> StoreSnapshot {
+        let s = &self.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreSnapshot {
+            curr_items: l(&s.curr_items),
+            total_items: l(&s.total_items),
+            bytes: l(&s.bytes),
+            evictions: l(&s.evictions),
+            evicted_unfetched: l(&s.evicted_unfetched),
+            expired_unfetched: l(&s.expired_unfetched),
+            reclaimed: l(&s.reclaimed),
+            records_appended: l(&s.records_appended),
+            sync_timeouts: l(&s.sync_timeouts),
+            log_capacity: self.log.capacity(),
+            log_head: self.log.head(),
+            log_tail: self.log.tail(),
+            epoch: self.log.epoch(),
+            backing: self.log.region().backing(),
+            limit_maxbytes: self.limit_maxbytes,
+            max_item_size: self.max_item_size as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn store(mb: usize) -> Store {
+        Store::new(&StoreConfig { memory_bytes: mb << 20, max_item_size: 256 << 10, hugepages: HugePages::Off })
+            .unwrap()
+    }
+
+    pub(super) fn get(s: &Store, key: &[u8]) -> Option<(Vec<u8>, ItemMeta)> {
+        let mut out = Vec::new();
+        let m = s.get(key, ReadOpts { value: true, note_access: true }, &mut out, |_, _| {})?;
+        Some((out, m))
+    }
+
+    pub(super) fn set(s: &Store, mode: SetMode, key: &[u8], v: &[u8]) -> SetOutcome {
+        s.set(&SetArgs::new(mode, key, v, 7, 0)).unwrap()
+    }
+
+    #[test]
+    fn read_only_refuses_every_write() {
+        let s = store(4);
+        set(&s, SetMode::Set, b"k", b"v");
+        s.set_read_only(true);
+        assert_eq!(s.set(&SetArgs::new(SetMode::Set, b"k", b"x", 0, 0)), Err(StoreError::ReadOnly));
+        assert_eq!(s.delete(b"k", 0), Err(StoreError::ReadOnly));
+        assert_eq!(s.touch(b"k", 1), Err(StoreError::ReadOnly));
+        assert_eq!(s.flush_all(0), Err(StoreError::ReadOnly));
+        assert_eq!(get(&s, b"k").unwrap().0, b"v");
+    }
+}
