@@ -13,7 +13,7 @@
 //!
 //! * Files: `wire.rs` (binary framing), `ud.rs` (datagrams, timeouts and
 //!   retries, which operations are retried and why they apply once), `rc.rs`
-//!   (large values), `tcp.rs`, `ketama.rs` + `md5.rs` (sharding).
+//!   (large values), `tcp.rs`, `ketama.rs` (sharding; MD5 from the `md-5` crate).
 //! * Several servers: keys are sharded with libmemcached-compatible ketama
 //!   ([`ketama`]); name each shard as TCP clients name that server
 //!   ([`ShardSpec::name`]) and keys land on the same servers either way.
@@ -24,7 +24,6 @@
 //!   thread (`&mut self`). Use one client per thread.
 
 pub mod ketama;
-pub mod md5;
 pub mod rc;
 pub mod tcp;
 pub mod ud;
