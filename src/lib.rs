@@ -12,6 +12,7 @@ pub mod logging;
 pub mod memory;
 pub mod protocol;
 pub mod rdma;
+pub mod rdma_wire;
 pub mod replication;
 pub mod server;
 pub mod stats;

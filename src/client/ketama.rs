@@ -11,7 +11,7 @@
 //! owned by server i. A key's hash is the first word of MD5(key); it belongs
 //! to the first point at or after it, wrapping to the first point.
 
-use super::md5;
+use md5::{Digest, Md5};
 
 const POINTS_PER_SERVER: f32 = 160.0;
 const POINTS_PER_HASH: u32 = 4;
@@ -23,13 +23,18 @@ pub struct Ketama {
     points: Vec<(u32, usize)>,
 }
 
+/// MD5 of `data` (RFC 1321), as libmemcached hashes server names and keys.
+fn digest(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
+}
+
 fn word(d: &[u8; 16], i: usize) -> u32 {
     u32::from_le_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]])
 }
 
 /// The key's position on the continuum (libmemcached's MD5 key hash).
 pub fn key_hash(key: &[u8]) -> u32 {
-    word(&md5::digest(key), 0)
+    word(&digest(key), 0)
 }
 
 impl Ketama {
@@ -51,7 +56,7 @@ impl Ketama {
                     } else {
                         format!("{host}:{port}-{j}")
                     };
-                    let d = md5::digest(name.as_bytes());
+                    let d = digest(name.as_bytes());
                     for x in 0..POINTS_PER_HASH as usize {
                         points.push((word(&d, x), i));
                     }
@@ -83,6 +88,26 @@ mod tests {
 
     fn servers(ports: &[u16]) -> Vec<(String, u16)> {
         ports.iter().map(|p| ("127.0.0.1".to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn md5_rfc1321_test_suite() {
+        let hex = |d: [u8; 16]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let cases = [
+            ("", "d41d8cd98f00b204e9800998ecf8427e"),
+            ("a", "0cc175b9c0f1b6a831c399e269772661"),
+            ("abc", "900150983cd24fb0d6963f7d28e17f72"),
+            ("message digest", "f96b697d7cb7938d525a2f31aaf161d0"),
+            ("abcdefghijklmnopqrstuvwxyz", "c3fcd3d76192e4007dfb496cca67e13b"),
+            ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", "d174ab98d277d9f5a5611c2c9f419d9f"),
+            (
+                "12345678901234567890123456789012345678901234567890123456789012345678901234567890",
+                "57edf4a22be3c955ac49da2e2107b67a",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(hex(digest(input.as_bytes())), want, "md5({input:?})");
+        }
     }
 
     #[test]

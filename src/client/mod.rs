@@ -1,5 +1,5 @@
 //! A Rust client for LogMemcached: `rdma://HOST:PORT` (UD datagrams, RC for
-//! large values; the server side is `crate::server::ud`) or `tcp://HOST:PORT`
+//! large values; the format is [`crate::rdma_wire`]) or `tcp://HOST:PORT`
 //! (the binary protocol over TCP, any memcached).
 //!
 //! ```no_run
@@ -13,7 +13,8 @@
 //!
 //! * Files: `wire.rs` (binary framing), `ud.rs` (datagrams, timeouts and
 //!   retries, which operations are retried and why they apply once), `rc.rs`
-//!   (large values), `tcp.rs`, `ketama.rs` + `md5.rs` (sharding).
+//!   (large values), `wait.rs` (spin, then block, on a CQ), `tcp.rs`,
+//!   `ketama.rs` (sharding; MD5 from the `md-5` crate).
 //! * Several servers: keys are sharded with libmemcached-compatible ketama
 //!   ([`ketama`]); name each shard as TCP clients name that server
 //!   ([`ShardSpec::name`]) and keys land on the same servers either way.
@@ -24,10 +25,10 @@
 //!   thread (`&mut self`). Use one client per thread.
 
 pub mod ketama;
-pub mod md5;
 pub mod rc;
 pub mod tcp;
 pub mod ud;
+mod wait;
 pub mod wire;
 
 use std::collections::HashMap;

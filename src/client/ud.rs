@@ -1,5 +1,5 @@
 //! The UD transport: requests and replies as datagrams to the server's
-//! per-worker UD QPs (see `crate::server::ud` for the server side).
+//! per-worker UD QPs; the format both sides speak is [`crate::rdma_wire`].
 //!
 //! # Timeouts and retries
 //!
@@ -14,7 +14,7 @@
 //! * writes (set, add, replace, append, prepend, delete, incr, decr, touch)
 //!   are answered from the server's per-client reply cache when the id was
 //!   already executed (the reply was what got lost), so they apply once.
-//!   See `crate::server::dedup`.
+//!   See [retries](crate::rdma_wire#retries-apply-writes-once).
 //!
 //! Replies with another id (late answers to an earlier attempt or call) are
 //! ignored and counted as stale.
@@ -27,33 +27,32 @@
 //! each hit).
 //!
 //! A request larger than a datagram, or a reply the server flags as
-//! [`NEEDS_RC`](crate::server::ud::NEEDS_RC), goes over an RC connection
+//! [`NEEDS_RC`], goes over an RC connection
 //! opened on first use ([`super::rc`]).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::rc::RcTransport;
+use super::wait::next_completions;
 use super::wire::{self, opcode, Response};
 use super::{ClientOptions, End, Transport, TransportStats};
 use crate::bail;
 use crate::error::{Context as _, Error, Result};
-use crate::rdma::connect::{UdEndpointInfo, WireInfo, WIRE_LEN};
-use crate::rdma::{Access, Buffer, CompletionQueue, MemoryRegion, QpCaps, UdDest, UdOptions, UdQp, Wc, GRH_SIZE};
-use crate::server::ud::{CMD_UD, HELLO, NEEDS_RC, VERSION};
+use crate::rdma::connect::UdEndpointInfo;
+use crate::rdma::{UdDest, UdEndpoint, Wc, GRH_SIZE};
+use crate::rdma_wire::handshake::{greeting, read_ud_endpoints, Command};
+use crate::rdma_wire::NEEDS_RC;
 
 /// Receive buffers posted (a multi-get reply may span many datagrams).
 const RECV_SLOTS: usize = 64;
 
 pub struct UdTransport {
     addr: String,
-    qp: UdQp,
-    scq: CompletionQueue,
-    rcq: CompletionQueue,
-    recv: MemoryRegion<Buffer>,
-    send: MemoryRegion<Buffer>,
-    slot: usize,
+    /// One send slot: one request is outstanding at a time.
+    ep: UdEndpoint,
+    /// Largest request datagram: the smaller MTU of ours and the server's.
     mtu: usize,
     servers: Vec<UdDest>,
     next_server: usize,
@@ -73,19 +72,10 @@ pub fn fetch_endpoints(addr: &str, timeout: Duration) -> Result<Vec<UdEndpointIn
     let mut s = TcpStream::connect(addr).with_context(|| format!("rdma side channel {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    let mut hello = HELLO.to_vec();
-    hello.extend_from_slice(&[VERSION, CMD_UD]);
-    s.write_all(&hello).context("asking for the UD endpoints")?;
-    let mut n = [0u8; 1];
-    s.read_exact(&mut n).context("reading the UD endpoint count")?;
-    if n[0] == 0 {
+    s.write_all(&greeting(Command::Ud)).context("asking for the UD endpoints")?;
+    let v = read_ud_endpoints(&mut s)?;
+    if v.is_empty() {
         bail!("{addr} offers no UD endpoints");
-    }
-    let mut v = Vec::new();
-    for _ in 0..n[0] {
-        let mut b = [0u8; WIRE_LEN];
-        s.read_exact(&mut b).context("reading a UD endpoint")?;
-        v.push(UdEndpointInfo::decode(&b)?);
     }
     Ok(v)
 }
@@ -94,37 +84,24 @@ impl UdTransport {
     pub fn connect(addr: &str, opts: &ClientOptions) -> Result<UdTransport> {
         let eps = fetch_endpoints(addr, opts.connect_timeout)?;
         let (ctx, pd) = super::verbs()?;
-        let scq = ctx.create_cq(16, false)?;
-        let rcq = ctx.create_cq(RECV_SLOTS as u32 + 8, true)?;
-        let caps = QpCaps { max_send_wr: 8, max_recv_wr: RECV_SLOTS as u32, ..QpCaps::default() };
-        let qp = pd.create_ud_qp(&scq, &rcq, &caps, &UdOptions::default())?;
+        let ep = UdEndpoint::builder(&ctx, &pd).recv_slots(RECV_SLOTS).send_slots(1).build()?;
         // Both sides must fit: the smaller MTU of ours and the server's.
         let server_mtu = eps.iter().filter_map(|e| e.mtu.bytes()).min().unwrap_or(256) as usize;
-        let mtu = qp.max_payload().min(server_mtu);
-        let slot = GRH_SIZE + qp.max_payload();
-        let recv = pd.register_buffer(slot * RECV_SLOTS, Access::LOCAL_WRITE)?;
-        let send = pd.register_buffer(mtu, Access::LOCAL_WRITE)?;
-        for i in 0..RECV_SLOTS {
-            qp.post_recv(i as u64, recv.slice(i * slot, slot)?)?;
-        }
-        let servers = eps.iter().map(|e| qp.dest(e)).collect::<Result<Vec<_>>>()?;
+        let mtu = ep.max_payload().min(server_mtu);
+        let servers = eps.iter().map(|e| ep.dest(e)).collect::<Result<Vec<_>>>()?;
         // Start at a different server QP per endpoint so endpoints spread out.
-        let next_server = (qp.qpn() as usize) % servers.len();
+        let next_server = (ep.qpn() as usize) % servers.len();
+        let payload = Vec::with_capacity(GRH_SIZE + ep.max_payload());
         Ok(UdTransport {
             addr: addr.to_string(),
-            qp,
-            scq,
-            rcq,
-            recv,
-            send,
-            slot,
+            ep,
             mtu,
             servers,
             next_server,
             id: crate::log::random_u64() as u32,
             send_pending: false,
             wcs: Wc::batch(RECV_SLOTS),
-            payload: Vec::with_capacity(slot),
+            payload,
             rc: None,
             drop_requests: opts.drop_requests,
             drop_replies: opts.drop_replies,
@@ -155,7 +132,7 @@ impl UdTransport {
         if self.send_pending {
             // The send buffer is reused: its previous SEND must be done.
             let mut w = [Wc::default()];
-            if self.scq.wait(&mut w, Some(self.opts.timeout))? == 0 {
+            if self.ep.send_cq().wait(&mut w, Some(self.opts.timeout))? == 0 {
                 bail!("UD send to {} did not complete within {:?}", self.addr, self.opts.timeout);
             }
             w[0].ok()?;
@@ -166,9 +143,7 @@ impl UdTransport {
             self.drop_requests -= 1;
             return Ok(());
         }
-        self.send.write(0, req);
-        let local = self.send.slice(0, req.len())?;
-        self.qp.post_send(0, local, &self.servers[server], true)?;
+        self.ep.post_send(0, req, &self.servers[server])?;
         self.send_pending = true;
         Ok(())
     }
@@ -178,30 +153,18 @@ impl UdTransport {
         let spin_until = Instant::now() + self.opts.spin;
         let mut done = false;
         loop {
-            let mut n = self.rcq.poll(&mut self.wcs)?;
+            // The deadline is the retry timer.
+            let n = next_completions(self.ep.recv_cq(), &mut self.wcs, spin_until, deadline)?;
             if n == 0 {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Ok(false);
-                }
-                if now < spin_until {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                // Block on the completion channel; the timeout is the retry timer.
-                n = self.rcq.wait(&mut self.wcs, Some(deadline - now))?;
-                if n == 0 {
-                    return Ok(false);
-                }
+                return Ok(false);
             }
             for i in 0..n {
                 let wc = self.wcs[i].clone();
                 wc.ok().map_err(Error::from).with_context(|| format!("UD receive from {}", self.addr))?;
                 let slot = wc.wr_id() as usize;
-                let len = (wc.byte_len() as usize).saturating_sub(GRH_SIZE).min(self.slot - GRH_SIZE);
-                self.payload.resize(len, 0);
-                self.recv.read(slot * self.slot + GRH_SIZE, &mut self.payload);
-                self.qp.post_recv(slot as u64, self.recv.slice(slot * self.slot, self.slot)?)?;
+                let len = (wc.byte_len() as usize).saturating_sub(GRH_SIZE).min(self.ep.max_payload());
+                self.ep.read_payload(slot, len, &mut self.payload)?;
+                self.ep.repost(slot)?;
                 if self.drop_replies > 0 {
                     // Test hook: lose this reply on purpose (after the server applied it).
                     self.drop_replies -= 1;

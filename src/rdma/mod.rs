@@ -2,6 +2,11 @@
 //! verbs `unsafe`. Everything else (replication, the UD/RC client endpoint,
 //! `logmemcached rdma-devices`) goes through the types here.
 //!
+//! Two compositions on top, without `unsafe` of their own, are what both the
+//! server's RDMA endpoint and the client are built on: [`UdEndpoint`] (a UD QP
+//! with its CQs and posted buffer slots, from [`UdEndpoint::builder`]) and
+//! [`RcMessenger`] (an RC QP with one send and one receive message buffer).
+//!
 //! # Objects and who keeps whom alive
 //!
 //! Verbs objects have parents that must outlive them: a PD and its CQs must
@@ -104,6 +109,8 @@ mod device;
 pub mod devinfo;
 mod mr;
 mod qp;
+mod rc_messenger;
+mod ud_endpoint;
 
 pub use connect::{RcEndpointInfo, UdEndpointInfo};
 pub use cq::{CompletionQueue, Wc, WcError, WcOpcode, WcStatus};
@@ -114,3 +121,5 @@ pub use mr::{
     RegisterableMemory, RemoteMemory, RemoteSlice,
 };
 pub use qp::{AddressHandle, PreparedRcQp, QpCaps, QpState, RcOptions, RcQp, UdDest, UdOptions, UdQp, GRH_SIZE};
+pub use rc_messenger::{PreparedRcMessenger, RcMessenger};
+pub use ud_endpoint::{UdEndpoint, UdEndpointBuilder};

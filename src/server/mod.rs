@@ -5,10 +5,9 @@
 //! every worker through its eventfd; each closes its connections and returns.
 
 mod conn;
-pub mod dedup;
 pub mod notify;
+pub mod rdma;
 mod signals;
-pub mod ud;
 mod worker;
 
 use std::net::TcpListener;
@@ -196,9 +195,17 @@ pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
 /// Serve until shutdown is requested. Returns once every worker has stopped.
 pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
     let mut handles = Vec::new();
-    // `--rdma-listen`: one UD endpoint per worker (see ud.rs for why).
-    let mut rdma: Vec<Option<ud::WorkerRdma>> = match &shared.settings.rdma_listen {
-        Some(addr) => ud::start(&shared, addr)?.into_iter().map(Some).collect(),
+    // `--rdma-listen`: one UD endpoint per worker (see rdma/mod.rs for why).
+    let mut rdma: Vec<Option<rdma::WorkerRdma>> = match &shared.settings.rdma_listen {
+        Some(addr) => rdma::start(&rdma::Config {
+            listen: addr,
+            threads: shared.settings.threads,
+            max_item_size: shared.settings.max_item_size,
+            verbose: shared.verbosity() > 0,
+        })?
+        .into_iter()
+        .map(Some)
+        .collect(),
         None => Vec::new(),
     };
     rdma.resize_with(shared.settings.threads, || None);

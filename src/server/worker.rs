@@ -22,7 +22,7 @@ use crate::store::Store;
 
 const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
-/// The RDMA endpoint's completion channel (see ud.rs).
+/// The RDMA endpoint's completion channel (see rdma/mod.rs).
 const RDMA: u64 = u64::MAX - 2;
 
 pub struct Worker {
@@ -35,7 +35,7 @@ pub struct Worker {
     conns: HashMap<u64, (Conn, EpollFlags)>,
     next_token: u64,
     /// This worker's UD QP and RC connections (`--rdma-listen`).
-    rdma: Option<super::ud::WorkerRdma>,
+    rdma: Option<super::rdma::WorkerRdma>,
 }
 
 impl Worker {
@@ -51,7 +51,7 @@ impl Worker {
 
     /// Poll this RDMA endpoint too: its CQ on every iteration, its completion
     /// channel in the epoll set for when the worker blocks.
-    pub fn with_rdma(mut self, rdma: Option<super::ud::WorkerRdma>) -> Result<Worker> {
+    pub fn with_rdma(mut self, rdma: Option<super::rdma::WorkerRdma>) -> Result<Worker> {
         if let Some(r) = &rdma {
             if let Some(fd) = r.channel_fd() {
                 // The fd lives as long as `rdma`, which the worker owns.

@@ -1,0 +1,190 @@
+//! RDMA client access (`--rdma-listen ADDR:PORT`): UD datagrams polled by the
+//! worker loops, RC connections for what does not fit a datagram. The wire
+//! format (side channel, datagram framing, `NEEDS_RC`, reply chunking) is
+//! [`crate::rdma_wire`], shared with the client; this is the server's half.
+//!
+//! * `side_channel.rs`: the TCP thread that hands out the UD endpoints and
+//!   sets RC connections up for the workers;
+//! * `ud.rs`: the datagram path (per-client address handles, the retry reply
+//!   cache of [`dedup`], send slots);
+//! * `rc.rs`: the RC path (connections a worker owns, one request at a time).
+//!
+//! # One UD QP per worker
+//!
+//! Every worker owns a UD QP, its two CQs and its buffers; the receive CQ's
+//! completion channel fd sits in the worker's epoll set. The worker polls the
+//! CQ on every loop iteration (user space, no syscall) next to its sockets,
+//! and arms the channel before it blocks in `epoll_wait`. Why not one shared
+//! QP: a shared QP needs a lock (or one poller handing work to the others) on
+//! the hottest path, and its CQ would wake every blocked worker. Per worker,
+//! nothing is shared but the store, each worker is the single writer of its
+//! counters, the per-client state (address handles, reply cache) needs no
+//! lock, and clients spread load by choosing among the QPs (they learn all of
+//! them). A client sends a retry to the QP it sent the original to, so the
+//! reply cache (see [`dedup`]) can be per worker.
+//!
+//! # Datagrams
+//!
+//! A malformed datagram is dropped without a reply and counted in
+//! `rdma_drops`. Each request of a well-formed one runs through
+//! [`protocol::step`], the same code TCP uses (here, in `run_frames`, the
+//! one place this module calls it). Replies are addressed through an address
+//! handle made from the request's GRH and cached per client (source GID,
+//! QPN), next to that client's reply cache for retried writes.
+//!
+//! # RC for large values
+//!
+//! A client opens one RC QP on demand through the side channel. It SENDs the
+//! same binary request (up to `capacity` bytes); the worker that owns the QP
+//! (its CQs are that worker's) runs it and SENDs the reply back. One request
+//! at a time per RC connection, so one receive and one send buffer each.
+//! SEND/SEND was chosen over letting clients RDMA READ a server buffer: the
+//! reply is produced on demand anyway, and a READ would need a second round
+//! trip to learn where and how long it is.
+
+pub mod dedup;
+mod rc;
+mod side_channel;
+mod ud;
+
+use std::net::TcpListener;
+use std::ops::Range;
+
+use crate::error::{Context as _, Result};
+use crate::protocol::{self, Ctx, Protocol, Session};
+use crate::rdma::{Context, Wc};
+use crate::rdma_wire::frames::write_needs_rc;
+
+/// Completions taken per poll.
+const POLL_BATCH: usize = 32;
+
+/// What the RDMA endpoint needs from the server's settings.
+#[derive(Clone, Debug)]
+pub struct Config<'a> {
+    /// `--rdma-listen ADDR:PORT`: the side channel.
+    pub listen: &'a str,
+    /// Workers, one UD QP each.
+    pub threads: usize,
+    /// `-I`: sizes the RC message buffers.
+    pub max_item_size: usize,
+    /// Log side-channel failures (`-v`).
+    pub verbose: bool,
+}
+
+/// A worker's UD endpoint and RC connections.
+pub struct WorkerRdma {
+    ud: ud::UdPath,
+    rc: rc::RcPath,
+    wcs: Vec<Wc>,
+    /// The message being run, copied out of its receive buffer.
+    input: Vec<u8>,
+    /// Its replies.
+    out: Vec<u8>,
+}
+
+/// Start the RDMA endpoint: one UD QP per worker (returned, to be moved into
+/// the workers) and the side-channel thread. Binds now, so a bad address or a
+/// missing device is an error at start.
+pub fn start(cfg: &Config) -> Result<Vec<WorkerRdma>> {
+    let listener = TcpListener::bind(cfg.listen).with_context(|| format!("--rdma-listen {}", cfg.listen))?;
+    let dev = std::env::var("LOGMEMCACHED_RDMA_DEV").ok();
+    let ctx = Context::open(dev.as_deref()).context("--rdma-listen: opening the RDMA device")?;
+    let pd = ctx.alloc_pd()?;
+    let mut workers = Vec::new();
+    for _ in 0..cfg.threads {
+        let ud = ud::UdPath::new(&ctx, &pd)?;
+        let input = Vec::with_capacity(ud.max_payload() + crate::rdma::GRH_SIZE);
+        workers.push(WorkerRdma {
+            ud,
+            rc: rc::RcPath::default(),
+            wcs: Wc::batch(POLL_BATCH),
+            input,
+            out: Vec::with_capacity(64 << 10),
+        });
+    }
+    let handles = workers.iter().map(|w| w.side_channel_handle()).collect();
+    // Largest RC message: a value of -I bytes plus its header, key and extras.
+    let capacity = cfg.max_item_size + 64 * 1024;
+    side_channel::spawn(listener, handles, pd, capacity, cfg.verbose)?;
+    Ok(workers)
+}
+
+impl WorkerRdma {
+    /// What the side channel needs of this worker: its UD endpoint record,
+    /// its CQs (RC QPs share them) and its RC inbox.
+    fn side_channel_handle(&self) -> side_channel::WorkerHandle {
+        let ep = self.ud.endpoint();
+        side_channel::WorkerHandle {
+            ud: ep.info(),
+            scq: ep.send_cq().clone(),
+            rcq: ep.recv_cq().clone(),
+            inbox: self.rc.inbox(),
+        }
+    }
+
+    /// The receive CQ's completion channel (for the worker's epoll set).
+    pub fn channel_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.ud.endpoint().recv_cq().channel_borrowed_fd()
+    }
+
+    /// After the channel fd was readable: take its events.
+    pub fn drain_events(&self) {
+        let _ = self.ud.endpoint().recv_cq().drain_events();
+    }
+
+    /// Handle what has arrived. With `about_to_block`, arm the channel when
+    /// nothing did (and poll once more: a completion racing the arming raises
+    /// no event). Returns whether there was work.
+    pub fn poll(&mut self, ctx: &Ctx, about_to_block: bool) -> bool {
+        self.rc.take_inbox_if_changed();
+        self.ud.reap_sends();
+        let mut work = self.poll_recv(ctx);
+        if !work && about_to_block {
+            if self.ud.endpoint().recv_cq().arm().is_err() {
+                return true; // cannot block safely: keep polling
+            }
+            work = self.poll_recv(ctx);
+        }
+        work
+    }
+
+    /// One batch from the receive CQ, which the UD QP and this worker's RC
+    /// QPs share: each completion goes to the path its QP belongs to.
+    fn poll_recv(&mut self, ctx: &Ctx) -> bool {
+        let n = match self.ud.endpoint().recv_cq().poll(&mut self.wcs) {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        let ud_qpn = self.ud.endpoint().qpn();
+        for wc in &self.wcs[..n] {
+            if wc.qp_num() == ud_qpn {
+                self.ud.on_datagram(wc, ctx, &mut self.input, &mut self.out);
+            } else {
+                self.rc.on_message(wc, ctx, &mut self.input, &mut self.out);
+            }
+        }
+        n > 0
+    }
+}
+
+/// Run every request of a well-formed message (`frames` from
+/// [`crate::rdma_wire::frames::split_frames`]) through the protocol, appending
+/// the replies to `out`. With `max_frame`, a reply frame larger than that is
+/// replaced by a `NEEDS_RC` frame with the request's opaque and key.
+fn run_frames(input: &[u8], frames: &[Range<usize>], out: &mut Vec<u8>, ctx: &Ctx, max_frame: Option<usize>) {
+    for f in frames {
+        let req = &input[f.clone()];
+        let before = out.len();
+        let mut session = Session { protocol: Some(Protocol::Binary), swallow: 0 };
+        // The message's framing was checked, so each request is complete;
+        // Close (quit, or a request the opcode does not allow) has already
+        // written its answer, and there is no stream to close.
+        let _ = protocol::step(&mut session, req, out, ctx);
+        if let Some(max) = max_frame {
+            if out.len() - before > max {
+                out.truncate(before);
+                write_needs_rc(req, out);
+            }
+        }
+    }
+}
