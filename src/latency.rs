@@ -23,6 +23,8 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
+use crossbeam_utils::CachePadded;
+
 use crate::error::{Context, Result};
 use crate::protocol::Protocol;
 use crate::stats::{StatLine, WorkerStats};
@@ -148,7 +150,7 @@ impl WorkerLatency {
 }
 
 /// Every worker's histograms summed, since the last `stats reset`.
-pub fn since_reset(workers: &[Arc<WorkerStats>]) -> Vec<(Kind, Histogram<u64>)> {
+pub fn since_reset(workers: &[CachePadded<WorkerStats>]) -> Vec<(Kind, Histogram<u64>)> {
     let mut sum = empty();
     for w in workers {
         // Baseline first, then live (as `reset` locks them): live only grows,
@@ -170,7 +172,7 @@ fn us(ns: u64) -> String {
 
 /// `stats latency`: per kind, the count and p50/p90/p99/p99.9/max in
 /// microseconds (nanosecond resolution, three significant digits).
-pub fn report(workers: &[Arc<WorkerStats>]) -> Vec<StatLine> {
+pub fn report(workers: &[CachePadded<WorkerStats>]) -> Vec<StatLine> {
     let mut v = Vec::with_capacity(N * 6);
     for (kind, h) in since_reset(workers) {
         let name = kind.name();
@@ -198,7 +200,11 @@ impl LatencyLog {
     /// Create (truncate) `path` and start the thread, which writes the
     /// header at once and an interval every `interval`. Call after the
     /// shutdown signals are blocked: the thread inherits the signal mask.
-    pub fn start(path: &std::path::Path, interval: Duration, workers: Vec<Arc<WorkerStats>>) -> Result<LatencyLog> {
+    pub fn start(
+        path: &std::path::Path,
+        interval: Duration,
+        workers: Arc<[CachePadded<WorkerStats>]>,
+    ) -> Result<LatencyLog> {
         let file = std::fs::File::create(path).with_context(|| format!("creating latency log {}", path.display()))?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stop2 = stop.clone();
@@ -259,7 +265,7 @@ impl Buf {
 fn writer_loop(
     mut file: std::fs::File,
     interval: Duration,
-    workers: Vec<Arc<WorkerStats>>,
+    workers: Arc<[CachePadded<WorkerStats>]>,
     stop: &(Mutex<bool>, Condvar),
     path: &str,
 ) {
@@ -304,7 +310,7 @@ fn writer_loop(
 
         let end = Instant::now();
         let mut now = empty();
-        for w in &workers {
+        for w in workers.iter() {
             w.latency.add_live_to(&mut now);
         }
         let mut result = Ok(());
@@ -369,12 +375,12 @@ mod tests {
 
     #[test]
     fn report_counts_since_reset() {
-        let w = Arc::new(WorkerStats::default());
+        let all = [CachePadded::new(WorkerStats::default())];
+        let w = &all[0];
         for i in 1..=100u64 {
             w.latency.record(Kind::Get, Duration::from_nanos(i * 1000));
         }
         w.latency.record(Kind::Set, Duration::from_micros(5));
-        let all = [w.clone()];
         let r: std::collections::HashMap<_, _> = report(&all).into_iter().collect();
         assert_eq!(r["get_count"], "100");
         assert_eq!(r["set_count"], "1");

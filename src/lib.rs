@@ -13,6 +13,7 @@ pub mod memory;
 pub mod protocol;
 pub mod rdma;
 pub mod replication;
+pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod store;

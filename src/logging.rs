@@ -11,7 +11,7 @@
 //!
 //! Levels follow memcached's `-v`: errors, warnings and notices always;
 //! `info` from `-v`; `debug` from `-vv` (and `verbosity N` at run time once
-//! [`follow`] has been given the server's shared state).
+//! [`follow`] has been given the runtime's verbosity).
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -73,22 +73,23 @@ const UNSET: u8 = 0;
 static STYLE: AtomicU8 = AtomicU8::new(UNSET);
 /// `-v` count before the server exists (and when there is none).
 static VERBOSITY: AtomicU32 = AtomicU32::new(0);
-/// The server's state, whose `verbosity` the `verbosity` command changes.
-static SHARED: OnceLock<Arc<crate::server::Shared>> = OnceLock::new();
+/// The runtime's verbosity, which the `verbosity` command changes.
+static FOLLOWED: OnceLock<Arc<AtomicU32>> = OnceLock::new();
 
 /// Set the starting verbosity (`-v` count).
 pub fn set_verbosity(v: u32) {
     VERBOSITY.store(v, Ordering::Relaxed);
 }
 
-/// From now on, follow the server's verbosity (changed by `verbosity N`).
-pub fn follow(shared: Arc<crate::server::Shared>) {
-    let _ = SHARED.set(shared);
+/// From now on, follow this verbosity (the runtime's, changed by
+/// `verbosity N`). The first call wins.
+pub fn follow(verbosity: Arc<AtomicU32>) {
+    let _ = FOLLOWED.set(verbosity);
 }
 
 pub fn verbosity() -> u32 {
-    match SHARED.get() {
-        Some(s) => s.verbosity(),
+    match FOLLOWED.get() {
+        Some(v) => v.load(Ordering::Relaxed),
         None => VERBOSITY.load(Ordering::Relaxed),
     }
 }

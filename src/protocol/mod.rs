@@ -11,7 +11,7 @@ pub mod binary;
 pub mod meta;
 pub mod text;
 
-use crate::server::Shared;
+use crate::runtime::Runtime;
 use crate::stats::WorkerStats;
 use crate::store::Store;
 
@@ -20,7 +20,8 @@ pub struct Ctx<'a> {
     pub store: &'a Store,
     /// This worker's counters (it is their only writer).
     pub stats: &'a WorkerStats,
-    pub shared: &'a Shared,
+    /// The process: settings, every worker's stats, role, verbosity.
+    pub rt: &'a Runtime,
 }
 
 /// The result of one attempt to handle the front of a connection's input.

@@ -60,7 +60,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::dedup::{self, Recent};
-use super::Shared;
 use crate::error::{Context as _, Result};
 use crate::protocol::binary::header::{write_response_header, RequestHeader, HEADER_LEN, REQUEST_MAGIC};
 use crate::protocol::{self, Ctx, Protocol, Session};
@@ -69,6 +68,7 @@ use crate::rdma::{
     Access, Buffer, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpCaps, RcEndpointInfo, RcOptions, RcQp,
     UdDest, UdOptions, UdQp, Wc, GRH_SIZE,
 };
+use crate::runtime::Runtime;
 
 /// Reply status (outside memcached's codes) telling the client that this
 /// request's reply does not fit a datagram: repeat it over RC.
@@ -251,22 +251,22 @@ pub struct WorkerRdma {
 /// Start the RDMA endpoint: one UD QP per worker (returned, to be moved into
 /// the workers) and the side-channel thread. Binds now, so a bad address or a
 /// missing device is an error at start.
-pub fn start(shared: &Arc<Shared>, addr: &str) -> Result<Vec<WorkerRdma>> {
+pub fn start(rt: &Runtime, addr: &str) -> Result<Vec<WorkerRdma>> {
     let listener = TcpListener::bind(addr).with_context(|| format!("--rdma-listen {addr}"))?;
     let dev = std::env::var("LOGMEMCACHED_RDMA_DEV").ok();
     let ctx = Context::open(dev.as_deref()).context("--rdma-listen: opening the RDMA device")?;
     let pd = ctx.alloc_pd()?;
     let mut workers = Vec::new();
     let mut verbs = Vec::new();
-    for _ in 0..shared.settings.threads {
+    for _ in 0..rt.settings.threads {
         let w = WorkerRdma::new(&ctx, &pd)?;
         verbs.push(WorkerVerbs { scq: w.scq.clone(), rcq: w.rcq.clone(), inbox: w.inbox.clone() });
         workers.push(w);
     }
     let endpoints: Vec<UdEndpointInfo> = workers.iter().map(|w| w.qp.endpoint()).collect();
     // Largest RC message: a value of -I bytes plus its header, key and extras.
-    let capacity = shared.settings.max_item_size + 64 * 1024;
-    let verbose = shared.verbosity() > 0;
+    let capacity = rt.settings.max_item_size + 64 * 1024;
+    let verbose = rt.verbosity() > 0;
     let next = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("rdma-side-channel".into())

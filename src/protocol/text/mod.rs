@@ -44,7 +44,7 @@ mod touch;
 use super::{meta, Ctx, Session, Step};
 use parse::Tokens;
 
-pub const VERSION: &str = concat!("1.6.21-logmemcached-", env!("CARGO_PKG_VERSION"));
+pub use crate::runtime::VERSION;
 
 /// memcached closes a connection whose buffered input has no newline after
 /// this many bytes (unless it looks like a large multi-get).
