@@ -22,7 +22,7 @@ fn run(store: &Store, rt: &Runtime, input: &[u8]) -> Vec<u8> {
     let mut pos = 0;
     while pos < input.len() {
         match step(&mut session, &input[pos..], &mut out, &ctx) {
-            Step::Consumed(n) => pos += n,
+            Step::Consumed { len: n, .. } | Step::Discarded(n) => pos += n,
             Step::NeedMore | Step::Close => break,
         }
     }
@@ -77,7 +77,7 @@ fn meta_writes_get_server_error_reads_work() {
         let input = line.as_bytes();
         let nl = input.iter().position(|&b| b == b'\n').unwrap();
         let r = super::step(&mut session, input, nl - 1, nl + 1, &mut out, &ctx);
-        assert!(matches!(r, Step::Consumed(_)));
+        assert!(matches!(r, Step::Consumed { kind: crate::protocol::Kind::Meta, .. }));
         String::from_utf8(out).unwrap()
     };
     for line in ["ms k 1\r\nx\r\n", "md k\r\n", "ma k\r\n", "mg k T10\r\n", "md k I\r\n"] {

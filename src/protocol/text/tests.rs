@@ -31,7 +31,7 @@ impl Harness {
         let mut pos = 0;
         loop {
             match crate::protocol::step(&mut self.session, &input[pos..], &mut out, &ctx) {
-                Step::Consumed(n) => {
+                Step::Consumed { len: n, .. } | Step::Discarded(n) => {
                     assert!(n > 0, "no progress");
                     pos += n;
                 }
