@@ -295,6 +295,7 @@ fn run() -> Result<()> {
 }
 
 fn main() {
+    logmemcached::logging::init();
     if let Err(e) = run() {
         logmemcached::log_error!("{e}");
         std::process::exit(1);
