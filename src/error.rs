@@ -1,28 +1,39 @@
 //! One error type for the whole crate: a message plus the chain of contexts it
 //! travelled through, so `main` can print "while X: while Y: cause" and exit.
 //! Deep code never exits; it returns `Result` and adds context on the way up.
+//! An error that came from the OS keeps its `io::ErrorKind` through every
+//! context, so a caller can still tell "not found" from "in use".
 
 use std::fmt;
+use std::io;
 
 #[derive(Debug)]
 pub struct Error {
     msg: String,
+    /// The kind of the `io::Error` (or errno) at the root, if any.
+    kind: Option<io::ErrorKind>,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn new(msg: impl Into<String>) -> Self {
-        Error { msg: msg.into() }
+        Error { msg: msg.into(), kind: None }
     }
 
     /// Prefix the message with what we were doing when it failed.
     pub fn context(self, ctx: impl fmt::Display) -> Self {
-        Error { msg: format!("{ctx}: {}", self.msg) }
+        Error { msg: format!("{ctx}: {}", self.msg), kind: self.kind }
     }
 
     pub fn message(&self) -> &str {
         &self.msg
+    }
+
+    /// The OS error's kind when this error began as an `io::Error` or an
+    /// errno; `None` for our own errors.
+    pub fn kind(&self) -> Option<io::ErrorKind> {
+        self.kind
     }
 }
 
@@ -34,15 +45,16 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Error::new(e.to_string())
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error { msg: e.to_string(), kind: Some(e.kind()) }
     }
 }
 
 impl From<nix::Error> for Error {
     fn from(e: nix::Error) -> Self {
-        Error::new(e.to_string())
+        // nix's message ("EADDRINUSE: Address already in use"), std's kind.
+        Error { msg: e.to_string(), kind: Some(io::Error::from(e).kind()) }
     }
 }
 
@@ -76,5 +88,20 @@ mod tests {
         let r: std::result::Result<(), std::io::Error> = Err(std::io::Error::other("disk on fire"));
         let e = r.context("opening log").unwrap_err().context("starting server");
         assert_eq!(e.to_string(), "starting server: opening log: disk on fire");
+    }
+
+    #[test]
+    fn os_errors_keep_their_kind_through_context() {
+        let r: std::result::Result<(), io::Error> = Err(io::Error::from(io::ErrorKind::NotFound));
+        let e = r.context("opening /x").unwrap_err().context("starting");
+        assert_eq!(e.kind(), Some(io::ErrorKind::NotFound));
+        assert_eq!(e.to_string(), format!("starting: opening /x: {}", io::Error::from(io::ErrorKind::NotFound)));
+
+        let r: std::result::Result<(), nix::Error> = Err(nix::errno::Errno::EADDRINUSE);
+        let e = r.context("listening").unwrap_err();
+        assert_eq!(e.kind(), Some(io::ErrorKind::AddrInUse));
+        assert_eq!(e.to_string(), format!("listening: {}", nix::errno::Errno::EADDRINUSE));
+
+        assert_eq!(Error::new("ours").context("ctx").kind(), None);
     }
 }

@@ -11,9 +11,9 @@
 //! histograms auto-resize, so an idle kind costs a few hundred bytes, not the
 //! full 1 ns..hours range.
 //!
-//! The kind is read from the request's first bytes, so no protocol handler
-//! has to know about latency: the text command name, the binary opcode (byte
-//! 1), or a two-letter `m?` meta command.
+//! The kind is the command the protocol ran: its dispatchers report it with
+//! each request they consume (the protocol step's `Consumed { len, kind }`),
+//! so nothing here parses requests.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -23,8 +23,9 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
+use crossbeam_utils::CachePadded;
+
 use crate::error::{Context, Result};
-use crate::protocol::Protocol;
 use crate::stats::{StatLine, WorkerStats};
 
 /// Command kinds, in `stats latency` order; the names are the stat prefixes
@@ -54,36 +55,6 @@ impl Kind {
             Kind::Meta => "meta",
             Kind::Other => "other",
         }
-    }
-}
-
-/// The kind of the request at the front of `input`. `protocol` is the
-/// connection's (known once its first byte was seen).
-pub fn classify(protocol: Option<Protocol>, input: &[u8]) -> Kind {
-    if protocol == Some(Protocol::Binary) {
-        return match input.get(1) {
-            // get, getq, getk, getkq
-            Some(0x00 | 0x09 | 0x0c | 0x0d) => Kind::Get,
-            // set, add, replace, append, prepend and their quiet forms
-            Some(0x01..=0x03 | 0x0e | 0x0f | 0x11..=0x13 | 0x19 | 0x1a) => Kind::Set,
-            Some(0x04 | 0x14) => Kind::Delete,
-            Some(0x05 | 0x06 | 0x15 | 0x16) => Kind::IncrDecr,
-            // touch, gat, gatq, gatk, gatkq
-            Some(0x1c | 0x1d | 0x1e | 0x23 | 0x24) => Kind::Touch,
-            _ => Kind::Other,
-        };
-    }
-    // The command name: the first word (the text parser skips leading spaces too).
-    let input = &input[input.iter().take_while(|&&b| b == b' ').count()..];
-    let end = input.iter().take(16).position(|&b| b == b' ' || b == b'\r' || b == b'\n').unwrap_or(input.len().min(16));
-    match &input[..end] {
-        b"get" | b"gets" | b"bget" => Kind::Get,
-        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => Kind::Set,
-        b"delete" => Kind::Delete,
-        b"incr" | b"decr" => Kind::IncrDecr,
-        b"touch" | b"gat" | b"gats" => Kind::Touch,
-        b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me" => Kind::Meta,
-        _ => Kind::Other,
     }
 }
 
@@ -148,7 +119,7 @@ impl WorkerLatency {
 }
 
 /// Every worker's histograms summed, since the last `stats reset`.
-pub fn since_reset(workers: &[Arc<WorkerStats>]) -> Vec<(Kind, Histogram<u64>)> {
+pub fn since_reset(workers: &[CachePadded<WorkerStats>]) -> Vec<(Kind, Histogram<u64>)> {
     let mut sum = empty();
     for w in workers {
         // Baseline first, then live (as `reset` locks them): live only grows,
@@ -170,7 +141,7 @@ fn us(ns: u64) -> String {
 
 /// `stats latency`: per kind, the count and p50/p90/p99/p99.9/max in
 /// microseconds (nanosecond resolution, three significant digits).
-pub fn report(workers: &[Arc<WorkerStats>]) -> Vec<StatLine> {
+pub fn report(workers: &[CachePadded<WorkerStats>]) -> Vec<StatLine> {
     let mut v = Vec::with_capacity(N * 6);
     for (kind, h) in since_reset(workers) {
         let name = kind.name();
@@ -198,7 +169,11 @@ impl LatencyLog {
     /// Create (truncate) `path` and start the thread, which writes the
     /// header at once and an interval every `interval`. Call after the
     /// shutdown signals are blocked: the thread inherits the signal mask.
-    pub fn start(path: &std::path::Path, interval: Duration, workers: Vec<Arc<WorkerStats>>) -> Result<LatencyLog> {
+    pub fn start(
+        path: &std::path::Path,
+        interval: Duration,
+        workers: Arc<[CachePadded<WorkerStats>]>,
+    ) -> Result<LatencyLog> {
         let file = std::fs::File::create(path).with_context(|| format!("creating latency log {}", path.display()))?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stop2 = stop.clone();
@@ -259,7 +234,7 @@ impl Buf {
 fn writer_loop(
     mut file: std::fs::File,
     interval: Duration,
-    workers: Vec<Arc<WorkerStats>>,
+    workers: Arc<[CachePadded<WorkerStats>]>,
     stop: &(Mutex<bool>, Condvar),
     path: &str,
 ) {
@@ -304,7 +279,7 @@ fn writer_loop(
 
         let end = Instant::now();
         let mut now = empty();
-        for w in &workers {
+        for w in workers.iter() {
             w.latency.add_live_to(&mut now);
         }
         let mut result = Ok(());
@@ -343,38 +318,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_from_first_bytes() {
-        let t = |s: &[u8]| classify(Some(Protocol::Text), s);
-        assert_eq!(t(b"get a b\r\n"), Kind::Get);
-        assert_eq!(t(b"gets a\r\n"), Kind::Get);
-        assert_eq!(t(b"cas k 0 0 1 5\r\n"), Kind::Set);
-        assert_eq!(t(b"decr k 1\r\n"), Kind::IncrDecr);
-        assert_eq!(t(b"gat 10 k\r\n"), Kind::Touch);
-        assert_eq!(t(b"mg k v\r\n"), Kind::Meta);
-        assert_eq!(t(b"mn\r\n"), Kind::Meta);
-        assert_eq!(t(b"mx k\r\n"), Kind::Other);
-        assert_eq!(t(b"  get k\r\n"), Kind::Get);
-        assert_eq!(t(b"stats\r\n"), Kind::Other);
-        assert_eq!(t(b"getx\r\n"), Kind::Other);
-        assert_eq!(t(b""), Kind::Other);
-        let b = |op: u8| classify(Some(Protocol::Binary), &[0x80, op, 0, 0]);
-        assert_eq!(b(0x0d), Kind::Get);
-        assert_eq!(b(0x11), Kind::Set);
-        assert_eq!(b(0x14), Kind::Delete);
-        assert_eq!(b(0x06), Kind::IncrDecr);
-        assert_eq!(b(0x1d), Kind::Touch);
-        assert_eq!(b(0x10), Kind::Other);
-        assert_eq!(classify(Some(Protocol::Binary), &[0x80]), Kind::Other);
-    }
-
-    #[test]
     fn report_counts_since_reset() {
-        let w = Arc::new(WorkerStats::default());
+        let all = [CachePadded::new(WorkerStats::default())];
+        let w = &all[0];
         for i in 1..=100u64 {
             w.latency.record(Kind::Get, Duration::from_nanos(i * 1000));
         }
         w.latency.record(Kind::Set, Duration::from_micros(5));
-        let all = [w.clone()];
         let r: std::collections::HashMap<_, _> = report(&all).into_iter().collect();
         assert_eq!(r["get_count"], "100");
         assert_eq!(r["set_count"], "1");

@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod rdma;
 pub mod rdma_wire;
 pub mod replication;
+pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod store;

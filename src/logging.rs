@@ -1,5 +1,7 @@
 //! Logging to stderr in a form journald keeps well: one line per event, with
-//! a level.
+//! a level. The crate logs through the `log` facade (`::log`; `crate::log` is
+//! the record log); this module is the process's `log::Log`, installed by
+//! [`init`], and the `log_error!` .. `log_debug!` macros forward to it.
 //!
 //! - Under systemd (stderr is the stream named by `$JOURNAL_STREAM`) each line
 //!   starts with a syslog priority prefix (`<4>`), which journald strips and
@@ -10,12 +12,18 @@
 //!   stays one line (one journal entry, one grep hit).
 //!
 //! Levels follow memcached's `-v`: errors, warnings and notices always;
-//! `info` from `-v`; `debug` from `-vv` (and `verbosity N` at run time once
-//! [`follow`] has been given the server's shared state).
+//! `info` from `-v`; `debug` from `-vv`; `trace` (unused so far) from
+//! `-vvv`; and `verbosity N` at run time once [`follow`] has been given the
+//! runtime's verbosity. memcached's NOTICE has no `log::Level`: a notice is
+//! an `Info` record with target [`NOTICE`] (what `log_notice!` writes),
+//! printed as `notice` at syslog priority 5 whatever `-v` says.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
+
+/// The target that makes an `Info` record a notice.
+pub const NOTICE: &str = "notice";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -25,9 +33,28 @@ pub enum Level {
     Notice = 5,
     Info = 6,
     Debug = 7,
+    /// syslog has nothing below debug: priority 7 too.
+    Trace = 8,
 }
 
 impl Level {
+    /// A record's level, a notice being `Info` with target [`NOTICE`].
+    pub fn of(level: ::log::Level, target: &str) -> Level {
+        match level {
+            ::log::Level::Error => Level::Error,
+            ::log::Level::Warn => Level::Warn,
+            ::log::Level::Info if target == NOTICE => Level::Notice,
+            ::log::Level::Info => Level::Info,
+            ::log::Level::Debug => Level::Debug,
+            ::log::Level::Trace => Level::Trace,
+        }
+    }
+
+    /// The syslog priority (journald's `<N>`).
+    pub fn priority(self) -> u8 {
+        (self as u8).min(7)
+    }
+
     pub fn word(self) -> &'static str {
         match self {
             Level::Error => "error",
@@ -35,6 +62,7 @@ impl Level {
             Level::Notice => "notice",
             Level::Info => "info",
             Level::Debug => "debug",
+            Level::Trace => "trace",
         }
     }
 
@@ -44,6 +72,7 @@ impl Level {
             Level::Error | Level::Warn | Level::Notice => 0,
             Level::Info => 1,
             Level::Debug => 2,
+            Level::Trace => 3,
         }
     }
 
@@ -53,7 +82,7 @@ impl Level {
             Level::Warn => "\x1b[33m",
             Level::Notice => "\x1b[1m",
             Level::Info => "\x1b[32m",
-            Level::Debug => "\x1b[2m",
+            Level::Debug | Level::Trace => "\x1b[2m",
         }
     }
 }
@@ -71,24 +100,54 @@ pub enum Style {
 
 const UNSET: u8 = 0;
 static STYLE: AtomicU8 = AtomicU8::new(UNSET);
-/// `-v` count before the server exists (and when there is none).
+/// `-v` count before the runtime exists (and when there is none).
 static VERBOSITY: AtomicU32 = AtomicU32::new(0);
-/// The server's state, whose `verbosity` the `verbosity` command changes.
-static SHARED: OnceLock<Arc<crate::server::Shared>> = OnceLock::new();
+/// The runtime's verbosity, which the `verbosity` command changes.
+static FOLLOWED: OnceLock<Arc<AtomicU32>> = OnceLock::new();
+
+/// The process's logger: every record goes through [`write`].
+struct Stderr;
+
+impl ::log::Log for Stderr {
+    fn enabled(&self, m: &::log::Metadata) -> bool {
+        enabled(Level::of(m.level(), m.target()))
+    }
+
+    fn log(&self, r: &::log::Record) {
+        write(Level::of(r.level(), r.target()), *r.args());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+static LOGGER: Stderr = Stderr;
+
+/// Install this module as the `log` facade's logger (once per process;
+/// later calls do nothing). Until then, records are dropped.
+pub fn init() {
+    if ::log::set_logger(&LOGGER).is_ok() {
+        // The facade passes every level; `enabled` applies `-v`, which
+        // changes at run time.
+        ::log::set_max_level(::log::LevelFilter::Trace);
+    }
+}
 
 /// Set the starting verbosity (`-v` count).
 pub fn set_verbosity(v: u32) {
     VERBOSITY.store(v, Ordering::Relaxed);
 }
 
-/// From now on, follow the server's verbosity (changed by `verbosity N`).
-pub fn follow(shared: Arc<crate::server::Shared>) {
-    let _ = SHARED.set(shared);
+/// From now on, follow this verbosity (the runtime's, changed by
+/// `verbosity N`). The first call wins.
+pub fn follow(verbosity: Arc<AtomicU32>) {
+    let _ = FOLLOWED.set(verbosity);
 }
 
 pub fn verbosity() -> u32 {
-    match SHARED.get() {
-        Some(s) => s.verbosity(),
+    match FOLLOWED.get() {
+        Some(v) => v.load(Ordering::Relaxed),
         None => VERBOSITY.load(Ordering::Relaxed),
     }
 }
@@ -137,7 +196,7 @@ pub fn format_line(style: Style, level: Level, msg: &str) -> String {
     match style {
         Style::Journal => {
             line.push('<');
-            line.push(char::from(b'0' + level as u8));
+            line.push(char::from(b'0' + level.priority()));
             line.push('>');
             line.push_str(level.word());
         }
@@ -168,7 +227,7 @@ pub fn format_line(style: Style, level: Level, msg: &str) -> String {
 
 /// Write one event if its level is enabled. One `write_all` on a locked
 /// stderr, so lines from different threads never interleave.
-pub fn log(level: Level, args: std::fmt::Arguments) {
+fn write(level: Level, args: std::fmt::Arguments) {
     if !enabled(level) {
         return;
     }
@@ -180,16 +239,19 @@ pub fn log(level: Level, args: std::fmt::Arguments) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+// The crate's logging macros: thin forwards to the facade (`$crate` has a
+// module named `log`, hence the absolute path).
 #[macro_export]
-macro_rules! log_error { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Error, format_args!($($a)*)) } }
+macro_rules! log_error { ($($a:tt)*) => { ::log::error!($($a)*) } }
 #[macro_export]
-macro_rules! log_warn { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Warn, format_args!($($a)*)) } }
+macro_rules! log_warn { ($($a:tt)*) => { ::log::warn!($($a)*) } }
+/// memcached's NOTICE: printed whatever `-v` says, at syslog priority 5.
 #[macro_export]
-macro_rules! log_notice { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Notice, format_args!($($a)*)) } }
+macro_rules! log_notice { ($($a:tt)*) => { ::log::info!(target: $crate::logging::NOTICE, $($a)*) } }
 #[macro_export]
-macro_rules! log_info { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Info, format_args!($($a)*)) } }
+macro_rules! log_info { ($($a:tt)*) => { ::log::info!($($a)*) } }
 #[macro_export]
-macro_rules! log_debug { ($($a:tt)*) => { $crate::logging::log($crate::logging::Level::Debug, format_args!($($a)*)) } }
+macro_rules! log_debug { ($($a:tt)*) => { ::log::debug!($($a)*) } }
 
 #[cfg(test)]
 mod tests {
@@ -209,5 +271,21 @@ mod tests {
         assert!(Level::Error.min_verbosity() == 0 && Level::Notice.min_verbosity() == 0);
         assert_eq!(Level::Info.min_verbosity(), 1);
         assert_eq!(Level::Debug.min_verbosity(), 2);
+        assert_eq!(Level::Trace.min_verbosity(), 3);
+    }
+
+    #[test]
+    fn facade_levels_map_to_syslog_priorities() {
+        use ::log::Level as L;
+        let p = |l, target| Level::of(l, target).priority();
+        assert_eq!([p(L::Error, "x"), p(L::Warn, "x"), p(L::Info, NOTICE), p(L::Info, "x")], [3, 4, 5, 6]);
+        assert_eq!([p(L::Debug, "x"), p(L::Trace, "x")], [7, 7]);
+        assert_eq!(Level::of(L::Info, NOTICE).word(), "notice");
+        assert_eq!(Level::of(L::Info, "logmemcached::replication").word(), "info");
+        assert_eq!(
+            format_line(Style::Journal, Level::of(L::Info, NOTICE), "no huge pages"),
+            "<5>notice: no huge pages\n"
+        );
+        assert_eq!(format_line(Style::Plain, Level::Trace, "t"), "trace: t\n");
     }
 }

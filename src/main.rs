@@ -7,7 +7,8 @@ use argh::FromArgs;
 use logmemcached::error::{Context, Result};
 use logmemcached::memory::region::HugePages;
 use logmemcached::replication::{self, replica::ReplicaOptions, Replication, Url};
-use logmemcached::server::{self, PollMode, Settings, Shared};
+use logmemcached::runtime::{PollMode, Runtime, Settings};
+use logmemcached::server;
 use logmemcached::store::{Store, StoreConfig};
 
 /// A memcached-compatible cache whose item memory is one log in huge pages,
@@ -218,15 +219,16 @@ fn serve(a: ServeArgs) -> Result<()> {
         );
     }
     let listener = server::bind(&settings)?;
-    let shared = Arc::new(Shared::new(settings, a.verbose)?);
-    logmemcached::logging::follow(shared.clone());
+    let rt = Arc::new(Runtime::new(settings, a.verbose));
+    logmemcached::logging::follow(rt.verbosity_handle());
+    let shared = server::Shared::new(rt.clone())?;
     server::install_shutdown_signals(shared.clone())?;
     // After the signals are blocked: its thread inherits the mask.
     let latency_log = match &a.latency_log {
         Some(p) => Some(logmemcached::latency::LatencyLog::start(
             p,
             std::time::Duration::from_secs(a.latency_log_interval),
-            shared.workers.clone(),
+            rt.workers.clone(),
         )?),
         None => None,
     };
@@ -244,13 +246,13 @@ fn serve(a: ServeArgs) -> Result<()> {
     if let Some(url) = replica_of {
         repl.follow(url)?;
     }
-    let _ = shared.replication.set(repl.clone());
+    let _ = rt.replication.set(repl.clone());
     if a.verbose > 0 {
         logmemcached::log_info!(
             "serving on {}:{} with {} threads, {} MiB log ({} bytes usable)",
-            shared.settings.listen,
-            shared.settings.port,
-            shared.settings.threads,
+            rt.settings.listen,
+            rt.settings.port,
+            rt.settings.threads,
             a.memory_limit,
             snap.log_capacity
         );
@@ -293,6 +295,7 @@ fn run() -> Result<()> {
 }
 
 fn main() {
+    logmemcached::logging::init();
     if let Err(e) = run() {
         logmemcached::log_error!("{e}");
         std::process::exit(1);

@@ -2,9 +2,17 @@
 //!
 //! Each worker thread owns a `WorkerStats` and is its only writer, so an
 //! increment is a plain load and store (no locked instruction on the hot
-//! path); `stats` sums every worker's copy with relaxed loads.
+//! path); `stats` sums every worker's copy with relaxed loads. Each copy is
+//! `CachePadded` (see `crate::runtime::Runtime::workers`), so two workers'
+//! counters never share a cache line. The reports read the runtime and the
+//! store, never a connection.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+use crate::runtime::Runtime;
+use crate::store::Store;
 
 /// A counter with one writing thread.
 #[derive(Default, Debug)]
@@ -48,7 +56,7 @@ macro_rules! worker_counters {
 
         impl WorkerStats {
             /// (name, sum over workers since the last reset) in a fixed order.
-            pub fn sum(all: &[std::sync::Arc<WorkerStats>]) -> Vec<(&'static str, u64)> {
+            pub fn sum(all: &[CachePadded<WorkerStats>]) -> Vec<(&'static str, u64)> {
                 vec![$((
                     stringify!($name),
                     all.iter()
@@ -105,7 +113,7 @@ worker_counters!(
 );
 
 /// Look up one summed counter by name (tests, `stats` assembly).
-pub fn counter(all: &[std::sync::Arc<WorkerStats>], name: &str) -> u64 {
+pub fn counter(all: &[CachePadded<WorkerStats>], name: &str) -> u64 {
     WorkerStats::sum(all).into_iter().find(|(n, _)| *n == name).map(|(_, v)| v).unwrap_or(0)
 }
 
@@ -114,15 +122,15 @@ pub type StatLine = (String, String);
 
 /// The lines of `stats [group]` (text `stats`, binary `stat`), or `None` for
 /// a group we do not know (the protocol then answers as memcached does).
-pub fn report(group: &str, ctx: &crate::protocol::Ctx) -> Option<Vec<StatLine>> {
+pub fn report(group: &str, rt: &Runtime, store: &Store) -> Option<Vec<StatLine>> {
     match group {
-        "" => Some(general(ctx)),
-        "settings" => Some(settings(ctx)),
-        "items" => Some(items(ctx)),
-        "slabs" => Some(slabs(ctx)),
+        "" => Some(general(rt, store)),
+        "settings" => Some(settings(rt)),
+        "items" => Some(items(store)),
+        "slabs" => Some(slabs(rt, store)),
         "sizes" => Some(vec![("sizes_status".into(), "disabled".into())]),
-        "replication" => ctx.shared.replication.get().map(|r| r.stats()),
-        "latency" => Some(crate::latency::report(&ctx.shared.workers)),
+        "replication" => rt.replication.get().map(|r| r.stats()),
+        "latency" => Some(crate::latency::report(&rt.workers)),
         _ => None,
     }
 }
@@ -130,8 +138,8 @@ pub fn report(group: &str, ctx: &crate::protocol::Ctx) -> Option<Vec<StatLine>> 
 /// `stats reset`: the per-worker command counters start again from zero.
 /// (Store figures such as total_items and evictions describe the log and
 /// are not reset.)
-pub fn reset(ctx: &crate::protocol::Ctx) {
-    for w in &ctx.shared.workers {
+pub fn reset(rt: &Runtime) {
+    for w in rt.workers.iter() {
         w.reset();
         w.latency.reset();
     }
@@ -143,12 +151,12 @@ const LOG_CLASS: &str = "1";
 
 /// Seconds since the oldest record still in the log was written (memcached's
 /// age of the LRU tail). Best effort: the cleaner may be moving the tail.
-fn oldest_age(ctx: &crate::protocol::Ctx) -> u64 {
-    let log = ctx.store.log();
+fn oldest_age(store: &Store) -> u64 {
+    let log = store.log();
     if log.head() == log.tail() {
         return 0;
     }
-    let now = ctx.store.clock.now() as u64;
+    let now = store.clock.now() as u64;
     match log.read_header(log.skip_gap(log.tail())) {
         Some(h) if (h.time as u64) <= now && h.time != 0 => now - h.time as u64,
         _ => 0,
@@ -156,15 +164,15 @@ fn oldest_age(ctx: &crate::protocol::Ctx) -> u64 {
 }
 
 /// `stats items`: memcached's per-class item figures for the log's one class.
-fn items(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
-    let snap = ctx.store.snapshot();
+fn items(store: &Store) -> Vec<StatLine> {
+    let snap = store.snapshot();
     if snap.curr_items == 0 {
         // memcached lists only classes that hold items.
         return Vec::new();
     }
     let fields: [(&str, u64); 9] = [
         ("number", snap.curr_items),
-        ("age", oldest_age(ctx)),
+        ("age", oldest_age(store)),
         ("mem_requested", snap.bytes),
         ("evicted", snap.evictions),
         ("outofmemory", 0),
@@ -179,9 +187,9 @@ fn items(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
 /// `stats slabs`: a log has no slabs or chunks. Its one class reports the
 /// log's figures (capacity, bytes used by live items, free space) and the
 /// per-class command counters memcached keeps; then memcached's totals.
-fn slabs(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
-    let snap = ctx.store.snapshot();
-    let sums = WorkerStats::sum(&ctx.shared.workers);
+fn slabs(rt: &Runtime, store: &Store) -> Vec<StatLine> {
+    let snap = store.snapshot();
+    let sums = WorkerStats::sum(&rt.workers);
     let c = |name: &str| sums.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0);
     let used = snap.log_head - snap.log_tail;
     let page = 2u64 << 20;
@@ -224,34 +232,33 @@ fn rusage_self() -> (String, String) {
     }
 }
 
-fn general(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
-    let sh = ctx.shared;
-    let snap = ctx.store.snapshot();
-    let now = ctx.store.clock.now() as u64;
+fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
+    let snap = store.snapshot();
+    let now = store.clock.now() as u64;
     let (ru_user, ru_sys) = rusage_self();
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed).to_string();
     let mut v: Vec<StatLine> = vec![
         ("pid".into(), std::process::id().to_string()),
-        ("uptime".into(), sh.started.elapsed().as_secs().to_string()),
+        ("uptime".into(), rt.started.elapsed().as_secs().to_string()),
         ("time".into(), now.to_string()),
-        ("version".into(), crate::protocol::text::VERSION.into()),
+        ("version".into(), crate::runtime::VERSION.into()),
         ("libevent".into(), "none (epoll busy-poll)".into()),
         ("pointer_size".into(), (8 * std::mem::size_of::<usize>()).to_string()),
         ("rusage_user".into(), ru_user),
         ("rusage_system".into(), ru_sys),
-        ("max_connections".into(), sh.settings.conn_limit.to_string()),
-        ("curr_connections".into(), ld(&sh.curr_connections)),
-        ("total_connections".into(), ld(&sh.total_connections)),
-        ("rejected_connections".into(), ld(&sh.rejected_connections)),
-        ("connection_structures".into(), ld(&sh.curr_connections)),
+        ("max_connections".into(), rt.settings.conn_limit.to_string()),
+        ("curr_connections".into(), ld(&rt.connections.curr)),
+        ("total_connections".into(), ld(&rt.connections.total)),
+        ("rejected_connections".into(), ld(&rt.connections.rejected)),
+        ("connection_structures".into(), ld(&rt.connections.curr)),
     ];
-    for (name, value) in WorkerStats::sum(&sh.workers) {
+    for (name, value) in WorkerStats::sum(&rt.workers) {
         v.push((name.into(), value.to_string()));
     }
     let more: [(&str, String); 21] = [
         ("limit_maxbytes", snap.limit_maxbytes.to_string()),
         ("accepting_conns", "1".into()),
-        ("threads", sh.settings.threads.to_string()),
+        ("threads", rt.settings.threads.to_string()),
         ("bytes", snap.bytes.to_string()),
         ("curr_items", snap.curr_items.to_string()),
         ("total_items", snap.total_items.to_string()),
@@ -267,16 +274,16 @@ fn general(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
         ("sync_timeouts", snap.sync_timeouts.to_string()),
         ("log_epoch", snap.epoch.to_string()),
         ("hugepages", snap.backing.as_str().into()),
-        ("read_only", (ctx.store.is_read_only() as u8).to_string()),
+        ("read_only", (store.is_read_only() as u8).to_string()),
         ("item_size_max", snap.max_item_size.to_string()),
-        ("poll_mode", sh.settings.poll.as_str().into()),
+        ("poll_mode", rt.settings.poll.as_str().into()),
     ];
     v.extend(more.into_iter().map(|(k, val)| (k.to_string(), val)));
     v
 }
 
-fn settings(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
-    let s = &ctx.shared.settings;
+fn settings(rt: &Runtime) -> Vec<StatLine> {
+    let s = &rt.settings;
     let hp = match s.hugepages {
         crate::memory::region::HugePages::Auto => "auto",
         crate::memory::region::HugePages::Require => "require",
@@ -289,7 +296,7 @@ fn settings(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
         ("udpport", "0".into()),
         // memcached's name for the listen address.
         ("inter", s.listen.clone()),
-        ("verbosity", ctx.shared.verbosity().to_string()),
+        ("verbosity", rt.verbosity().to_string()),
         ("evictions", "on".into()),
         ("shutdown_command", "no".into()),
         ("num_threads", s.threads.to_string()),
@@ -315,12 +322,11 @@ fn settings(ctx: &crate::protocol::Ctx) -> Vec<StatLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn sums_across_workers() {
-        let a = Arc::new(WorkerStats::default());
-        let b = Arc::new(WorkerStats::default());
+        let a = CachePadded::new(WorkerStats::default());
+        let b = CachePadded::new(WorkerStats::default());
         a.cmd_get.incr();
         b.cmd_get.add(2);
         b.get_hits.incr();

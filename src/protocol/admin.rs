@@ -6,7 +6,7 @@ use crate::replication::Url;
 
 /// Handle `replica <subcommand> [args]` and return the whole reply line.
 pub fn replica_command(args: &[&[u8]], ctx: &Ctx) -> String {
-    let Some(repl) = ctx.shared.replication.get() else {
+    let Some(repl) = ctx.rt.replication.get() else {
         return "SERVER_ERROR replication is not set up in this process\r\n".into();
     };
     match args {

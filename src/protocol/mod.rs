@@ -11,7 +11,11 @@ pub mod binary;
 pub mod meta;
 pub mod text;
 
-use crate::server::Shared;
+#[cfg(test)]
+mod kind_tests;
+
+pub use crate::latency::Kind;
+use crate::runtime::Runtime;
 use crate::stats::WorkerStats;
 use crate::store::Store;
 
@@ -20,15 +24,20 @@ pub struct Ctx<'a> {
     pub store: &'a Store,
     /// This worker's counters (it is their only writer).
     pub stats: &'a WorkerStats,
-    pub shared: &'a Shared,
+    /// The process: settings, every worker's stats, role, verbosity.
+    pub rt: &'a Runtime,
 }
 
 /// The result of one attempt to handle the front of a connection's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// One request was handled (its reply, if any, appended to the output);
-    /// this many input bytes are done with.
-    Consumed(usize),
+    /// One request was handled (its reply, if any, appended to the output):
+    /// `len` input bytes are done with, and `kind` is the command that ran
+    /// (the latency histogram its service time goes to).
+    Consumed { len: usize, kind: Kind },
+    /// Input bytes discarded unparsed (the value of a request already
+    /// refused): not a request, so not timed.
+    Discarded(usize),
     /// The input holds no complete request yet: read more.
     NeedMore,
     /// Flush what was written, then close (quit, or input beyond repair).
@@ -59,7 +68,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         }
         let n = session.swallow.min(input.len());
         session.swallow -= n;
-        return Step::Consumed(n);
+        return Step::Discarded(n);
     }
     let Some(&first) = input.first() else { return Step::NeedMore };
     let protocol =

@@ -76,7 +76,7 @@ pub fn listen(region: Arc<Region>, host: &str, port: u16, verbose: bool) -> Resu
                     let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
                     if let Err(e) = serve_replica(&rdma, s) {
                         if verbose {
-                            eprintln!("warn: rdma replica {peer}: {e}");
+                            crate::log_warn!("rdma replica {peer}: {e}");
                         }
                     }
                 });

@@ -10,7 +10,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
-use crate::latency;
 use crate::protocol::{self, Ctx, Session, Step};
 
 /// Pending reply bytes beyond which we stop taking requests.
@@ -135,19 +134,16 @@ impl Conn {
                 // `step` would only say NeedMore; skip it and its clock read.
                 break;
             }
-            // Service time: parse start to reply in `out`. Bytes swallowed
-            // after a refused value are not a request.
-            let timed = self.session.swallow == 0;
+            // Service time: parse start to reply in `out`, recorded under
+            // the command the protocol says it ran.
             let t0 = Instant::now();
             match protocol::step(&mut self.session, &self.input[self.in_pos..self.in_end], &mut self.out, ctx) {
-                Step::Consumed(n) => {
-                    if timed {
-                        let took = t0.elapsed();
-                        let kind = latency::classify(self.session.protocol, &self.input[self.in_pos..self.in_end]);
-                        ctx.stats.latency.record(kind, took);
-                    }
-                    self.in_pos += n
+                Step::Consumed { len, kind } => {
+                    ctx.stats.latency.record(kind, t0.elapsed());
+                    self.in_pos += len
                 }
+                // Bytes swallowed after a refused value are not a request.
+                Step::Discarded(n) => self.in_pos += n,
                 Step::NeedMore => break,
                 Step::Close => self.closing = true,
             }

@@ -22,7 +22,7 @@ pub fn install_shutdown_signals(shared: Arc<Shared>) -> Result<()> {
         .spawn(move || loop {
             match set.wait() {
                 Ok(sig) => {
-                    if shared.verbosity() > 0 {
+                    if shared.rt.verbosity() > 0 {
                         crate::log_info!("{sig} received, shutting down");
                     }
                     shared.request_shutdown();

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::conn::{Conn, Next};
-use super::{PollMode, Shared};
+use super::Shared;
 use crate::error::{Context, Result};
 use crate::protocol::Ctx;
+use crate::runtime::PollMode;
 use crate::store::Store;
 
 const LISTENER: u64 = u64::MAX;
@@ -67,11 +68,11 @@ impl Worker {
     pub fn run(mut self) -> Result<()> {
         let mut events = vec![EpollEvent::empty(); 256];
         let mut idle = 0u32;
-        let (mode, budget) = (self.shared.settings.poll, self.shared.settings.idle_spins);
+        let (mode, budget) = (self.shared.rt.settings.poll, self.shared.rt.settings.idle_spins);
         while !self.shared.is_shutting_down() {
             let mut block = mode == PollMode::Adaptive && idle >= budget;
             if let Some(r) = self.rdma.as_mut() {
-                let ctx = Ctx { store: &self.store, stats: &self.shared.workers[self.id], shared: &self.shared };
+                let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
                 if r.poll(&ctx, block) {
                     idle = 0;
                     block = false;
@@ -88,7 +89,7 @@ impl Worker {
                 continue;
             }
             if block {
-                self.shared.workers[self.id].conn_yields.incr();
+                self.shared.rt.workers[self.id].conn_yields.incr();
             }
             idle = 0;
             for ev in &events[..n] {
@@ -105,7 +106,7 @@ impl Worker {
             }
         }
         let open = self.conns.len() as u64;
-        self.shared.curr_connections.fetch_sub(open, Ordering::Relaxed);
+        self.shared.rt.connections.curr.fetch_sub(open, Ordering::Relaxed);
         Ok(())
     }
 
@@ -114,7 +115,7 @@ impl Worker {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     // -vv, as memcached: one line per connection opened.
-                    if self.shared.verbosity() > 1 {
+                    if self.shared.rt.verbosity() > 1 {
                         crate::log_debug!("worker {}: new client connection from {peer}", self.id);
                     }
                     self.admit(stream)
@@ -123,7 +124,7 @@ impl Worker {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and the like: say so, keep serving the others.
-                    if self.shared.verbosity() > 0 {
+                    if self.shared.rt.verbosity() > 0 {
                         crate::log_warn!("accept failed: {e}");
                     }
                     return;
@@ -133,18 +134,18 @@ impl Worker {
     }
 
     fn admit(&mut self, mut stream: std::net::TcpStream) {
-        let limit = self.shared.settings.conn_limit as u64;
-        if self.shared.curr_connections.fetch_add(1, Ordering::AcqRel) >= limit {
-            self.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
-            self.shared.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        let limit = self.shared.rt.settings.conn_limit as u64;
+        if self.shared.rt.connections.curr.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
+            self.shared.rt.connections.rejected.fetch_add(1, Ordering::Relaxed);
             // memcached's words for it; the socket is closed when dropped.
             let _ = std::io::Write::write_all(&mut stream, b"ERROR Too many open connections\r\n");
             return;
         }
-        self.shared.total_connections.fetch_add(1, Ordering::Relaxed);
+        self.shared.rt.connections.total.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         if stream.set_nonblocking(true).is_err() {
-            self.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+            self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let token = self.next_token;
@@ -152,7 +153,7 @@ impl Worker {
         let conn = Conn::new(stream);
         let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
         if self.epoll.add(conn.stream.as_fd(), EpollEvent::new(interest, token)).is_err() {
-            self.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+            self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         self.conns.insert(token, (conn, interest));
@@ -162,7 +163,7 @@ impl Worker {
 
     fn serve(&mut self, token: u64) {
         let Some((conn, registered)) = self.conns.get_mut(&token) else { return };
-        let ctx = Ctx { store: &self.store, stats: &self.shared.workers[self.id], shared: &self.shared };
+        let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
         let interest = match conn.on_ready(&ctx) {
             Next::Read => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
             // Not reading while replies are pending is the backpressure.
@@ -170,7 +171,7 @@ impl Worker {
             Next::Close => {
                 let _ = self.epoll.delete(conn.stream.as_fd());
                 self.conns.remove(&token);
-                self.shared.curr_connections.fetch_sub(1, Ordering::AcqRel);
+                self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
         };

@@ -1,7 +1,5 @@
 //! noop, version, flush, verbosity, stat (quit is framing: see mod.rs).
 
-use std::sync::atomic::Ordering;
-
 use super::{status, Req};
 use crate::protocol::Ctx;
 
@@ -12,7 +10,7 @@ pub(crate) fn noop(req: &Req, out: &mut Vec<u8>) {
 }
 
 pub(crate) fn version(req: &Req, out: &mut Vec<u8>) {
-    req.reply(out, status::SUCCESS, 0, &[], &[], crate::protocol::text::VERSION.as_bytes());
+    req.reply(out, status::SUCCESS, 0, &[], &[], crate::runtime::VERSION.as_bytes());
 }
 
 /// flush with an optional 4-byte delay.
@@ -34,7 +32,7 @@ pub(crate) fn flush(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
 pub(crate) fn verbosity(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
     let x = req.extras;
     let level = u32::from_be_bytes([x[0], x[1], x[2], x[3]]);
-    ctx.shared.verbosity.store(level, Ordering::Relaxed);
+    ctx.rt.set_verbosity(level);
     req.ok(out, 0);
 }
 
@@ -45,7 +43,7 @@ pub(crate) fn stat(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
         // Accepted, as memcached does; there is nothing to reset or detail here.
         "reset" | "detail on" | "detail off" => Some(Vec::new()),
         g if g.starts_with("detail") => None,
-        g => crate::stats::report(g, ctx),
+        g => crate::stats::report(g, ctx.rt, ctx.store),
     };
     let Some(lines) = lines else {
         req.error(out, status::KEY_ENOENT);

@@ -20,7 +20,7 @@ pub mod status;
 mod store;
 mod touch;
 
-use super::{Ctx, Session, Step};
+use super::{Ctx, Kind, Session, Step};
 use crate::log::record::MAX_KEY_LEN;
 use crate::store::StoreError;
 use header::{write_response_header, RequestHeader};
@@ -152,7 +152,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             // Refuse before buffering it: answer E2BIG and swallow the value.
             store::too_large(&req, out, ctx);
             session.swallow = value_len;
-            return Step::Consumed(head);
+            return Step::Consumed { len: head, kind: Kind::Set };
         }
         let total = head + value_len;
         if input.len() < total {
@@ -160,7 +160,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         }
         req.value = &input[head..total];
         store::handle(&req, out, ctx);
-        return Step::Consumed(total);
+        return Step::Consumed { len: total, kind: Kind::Set };
     }
 
     // Everything else carries no value; whatever the body still holds
@@ -168,16 +168,44 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
     // next header is found where the client put it.
     session.swallow = value_len;
     use opcode::*;
-    match op {
-        GET | GETK => get::handle(&req, out, ctx),
-        TOUCH | GAT | GATK => touch::handle(&req, out, ctx),
-        DELETE => delete::handle(&req, out, ctx),
-        INCREMENT | DECREMENT => arith::handle(&req, out, ctx),
-        NOOP => misc::noop(&req, out),
-        VERSION => misc::version(&req, out),
-        FLUSH => misc::flush(&req, out, ctx),
-        VERBOSITY => misc::verbosity(&req, out, ctx),
-        STAT => misc::stat(&req, out, ctx),
+    let kind = match op {
+        GET | GETK => {
+            get::handle(&req, out, ctx);
+            Kind::Get
+        }
+        // Get-and-touch is timed as a touch.
+        TOUCH | GAT | GATK => {
+            touch::handle(&req, out, ctx);
+            Kind::Touch
+        }
+        DELETE => {
+            delete::handle(&req, out, ctx);
+            Kind::Delete
+        }
+        INCREMENT | DECREMENT => {
+            arith::handle(&req, out, ctx);
+            Kind::IncrDecr
+        }
+        NOOP => {
+            misc::noop(&req, out);
+            Kind::Other
+        }
+        VERSION => {
+            misc::version(&req, out);
+            Kind::Other
+        }
+        FLUSH => {
+            misc::flush(&req, out, ctx);
+            Kind::Other
+        }
+        VERBOSITY => {
+            misc::verbosity(&req, out, ctx);
+            Kind::Other
+        }
+        STAT => {
+            misc::stat(&req, out, ctx);
+            Kind::Other
+        }
         QUIT => {
             if !quiet {
                 req.ok(out, 0);
@@ -186,7 +214,10 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             return Step::Close;
         }
         // No SASL here: memcached built without it answers exactly this.
-        _ => req.error(out, status::UNKNOWN_COMMAND),
-    }
-    Step::Consumed(head)
+        _ => {
+            req.error(out, status::UNKNOWN_COMMAND);
+            Kind::Other
+        }
+    };
+    Step::Consumed { len: head, kind }
 }

@@ -15,7 +15,7 @@ mod ms;
 #[cfg(test)]
 mod readonly_tests;
 
-use super::{Ctx, Session, Step};
+use super::{Ctx, Kind, Session, Step};
 use crate::store::StoreError;
 
 /// Handle one meta command whose line is `input[..line_end]` (without the
@@ -25,7 +25,7 @@ pub fn step(session: &mut Session, input: &[u8], line_end: usize, next: usize, o
     let tokens = flags::tokenize(&input[..line_end]);
     let Some(cmd) = tokens.first() else {
         out.extend_from_slice(b"ERROR\r\n");
-        return Step::Consumed(next);
+        return meta_step(next);
     };
     ctx.stats.cmd_meta.incr();
     match cmd.get(1).copied() {
@@ -37,7 +37,12 @@ pub fn step(session: &mut Session, input: &[u8], line_end: usize, next: usize, o
         Some(b's') if cmd.len() == 2 => return ms::handle(session, input, &tokens, next, out, ctx),
         _ => out.extend_from_slice(b"ERROR\r\n"),
     }
-    Step::Consumed(next)
+    meta_step(next)
+}
+
+/// Consumed `len` bytes: every meta command is timed as meta.
+fn meta_step(len: usize) -> Step {
+    Step::Consumed { len, kind: Kind::Meta }
 }
 
 /// One reply line: `text` then "\r\n".

@@ -1,6 +1,6 @@
 //! ms: meta set, with T F C I q O k b and modes (M) E A P R S.
 
-use super::{common_checks, flags, line, push_key, store_error};
+use super::{common_checks, flags, line, meta_step, push_key, store_error};
 use crate::protocol::{Ctx, Session, Step};
 use crate::store::{SetArgs, SetMode, SetOutcome, StoreError};
 
@@ -8,7 +8,7 @@ use crate::store::{SetArgs, SetMode, SetOutcome, StoreError};
 fn refuse(session: &mut Session, out: &mut Vec<u8>, msg: &str, data_len: usize, next: usize) -> Step {
     line(out, msg);
     session.swallow = data_len;
-    Step::Consumed(next)
+    meta_step(next)
 }
 
 pub(super) fn handle(
@@ -25,11 +25,11 @@ pub(super) fn handle(
     let checked = checked.and(if tokens.len() < 3 { Err("CLIENT_ERROR bad command line format") } else { Ok(()) });
     if let Err(e) = checked {
         line(out, e);
-        return Step::Consumed(next);
+        return meta_step(next);
     }
     let Some(vlen) = flags::strtol(tokens[2]).filter(|&v| v >= 0) else {
         line(out, "CLIENT_ERROR bad command line format");
-        return Step::Consumed(next);
+        return meta_step(next);
     };
     let vlen = vlen as usize;
     let data_len = vlen + 2;
@@ -63,7 +63,7 @@ pub(super) fn handle(
     }
     if &input[next + vlen..end] != b"\r\n" {
         line(out, "CLIENT_ERROR bad data chunk");
-        return Step::Consumed(end);
+        return meta_step(end);
     }
     let value = &input[next..next + vlen];
 
@@ -83,7 +83,7 @@ pub(super) fn handle(
     let (status, new_cas) = match ctx.store.set(&args) {
         Ok(SetOutcome::Stored { cas }) => {
             if f.no_reply {
-                return Step::Consumed(end);
+                return meta_step(end);
             }
             ("HD", cas)
         }
@@ -94,7 +94,7 @@ pub(super) fn handle(
         Err(StoreError::TooLarge) if appending => ("NS", 0),
         Err(e) => {
             line(out, store_error(e, ctx));
-            return Step::Consumed(end);
+            return meta_step(end);
         }
     };
     out.extend_from_slice(status.as_bytes());
@@ -110,5 +110,5 @@ pub(super) fn handle(
         }
     }
     out.extend_from_slice(b"\r\n");
-    Step::Consumed(end)
+    meta_step(end)
 }

@@ -1,7 +1,5 @@
 //! version, verbosity, shutdown (quit is a plain close, in mod.rs).
 
-use std::sync::atomic::Ordering;
-
 use super::parse::{safe_strtoul, Tokens};
 use super::{reply, reply_error, Ctx, BAD_FORMAT, ERROR, VERSION};
 
@@ -24,7 +22,7 @@ pub fn verbosity(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
     let Some(level) = safe_strtoul(t.get(1)) else {
         return reply_error(out, noreply, BAD_FORMAT, ctx);
     };
-    ctx.shared.verbosity.store(level.min(MAX_VERBOSITY_LEVEL), Ordering::Relaxed);
+    ctx.rt.set_verbosity(level.min(MAX_VERBOSITY_LEVEL));
     reply(out, noreply, b"OK");
 }
 

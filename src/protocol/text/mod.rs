@@ -41,10 +41,10 @@ mod stats;
 mod storage;
 mod touch;
 
-use super::{meta, Ctx, Session, Step};
+use super::{meta, Ctx, Kind, Session, Step};
 use parse::Tokens;
 
-pub const VERSION: &str = concat!("1.6.21-logmemcached-", env!("CARGO_PKG_VERSION"));
+pub use crate::runtime::VERSION;
 
 /// memcached closes a connection whose buffered input has no newline after
 /// this many bytes (unless it looks like a large multi-get).
@@ -108,36 +108,76 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
     // Every command has a name of at least two bytes.
     if tokens.count() < 2 || cmd.len() < 2 {
         reply_error(out, false, ERROR, ctx);
-        return Step::Consumed(next);
+        return Step::Consumed { len: next, kind: Kind::Other };
     }
-    match cmd {
-        b"get" | b"bget" => retrieval::get(&tokens, retrieval::Kind::Get, out, ctx),
-        b"gets" => retrieval::get(&tokens, retrieval::Kind::Gets, out, ctx),
-        b"gat" => retrieval::get(&tokens, retrieval::Kind::Gat, out, ctx),
-        b"gats" => retrieval::get(&tokens, retrieval::Kind::Gats, out, ctx),
+    let kind = match cmd {
+        b"get" | b"bget" => {
+            retrieval::get(&tokens, retrieval::Kind::Get, out, ctx);
+            Kind::Get
+        }
+        b"gets" => {
+            retrieval::get(&tokens, retrieval::Kind::Gets, out, ctx);
+            Kind::Get
+        }
+        // Get-and-touch is timed as a touch.
+        b"gat" => {
+            retrieval::get(&tokens, retrieval::Kind::Gat, out, ctx);
+            Kind::Touch
+        }
+        b"gats" => {
+            retrieval::get(&tokens, retrieval::Kind::Gats, out, ctx);
+            Kind::Touch
+        }
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             return storage::step(&tokens, session, input, next, out, ctx)
         }
-        b"incr" => arith::step(&tokens, true, out, ctx),
-        b"decr" => arith::step(&tokens, false, out, ctx),
-        b"delete" => delete::step(&tokens, out, ctx),
-        b"touch" => touch::step(&tokens, out, ctx),
-        b"flush_all" => flush::step(&tokens, out, ctx),
-        b"stats" => stats::step(&tokens, out, ctx),
-        b"version" => misc::version(out),
-        b"verbosity" => misc::verbosity(&tokens, out, ctx),
+        b"incr" | b"decr" => {
+            arith::step(&tokens, cmd == b"incr", out, ctx);
+            Kind::IncrDecr
+        }
+        b"delete" => {
+            delete::step(&tokens, out, ctx);
+            Kind::Delete
+        }
+        b"touch" => {
+            touch::step(&tokens, out, ctx);
+            Kind::Touch
+        }
+        b"flush_all" => {
+            flush::step(&tokens, out, ctx);
+            Kind::Other
+        }
+        b"stats" => {
+            stats::step(&tokens, out, ctx);
+            Kind::Other
+        }
+        b"version" => {
+            misc::version(out);
+            Kind::Other
+        }
+        b"verbosity" => {
+            misc::verbosity(&tokens, out, ctx);
+            Kind::Other
+        }
         b"quit" => return Step::Close,
         // Ours, not memcached's: replication admin (`replica promote`, `replica follow URL`).
         b"replica" => {
             let args: Vec<&[u8]> = (1..tokens.count() - 1).map(|i| tokens.get(i)).collect();
             out.extend_from_slice(super::admin::replica_command(&args, ctx).as_bytes());
+            Kind::Other
         }
-        b"shutdown" => misc::shutdown(out),
+        b"shutdown" => {
+            misc::shutdown(out);
+            Kind::Other
+        }
         // memcached hangs up on what looks like an HTTP request.
         _ if tokens.last().starts_with(b"HTTP/") => return Step::Close,
-        _ => reply_error(out, false, ERROR, ctx),
-    }
-    Step::Consumed(next)
+        _ => {
+            reply_error(out, false, ERROR, ctx);
+            Kind::Other
+        }
+    };
+    Step::Consumed { len: next, kind }
 }
 
 /// No newline in the buffered input yet: wait, or give up as memcached does.

@@ -9,7 +9,7 @@ pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
     let group = t.get(1);
     match group {
         b"reset" => {
-            crate::stats::reset(ctx);
+            crate::stats::reset(ctx.rt);
             return reply(out, false, b"RESET");
         }
         b"detail" => {
@@ -25,7 +25,7 @@ pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
         b"cachedump" => return reply(out, false, b"CLIENT_ERROR stats cachedump not allowed"),
         _ => {}
     }
-    let report = std::str::from_utf8(group).ok().and_then(|g| crate::stats::report(g, ctx));
+    let report = std::str::from_utf8(group).ok().and_then(|g| crate::stats::report(g, ctx.rt, ctx.store));
     let Some(lines) = report else {
         return reply_error(out, false, ERROR, ctx);
     };

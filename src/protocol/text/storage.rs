@@ -8,8 +8,13 @@
 //! length, in which case it is swallowed.
 
 use super::parse::{safe_strtol, safe_strtoul, safe_strtoull, Tokens, KEY_MAX_LENGTH};
-use super::{reply, reply_error, reply_read_only, Ctx, Session, Step, BAD_FORMAT, ERROR, TOO_LARGE};
+use super::{reply, reply_error, reply_read_only, Ctx, Kind, Session, Step, BAD_FORMAT, ERROR, TOO_LARGE};
 use crate::store::{valid_key, SetArgs, SetMode, SetOutcome, StoreError};
+
+/// Consumed `len` bytes: every storage command is timed as a set.
+fn set_step(len: usize) -> Step {
+    Step::Consumed { len, kind: Kind::Set }
+}
 
 pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &mut Vec<u8>, ctx: &Ctx) -> Step {
     let (mode, is_cas) = match t.get(0) {
@@ -24,7 +29,7 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
     let base = if is_cas { 7 } else { 6 };
     if t.count() != base && t.count() != base + 1 {
         reply_error(out, false, ERROR, ctx);
-        return Step::Consumed(next);
+        return set_step(next);
     }
     // Any token in the noreply position counts only if it says noreply;
     // anything else there is ignored, as memcached does.
@@ -33,14 +38,14 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
     let numbers = (safe_strtoul(t.get(2)), safe_strtol(t.get(3)), safe_strtol(t.get(4)));
     let (Some(flags), Some(exptime), Some(vlen)) = numbers else {
         reply_error(out, noreply, BAD_FORMAT, ctx);
-        return Step::Consumed(next);
+        return set_step(next);
     };
     let cas_unique = if is_cas {
         match safe_strtoull(t.get(5)) {
             Some(c) => c,
             None => {
                 reply_error(out, noreply, BAD_FORMAT, ctx);
-                return Step::Consumed(next);
+                return set_step(next);
             }
         }
     } else {
@@ -48,7 +53,7 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
     };
     if !(0..=i32::MAX - 2).contains(&vlen) {
         reply_error(out, noreply, BAD_FORMAT, ctx);
-        return Step::Consumed(next);
+        return set_step(next);
     }
     let vlen = vlen as usize;
     // The data block and its "\r\n".
@@ -56,19 +61,19 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
     if key.len() > KEY_MAX_LENGTH || !valid_key(key) {
         reply_error(out, noreply, BAD_FORMAT, ctx);
         session.swallow = block;
-        return Step::Consumed(next);
+        return set_step(next);
     }
     if vlen > ctx.store.max_item_size() {
         // Refused before it is read; memcached swallows the data unparsed.
         ctx.stats.store_too_large.incr();
         reply(out, noreply, TOO_LARGE);
         session.swallow = block;
-        return Step::Consumed(next);
+        return set_step(next);
     }
     if input.len() < next + block {
         return Step::NeedMore;
     }
-    let consumed = Step::Consumed(next + block);
+    let consumed = set_step(next + block);
     let data = &input[next..next + block];
     ctx.stats.cmd_set.incr();
     if &data[vlen..] != b"\r\n" {

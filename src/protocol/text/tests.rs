@@ -4,13 +4,13 @@
 
 use super::*;
 use crate::memory::region::HugePages;
-use crate::server::{Settings, Shared};
+use crate::runtime::{Runtime, Settings};
 use crate::stats::counter;
 use crate::store::{Store, StoreConfig};
 
 struct Harness {
     store: Store,
-    shared: Shared,
+    rt: Runtime,
     session: Session,
 }
 
@@ -19,19 +19,19 @@ impl Harness {
         let store =
             Store::new(&StoreConfig { memory_bytes: 4 << 20, max_item_size: 64 << 10, hugepages: HugePages::Off })
                 .expect("store");
-        let shared = Shared::new(Settings::default(), 0).expect("shared");
-        Harness { store, shared, session: Session::default() }
+        let rt = Runtime::new(Settings::default(), 0);
+        Harness { store, rt, session: Session::default() }
     }
 
     /// Feed `input` through the protocol as a connection would; returns the
     /// output and whether the protocol asked to close.
     fn run(&mut self, input: &[u8]) -> (String, bool) {
-        let ctx = Ctx { store: &self.store, stats: &self.shared.workers[0], shared: &self.shared };
+        let ctx = Ctx { store: &self.store, stats: &self.rt.workers[0], rt: &self.rt };
         let mut out = Vec::new();
         let mut pos = 0;
         loop {
             match crate::protocol::step(&mut self.session, &input[pos..], &mut out, &ctx) {
-                Step::Consumed(n) => {
+                Step::Consumed { len: n, .. } | Step::Discarded(n) => {
                     assert!(n > 0, "no progress");
                     pos += n;
                 }
@@ -47,7 +47,7 @@ impl Harness {
     }
 
     fn count(&self, name: &str) -> u64 {
-        counter(&self.shared.workers, name)
+        counter(&self.rt.workers, name)
     }
 }
 
@@ -223,7 +223,7 @@ fn command_line_shapes() {
     assert_eq!(h.out("get k\n"), "END\r\n", "a bare \\n ends a line too");
     assert!(h.out("version\r\n").starts_with("VERSION 1.6."));
     assert_eq!(h.out("verbosity 9\r\n"), "OK\r\n");
-    assert_eq!(h.shared.verbosity(), 2, "clamped to memcached's maximum");
+    assert_eq!(h.rt.verbosity(), 2, "clamped to memcached's maximum");
     assert_eq!(h.out("shutdown\r\n"), "ERROR: shutdown not enabled\r\n");
     assert_eq!(h.run(b"quit\r\nget k\r\n"), (String::new(), true));
     assert_eq!(h.run(b"GET / HTTP/1.1\r\n"), (String::new(), true));

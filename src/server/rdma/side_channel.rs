@@ -50,7 +50,7 @@ pub(super) fn spawn(
                 let _ = std::thread::Builder::new().name("rdma-client".into()).spawn(move || {
                     if let Err(e) = serve(s, &workers, &pd, capacity, &next) {
                         if verbose {
-                            eprintln!("warn: rdma side channel: {e}");
+                            crate::log_warn!("rdma side channel: {e}");
                         }
                     }
                 });

@@ -1,0 +1,196 @@
+//! What a request needs from the process, below the protocols so that they
+//! never name the server: the settings, the stats sink (each worker's
+//! counters, the connection counters, the start time), the replication
+//! role and admin handle, the verbosity, and a way to ask for shutdown.
+//!
+//! The server builds one `Runtime`, shares it with its workers and installs
+//! the shutdown hook; tests build one with no server at all. Sockets, worker
+//! threads and the wake-up plumbing stay with the server.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
+
+use crate::memory::region::HugePages;
+use crate::replication::Replication;
+use crate::stats::WorkerStats;
+
+/// The version `version` answers and `stats` reports: clients sniff the
+/// memcached 1.6 prefix to pick features.
+pub const VERSION: &str = concat!("1.6.21-logmemcached-", env!("CARGO_PKG_VERSION"));
+
+/// How idle workers wait (`--poll`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollMode {
+    /// Never block: lowest latency, one core per worker.
+    Busy,
+    /// Spin while there is work, block after an idle budget, so a small box
+    /// running a load generator beside us is not starved.
+    Adaptive,
+}
+
+impl std::str::FromStr for PollMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "busy" => Ok(PollMode::Busy),
+            "adaptive" => Ok(PollMode::Adaptive),
+            _ => Err(format!("--poll takes busy or adaptive, not {s:?}")),
+        }
+    }
+}
+
+impl PollMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollMode::Busy => "busy",
+            PollMode::Adaptive => "adaptive",
+        }
+    }
+}
+
+/// The settings `stats settings` reports; fixed at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub port: u16,
+    pub listen: String,
+    pub memory_bytes: usize,
+    pub threads: usize,
+    pub conn_limit: usize,
+    pub max_item_size: usize,
+    pub poll: PollMode,
+    pub hugepages: HugePages,
+    /// Empty polls before an adaptive worker blocks.
+    pub idle_spins: u32,
+    /// `--rdma-listen ADDR:PORT`: the UD/RC client endpoint's side channel.
+    pub rdma_listen: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: 11211,
+            listen: "127.0.0.1".into(),
+            memory_bytes: 64 << 20,
+            threads: 4,
+            conn_limit: 1024,
+            max_item_size: 1 << 20,
+            poll: PollMode::Adaptive,
+            hugepages: HugePages::Auto,
+            idle_spins: 2000,
+            rdma_listen: None,
+        }
+    }
+}
+
+/// Connection counters (`stats`), changed by every worker on accept and
+/// close. Kept together: an accept writes `curr` and `total` at once.
+#[derive(Debug, Default)]
+pub struct Connections {
+    pub curr: AtomicU64,
+    pub total: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
+/// Asks the server to stop (installed by whoever runs the workers).
+pub type ShutdownHook = Box<dyn Fn() + Send + Sync>;
+
+/// State every request and every `stats` report sees.
+pub struct Runtime {
+    pub settings: Settings,
+    /// One per worker, in worker order; each written only by its worker and
+    /// on cache lines of its own, so one worker's counting never invalidates
+    /// another's. Shared with the latency-log thread.
+    pub workers: Arc<[CachePadded<WorkerStats>]>,
+    pub started: Instant,
+    pub started_unix: u64,
+    /// On their own cache lines, away from the read-mostly fields around them.
+    pub connections: CachePadded<Connections>,
+    /// `-v` and `verbosity N`; shared with the logger once it follows it.
+    verbosity: Arc<AtomicU32>,
+    /// Replication role and handles (`stats replication`, `replica ...`).
+    pub replication: OnceLock<Arc<Replication>>,
+    shutdown: OnceLock<ShutdownHook>,
+}
+
+impl Runtime {
+    /// A runtime with one `WorkerStats` per `settings.threads`.
+    pub fn new(settings: Settings, verbosity: u32) -> Runtime {
+        Runtime {
+            workers: (0..settings.threads).map(|_| CachePadded::new(WorkerStats::default())).collect(),
+            settings,
+            started: Instant::now(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            connections: CachePadded::new(Connections::default()),
+            verbosity: Arc::new(AtomicU32::new(verbosity)),
+            replication: OnceLock::new(),
+            shutdown: OnceLock::new(),
+        }
+    }
+
+    pub fn verbosity(&self) -> u32 {
+        self.verbosity.load(Ordering::Relaxed)
+    }
+
+    /// `verbosity N`: takes effect at once, in the logger too once it
+    /// follows [`Runtime::verbosity_handle`].
+    pub fn set_verbosity(&self, level: u32) {
+        self.verbosity.store(level, Ordering::Relaxed)
+    }
+
+    /// The cell `verbosity()` reads, for the logger to follow.
+    pub fn verbosity_handle(&self) -> Arc<AtomicU32> {
+        self.verbosity.clone()
+    }
+
+    /// Install what `request_shutdown` calls; only the first one counts.
+    /// Returns whether this one was installed.
+    pub fn set_shutdown_hook(&self, hook: ShutdownHook) -> bool {
+        self.shutdown.set(hook).is_ok()
+    }
+
+    /// Ask the process to stop serving, from any thread, repeatedly. Returns
+    /// false when nothing is installed to hear it (no server: a test).
+    pub fn request_shutdown(&self) -> bool {
+        match self.shutdown.get() {
+            Some(hook) => {
+                hook();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn one_padded_stats_per_worker_and_a_shutdown_hook() {
+        let rt = Runtime::new(Settings { threads: 3, ..Settings::default() }, 1);
+        assert_eq!(rt.workers.len(), 3);
+        let (a, b) = (&rt.workers[0] as *const _ as usize, &rt.workers[1] as *const _ as usize);
+        assert!(b - a >= 64 && a % 64 == 0, "each worker's counters start a cache line");
+        assert_eq!(rt.verbosity(), 1);
+        let handle = rt.verbosity_handle();
+        rt.set_verbosity(2);
+        assert_eq!(handle.load(Ordering::Relaxed), 2, "the logger sees `verbosity N`");
+
+        assert!(!rt.request_shutdown(), "no hook yet");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        assert!(rt.set_shutdown_hook(Box::new(move || {
+            c.fetch_add(1, Ordering::Relaxed);
+        })));
+        assert!(!rt.set_shutdown_hook(Box::new(|| {})), "the first hook stays");
+        assert!(rt.request_shutdown() && rt.request_shutdown());
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+}
