@@ -1,6 +1,6 @@
 //! Logging to stderr in a form journald keeps well: one line per event, with
-//! a level. The crate logs through the `log` facade (`::log`; `crate::log` is
-//! the record log); this module is the process's `log::Log`, installed by
+//! a level. The crate logs through the `log` facade (`::log`, not the
+//! record log of `src/log/`); this module is the process's `log::Log`, installed by
 //! [`init`], and the `log_error!` .. `log_debug!` macros forward to it.
 //!
 //! - Under systemd (stderr is the stream named by `$JOURNAL_STREAM`) each line
