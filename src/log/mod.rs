@@ -17,6 +17,7 @@
 
 pub mod checksum;
 pub mod control;
+pub mod random;
 pub mod record;
 
 use std::sync::atomic::Ordering;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 use crate::memory::region::Region;
 use control::*;
+pub use random::{random_u64, try_random_u64};
 use record::{Header, Kind, HEADER_LEN};
 
 /// Read-side view of the log in a region.
@@ -179,19 +181,6 @@ impl Log {
 pub enum AppendError {
     /// Larger than the log can ever hold (more than half its capacity).
     TooLarge,
-}
-
-/// A random u64 without a crate: the kernel's getrandom, or time and pid.
-pub fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if nix::unistd::getpid().as_raw() != 0
-        && std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_ok()
-    {
-        return u64::from_le_bytes(b) | 1;
-    }
-    let t =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    (t ^ ((std::process::id() as u64) << 32)) | 1
 }
 
 /// A mirrored record does not fit where it claims to be.
