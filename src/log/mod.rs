@@ -1,7 +1,8 @@
 //! The log: one circular sequence of immutable records in the region.
 //!
 //! Logical positions are u64, only ever increase and are never reused; the
-//! physical offset of position `p` is `CONTROL_SIZE + p % capacity`.
+//! physical offset of position `p` is `CONTROL_SIZE + p % capacity`
+//! ([`LogGeometry`], which replicas use for their primary's log too).
 //! Invariants (what replication relies on, byte for byte):
 //! 1. every byte below `head` belongs to a complete, sealed record; `head` is
 //!    published with Release after those bytes are written;
@@ -17,6 +18,7 @@
 
 pub mod checksum;
 pub mod control;
+pub mod geometry;
 pub mod random;
 pub mod record;
 
@@ -25,23 +27,24 @@ use std::sync::Arc;
 
 use crate::memory::region::Region;
 use control::*;
+pub use geometry::LogGeometry;
 pub use random::{random_u64, try_random_u64};
 use record::{Header, Kind, HEADER_LEN};
 
 /// Read-side view of the log in a region.
 pub struct Log {
     region: Arc<Region>,
-    capacity: u64,
+    geo: LogGeometry,
 }
 
 impl Log {
     /// Lay out a fresh control block in `region` and return the log in it.
     pub fn create(region: Arc<Region>, epoch: u64) -> Log {
-        let capacity = (region.len() - CONTROL_SIZE) as u64 / record::ALIGN * record::ALIGN;
+        let geo = LogGeometry::for_region(region.len());
         let a = |off| region.atomic_u64(off);
         a(OFF_MAGIC).store(MAGIC, Ordering::Relaxed);
         a(OFF_VERSION).store(FORMAT_VERSION, Ordering::Relaxed);
-        a(OFF_CAPACITY).store(capacity, Ordering::Relaxed);
+        a(OFF_CAPACITY).store(geo.capacity(), Ordering::Relaxed);
         a(OFF_LOG_OFFSET).store(CONTROL_SIZE as u64, Ordering::Relaxed);
         a(OFF_HEAD).store(0, Ordering::Relaxed);
         a(OFF_TAIL).store(0, Ordering::Relaxed);
@@ -50,7 +53,7 @@ impl Log {
         a(OFF_EPOCH_START).store(0, Ordering::Relaxed);
         a(OFF_INCARNATION).store(random_u64(), Ordering::Relaxed);
         a(OFF_EPOCH).store(epoch, Ordering::Release);
-        Log { region, capacity }
+        Log { region, geo }
     }
 
     pub fn region(&self) -> &Arc<Region> {
@@ -58,7 +61,12 @@ impl Log {
     }
 
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.geo.capacity()
+    }
+
+    /// Where positions live in the region (wrap and gap rules).
+    pub fn geometry(&self) -> LogGeometry {
+        self.geo
     }
 
     pub fn head(&self) -> u64 {
@@ -105,25 +113,19 @@ impl Log {
         self.region.atomic_u64(OFF_MAX_CAS).store(cas, Ordering::Release)
     }
 
-    /// Region offset of logical position `pos`.
+    /// Region offset of logical position `pos` ([`LogGeometry::physical`]).
     pub fn physical(&self, pos: u64) -> usize {
-        CONTROL_SIZE + (pos % self.capacity) as usize
+        self.geo.physical(pos)
     }
 
     /// Bytes from `pos` to the physical end of the log.
     pub fn room_to_end(&self, pos: u64) -> u64 {
-        self.capacity - pos % self.capacity
+        self.geo.room_to_end(pos)
     }
 
-    /// Where the next record after a gap starts: if fewer than HEADER_LEN
-    /// bytes remain before the physical end, records resume at the next lap.
+    /// Where the next record after a gap starts ([`LogGeometry::skip_gap`]).
     pub fn skip_gap(&self, pos: u64) -> u64 {
-        let room = self.room_to_end(pos);
-        if room < HEADER_LEN as u64 {
-            pos + room
-        } else {
-            pos
-        }
+        self.geo.skip_gap(pos)
     }
 
     /// Header of a record the index (or the writer) knows is at `pos`.
@@ -153,7 +155,7 @@ impl Log {
         let first = (self.room_to_end(pos) as usize).min(dst.len());
         self.region.read(self.physical(pos), &mut dst[..first]);
         if first < dst.len() {
-            self.region.read(CONTROL_SIZE, &mut dst[first..]);
+            self.region.read(self.geo.start(), &mut dst[first..]);
         }
     }
 
@@ -246,7 +248,7 @@ impl LogWriter {
 
     /// The largest record this log accepts.
     pub fn max_record(&self) -> u64 {
-        self.log.capacity / 2
+        self.log.capacity() / 2
     }
 
     /// Append one record whose value is the concatenation of `value`. Space
@@ -327,7 +329,7 @@ impl LogWriter {
 
     /// Reclaim from the tail until `need` bytes are free above head.
     fn make_room(&mut self, need: u64, reclaim: &mut dyn FnMut(u64, &Header, &[u8])) {
-        let cap = self.log.capacity;
+        let cap = self.log.capacity();
         let before = self.tail;
         while self.head + need - self.tail > cap {
             self.reclaim_one(reclaim);
@@ -458,6 +460,19 @@ mod tests {
         let mut buf = vec![0u8; 200_000];
         log.read_span(last, &mut buf);
         assert_eq!(record::validate(&buf, last).unwrap().value.len(), 100_000);
+    }
+
+    #[test]
+    fn the_log_uses_the_geometry_of_its_region() {
+        let (log, _w) = small_log();
+        let g = log.geometry();
+        assert_eq!(g, LogGeometry::for_region(log.region().len()));
+        assert_eq!(log.capacity(), g.capacity());
+        let last = g.capacity() - 8;
+        assert_eq!(
+            (log.physical(last), log.room_to_end(last), log.skip_gap(last)),
+            (g.physical(last), 8, g.capacity())
+        );
     }
 
     #[test]
