@@ -14,7 +14,8 @@
 //!    (`skip_gap`).
 //!
 //! `Log` is the shared, read-side view; `LogWriter` is the single writer
-//! (the store keeps it behind its write lock).
+//! (the store keeps it behind its write lock): it holds the region's one
+//! [`RegionWriter`], so no other code can write the log's bytes.
 
 pub mod checksum;
 pub mod control;
@@ -25,7 +26,7 @@ pub mod record;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::memory::region::Region;
+use crate::memory::region::{Region, RegionWriter};
 use control::*;
 pub use geometry::LogGeometry;
 pub use random::{random_u64, try_random_u64};
@@ -204,18 +205,28 @@ pub struct NewRecord {
 }
 
 /// The single writer. Keeps its own copies of head and tail so it never
-/// re-reads what only it writes.
+/// re-reads what only it writes, and the region's one write token.
 pub struct LogWriter {
     log: Arc<Log>,
+    bytes: RegionWriter,
     head: u64,
     tail: u64,
     epoch: u64,
 }
 
 impl LogWriter {
+    /// The writer of `log`.
+    ///
+    /// # Panics
+    /// If the log's region is read-only or its writer was taken already: a
+    /// log has one writer, and a second one is a bug.
     pub fn new(log: Arc<Log>) -> LogWriter {
+        let bytes = log
+            .region()
+            .take_writer()
+            .unwrap_or_else(|| panic!("the log's region is read-only or already has its writer"));
         let (head, tail, epoch) = (log.head(), log.tail(), log.epoch());
-        LogWriter { log, head, tail, epoch }
+        LogWriter { log, bytes, head, tail, epoch }
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -297,10 +308,10 @@ impl LogWriter {
         h.seal(&body);
         let region = self.log.region();
         let mut off = self.log.physical(pos);
-        region.write(off, &h.encode());
+        region.write(&mut self.bytes, off, &h.encode());
         off += HEADER_LEN;
         for piece in body {
-            region.write(off, piece);
+            region.write(&mut self.bytes, off, piece);
             off += piece.len();
         }
         self.head = pos + len;
@@ -324,7 +335,7 @@ impl LogWriter {
             epoch: self.epoch,
         };
         h.seal(&[]);
-        self.log.region().write(self.log.physical(pos), &h.encode());
+        self.log.region().write(&mut self.bytes, self.log.physical(pos), &h.encode());
     }
 
     /// Reclaim from the tail until `need` bytes are free above head.
@@ -385,7 +396,7 @@ impl LogWriter {
             // `bytes`, so write our own to keep the log walkable.
             self.write_padding(self.head, pos - self.head);
         }
-        self.log.region().write(self.log.physical(pos), bytes);
+        self.log.region().write(&mut self.bytes, self.log.physical(pos), bytes);
         self.head = pos + len;
         self.log.region().atomic_u64(OFF_HEAD).store(self.head, Ordering::Release);
         Ok(())
@@ -460,6 +471,13 @@ mod tests {
         let mut buf = vec![0u8; 200_000];
         log.read_span(last, &mut buf);
         assert_eq!(record::validate(&buf, last).unwrap().value.len(), 100_000);
+    }
+
+    #[test]
+    #[should_panic(expected = "already has its writer")]
+    fn a_log_has_one_writer() {
+        let (log, _w) = small_log();
+        let _second = LogWriter::new(log);
     }
 
     #[test]

@@ -3,13 +3,20 @@
 //!
 //! The region is shared memory in the widest sense: the NIC reads it for
 //! remote replicas, `shm` replicas map it from another process. So it hands out
-//! no references to its bytes, only copies in and out (`read`, `write`) and
-//! atomics in the control block. Who may write which bytes when is the log's
-//! protocol (see `crate::log`); this module only guarantees bounds.
+//! no references to its bytes, only copies in and out and atomics in the
+//! control block:
+//! * `write` needs the region's one [`RegionWriter`] (`&mut`): only its holder
+//!   (the log's writer) stores bytes, one store at a time;
+//! * `read` is a plain copy: concurrent writers are excluded by the log's
+//!   protocol, or detected afterwards by record validation;
+//! * `atomic_u64` for the control block's fields and progress slots.
+//!
+//! Who may write which bytes when is the log's protocol (see `crate::log`);
+//! this module guarantees bounds and one writer.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -66,10 +73,25 @@ pub struct Region {
     backing: Backing,
     /// Set when the region is a file another process may map (`shm`).
     path: Option<PathBuf>,
-    writable: bool,
+    /// Names this region to its [`RegionWriter`]; unique in the process.
+    id: u64,
+    /// Set once the writer was handed out (always, for a read-only mapping).
+    writer_taken: AtomicBool,
     // Keeps the mapping alive; `ptr` points into it.
     _map: Mapping,
 }
+
+/// The right to store bytes into one region: [`Region::take_writer`] hands out
+/// one per writable region, it is neither `Clone` nor `Copy`, and
+/// [`Region::write`] takes it `&mut`, so the compiler holds "one writer, one
+/// store at a time" (the NIC and other processes are beyond it: they are the
+/// log protocol's business).
+#[derive(Debug)]
+pub struct RegionWriter {
+    region: u64,
+}
+
+static NEXT_REGION_ID: AtomicU64 = AtomicU64::new(1);
 
 // Held only for its Drop, which unmaps; `ptr` is how the bytes are reached.
 #[allow(dead_code)]
@@ -79,10 +101,12 @@ enum Mapping {
 }
 
 // SAFETY: the region is plain bytes plus atomics; all access goes through
-// copies with bounds checks, and the log's publication protocol (Release on
-// `head`, shard locks around the index) orders writers and readers.
+// copies with bounds checks, stores only through the one RegionWriter, and the
+// log's publication protocol (Release on `head`, shard locks around the index)
+// orders the writer and plain readers.
 unsafe impl Send for Region {}
-// SAFETY: as above; no method hands out a `&mut` or a `&[u8]` into the mapping.
+// SAFETY: as above; no method hands out a `&mut` or a `&[u8]` into the mapping,
+// and shared `&Region` users cannot store bytes without the writer token.
 unsafe impl Sync for Region {}
 
 /// Round `len` up to a whole number of huge pages.
@@ -161,7 +185,7 @@ impl Region {
             .with_context(|| format!("mapping region file {}", path.display()))?;
         let ptr = map.as_ptr() as *mut u8;
         let backing = if is_hugetlbfs(path) { Backing::HugeTlb } else { Backing::Normal };
-        Ok(Region { ptr, len, backing, path: Some(path.to_path_buf()), writable: false, _map: Mapping::ReadOnly(map) })
+        Ok(Region::new(ptr, len, backing, Some(path.to_path_buf()), false, Mapping::ReadOnly(map)))
     }
 
     /// Map `len` bytes at `offset` of a region file read-write (a same-host
@@ -184,12 +208,23 @@ impl Region {
         // SAFETY: `skip + len` bytes are mapped, so `skip` is in bounds.
         let ptr = unsafe { map.as_mut_ptr().add(skip) };
         let backing = if page == HUGE_PAGE { Backing::HugeTlb } else { Backing::Normal };
-        Ok(Region { ptr, len, backing, path: Some(path.to_path_buf()), writable: true, _map: Mapping::Mut(map) })
+        Ok(Region::new(ptr, len, backing, Some(path.to_path_buf()), true, Mapping::Mut(map)))
     }
 
     fn from_mut(mut map: MmapMut, len: usize, backing: Backing, path: Option<PathBuf>) -> Region {
         let ptr = map.as_mut_ptr();
-        Region { ptr, len, backing, path, writable: true, _map: Mapping::Mut(map) }
+        Region::new(ptr, len, backing, path, true, Mapping::Mut(map))
+    }
+
+    fn new(ptr: *mut u8, len: usize, backing: Backing, path: Option<PathBuf>, writable: bool, map: Mapping) -> Region {
+        let id = NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed);
+        Region { ptr, len, backing, path, id, writer_taken: AtomicBool::new(!writable), _map: map }
+    }
+
+    /// The region's one writer: `Some` the first time on a writable region,
+    /// `None` after that and on a read-only mapping.
+    pub fn take_writer(&self) -> Option<RegionWriter> {
+        (!self.writer_taken.swap(true, Ordering::AcqRel)).then_some(RegionWriter { region: self.id })
     }
 
     pub fn len(&self) -> usize {
@@ -231,12 +266,13 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
     }
 
-    /// Copy bytes into the region. Only the log's single writer calls this.
-    pub fn write(&self, off: usize, src: &[u8]) {
-        assert!(self.writable, "write to a read-only region");
+    /// Copy bytes into the region; `w` must be this region's writer.
+    pub fn write(&self, w: &mut RegionWriter, off: usize, src: &[u8]) {
+        assert_eq!(w.region, self.id, "a region written with another region's writer");
         self.check(off, src.len());
-        // SAFETY: bounds checked; the mapping is writable; `src` is a Rust
-        // buffer outside the region.
+        // SAFETY: bounds checked; the mapping is writable (a read-only one has
+        // no writer to pass); `src` is a Rust buffer outside the region; `w`
+        // is the one writer and borrowed mutably, so no other store runs.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off), src.len()) }
     }
 
@@ -276,12 +312,29 @@ mod tests {
     fn auto_falls_back_and_reads_back_writes() {
         let r = Region::anonymous(3 << 20, HugePages::Auto).unwrap();
         assert_eq!(r.len(), 4 << 20);
-        r.write(100, b"hello");
+        let mut w = r.take_writer().unwrap();
+        r.write(&mut w, 100, b"hello");
         let mut b = [0u8; 5];
         r.read(100, &mut b);
         assert_eq!(&b, b"hello");
         r.atomic_u64(8).store(42, Ordering::Release);
         assert_eq!(r.atomic_u64(8).load(Ordering::Acquire), 42);
+    }
+
+    #[test]
+    fn a_region_has_one_writer() {
+        let r = Region::anonymous(1, HugePages::Off).unwrap();
+        assert!(r.take_writer().is_some());
+        assert!(r.take_writer().is_none(), "a second writer");
+    }
+
+    #[test]
+    #[should_panic(expected = "another region's writer")]
+    fn a_writer_writes_only_its_own_region() {
+        let a = Region::anonymous(1, HugePages::Off).unwrap();
+        let b = Region::anonymous(1, HugePages::Off).unwrap();
+        let mut wa = a.take_writer().unwrap();
+        b.write(&mut wa, 0, b"x");
     }
 
     #[test]
@@ -309,8 +362,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("r");
         let w = Region::create_file(&p, 1, HugePages::Auto).unwrap();
-        w.write(4096, b"shared");
+        w.write(&mut w.take_writer().unwrap(), 4096, b"shared");
         let r = Region::open_readonly(&p).unwrap();
+        assert!(r.take_writer().is_none(), "a read-only mapping has no writer");
         let mut b = [0u8; 6];
         r.read(4096, &mut b);
         assert_eq!(&b, b"shared");
