@@ -7,8 +7,11 @@
 //! control block:
 //! * `write` needs the region's one [`RegionWriter`] (`&mut`): only its holder
 //!   (the log's writer) stores bytes, one store at a time;
-//! * `read` is a plain copy: concurrent writers are excluded by the log's
-//!   protocol, or detected afterwards by record validation;
+//! * `read` is a plain copy, for bytes no one writes meanwhile (the log's
+//!   protocol: records below head under the index lock, the writer's own);
+//! * `read_racy` copies with atomic loads, for bytes someone may be writing
+//!   meanwhile (another process's log): the copy may be torn, the caller
+//!   validates it;
 //! * `atomic_u64` for the control block's fields and progress slots.
 //!
 //! Who may write which bytes when is the log's protocol (see `crate::log`);
@@ -16,7 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -257,13 +260,69 @@ impl Region {
         );
     }
 
-    /// Copy bytes out of the region.
+    /// Copy bytes out of the region with a plain copy: for bytes no one
+    /// writes while we read them (the log's protocol excludes the writer:
+    /// records below head read under the index lock, the writer's own reads).
+    /// Bytes another party may be writing go through [`Region::read_racy`].
     pub fn read(&self, off: usize, dst: &mut [u8]) {
         self.check(off, dst.len());
         // SAFETY: bounds checked above; `dst` is a distinct Rust buffer, so the
-        // ranges cannot overlap. Concurrent writers of these bytes are excluded
-        // by the log's protocol, or detected afterwards by record validation.
+        // ranges cannot overlap. Writers of these bytes are excluded by the
+        // log's protocol while we copy (the contract of this method).
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copy bytes out of the region while someone else may be writing them
+    /// (a primary's log mapped by its `shm` replica; a log read without its
+    /// writer's lock). Every byte is read by an atomic load (relaxed u64 words
+    /// for the aligned middle, u8 for the ragged ends), so the copy is defined
+    /// under concurrent stores, but it may be torn: a mix of old and new
+    /// bytes. The caller validates what it got (records carry their position
+    /// and checksum) and orders it with an Acquire load of `head` before.
+    /// The writers this is defined against are outside this mapping (another
+    /// process, another mapping of the file, the NIC); this region's own
+    /// `RegionWriter` stores plainly, so no code reads racily what that
+    /// writer is storing in this process at the same time.
+    pub fn read_racy(&self, off: usize, dst: &mut [u8]) {
+        self.check(off, dst.len());
+        // SAFETY: bounds checked, so `off` is inside the mapping.
+        let src = unsafe { self.ptr.add(off) };
+        let lead = src.align_offset(8).min(dst.len());
+        let words = (dst.len() - lead) / 8;
+        let byte = |i: usize| {
+            // SAFETY: `i < dst.len()`, so in bounds (checked above); u8 needs
+            // no alignment; the mapping lives as long as `self`. These bytes
+            // are reached only through copies and atomics, never a reference.
+            unsafe { AtomicU8::from_ptr(src.add(i)) }.load(Ordering::Relaxed)
+        };
+        let word = |w: usize| {
+            // SAFETY: `w < words`, so in bounds; `src + lead` is 8-aligned, so
+            // every word is; as above for the rest. Loads never store, so a
+            // read-only mapping is fine (u64 loads are plain loads on our targets).
+            unsafe { AtomicU64::from_ptr(src.add(lead + 8 * w) as *mut u64) }.load(Ordering::Relaxed)
+        };
+        let (head, rest) = dst.split_at_mut(lead);
+        let (body, tail) = rest.split_at_mut(words * 8);
+        for (i, d) in head.iter_mut().enumerate() {
+            *d = byte(i);
+        }
+        // Four words a round: the loads stay atomic, the stores into `dst` merge.
+        let mut quads = body.chunks_exact_mut(32);
+        let mut w = 0;
+        for q in &mut quads {
+            let v = [word(w), word(w + 1), word(w + 2), word(w + 3)];
+            for (d, x) in q.chunks_exact_mut(8).zip(v) {
+                d.copy_from_slice(&x.to_ne_bytes());
+            }
+            w += 4;
+        }
+        for d in quads.into_remainder().chunks_exact_mut(8) {
+            d.copy_from_slice(&word(w).to_ne_bytes());
+            w += 1;
+        }
+        for (i, d) in tail.iter_mut().enumerate() {
+            *d = byte(lead + words * 8 + i);
+        }
     }
 
     /// Copy bytes into the region; `w` must be this region's writer.
@@ -338,6 +397,24 @@ mod tests {
     }
 
     #[test]
+    fn racy_reads_copy_what_plain_reads_do_at_any_alignment() {
+        let r = Region::anonymous(1, HugePages::Off).unwrap();
+        let mut w = r.take_writer().unwrap();
+        let pattern: Vec<u8> = (0..4096u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        r.write(&mut w, 0, &pattern);
+        for off in [0usize, 1, 3, 7, 8, 13, 64] {
+            for len in [0usize, 1, 5, 7, 8, 9, 15, 16, 17, 1000] {
+                let mut plain = vec![0u8; len];
+                let mut racy = vec![0xeeu8; len];
+                r.read(off, &mut plain);
+                r.read_racy(off, &mut racy);
+                assert_eq!(racy, plain, "off {off} len {len}");
+                assert_eq!(&racy[..], &pattern[off..off + len]);
+            }
+        }
+    }
+
+    #[test]
     fn require_fails_with_instructions_when_no_pages_reserved() {
         let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
         if reserved.trim() != "0" {
@@ -366,7 +443,7 @@ mod tests {
         let r = Region::open_readonly(&p).unwrap();
         assert!(r.take_writer().is_none(), "a read-only mapping has no writer");
         let mut b = [0u8; 6];
-        r.read(4096, &mut b);
+        r.read_racy(4096, &mut b);
         assert_eq!(&b, b"shared");
         std::fs::remove_dir_all(&dir).unwrap();
     }
