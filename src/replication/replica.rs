@@ -13,15 +13,17 @@
 //! being lapped are the same path: clear, and replay the primary's live
 //! window [tail, head).
 //!
-//! No sleeps: while records flow it spins; when idle it backs off to a timed
-//! wait on its control eventfd (which promotion, `replica follow` and
-//! shutdown signal), growing to at most `MAX_IDLE_WAIT`.
+//! No sleeps: while records flow it spins; when idle it polls for
+//! `IDLE_SPIN` with a growing pause between polls (a crossbeam `Backoff`),
+//! then backs off to a timed wait on its control eventfd (which promotion,
+//! `replica follow` and shutdown signal), growing to at most `MAX_IDLE_WAIT`.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::Backoff;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
@@ -357,6 +359,9 @@ impl<'a> Follower<'a> {
     fn follow(&mut self, t: &mut dyn Transport) -> Result<Exit> {
         let cap = self.store.log().capacity();
         let mut idle = 0u32;
+        // Between polls while idle: a few pauses, doubling up to a bound, so
+        // an idle replica does not hammer the primary's control block line.
+        let spin = Backoff::new();
         let mut idle_since = Instant::now();
         let mut wait = Duration::from_micros(5);
         loop {
@@ -440,11 +445,12 @@ impl<'a> Follower<'a> {
                     self.ctl.wait(wait);
                     wait = (wait * 2).min(MAX_IDLE_WAIT);
                 } else {
-                    std::hint::spin_loop();
+                    spin.spin();
                 }
                 continue;
             }
             idle = 0;
+            spin.reset();
             wait = Duration::from_micros(5);
             if self.status.behind_since_us.load(Ordering::Relaxed) == 0 {
                 self.status.behind_since_us.store(now_us(), Ordering::Relaxed);
