@@ -150,15 +150,17 @@ impl Log {
     }
 
     /// Copy `dst.len()` bytes of the log starting at logical `pos`, wrapping
-    /// at the physical end (replicas read [applied, head) this way). No lock
-    /// keeps the writer away from these bytes, so they are copied with
-    /// [`Region::read_racy`]: the caller validates what it got, as the bytes
-    /// may be torn by the cleaner.
+    /// at the physical end (as a replica reads [applied, head)). The caller
+    /// validates what it got. A plain copy: a `Log` is always this process's
+    /// own (`create` lays out its control block), so its writer is here and
+    /// callers read while it is not writing (tests mirroring a log between
+    /// writes); a replica of another process's log reads through its
+    /// transport, whose shm reads are `Region::read_racy`.
     pub fn read_span(&self, pos: u64, dst: &mut [u8]) {
         let first = (self.room_to_end(pos) as usize).min(dst.len());
-        self.region.read_racy(self.physical(pos), &mut dst[..first]);
+        self.region.read(self.physical(pos), &mut dst[..first]);
         if first < dst.len() {
-            self.region.read_racy(self.geo.start(), &mut dst[first..]);
+            self.region.read(self.geo.start(), &mut dst[first..]);
         }
     }
 

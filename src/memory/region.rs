@@ -273,55 +273,52 @@ impl Region {
     }
 
     /// Copy bytes out of the region while someone else may be writing them
-    /// (a primary's log mapped by its `shm` replica; a log read without its
-    /// writer's lock). Every byte is read by an atomic load (relaxed u64 words
-    /// for the aligned middle, u8 for the ragged ends), so the copy is defined
-    /// under concurrent stores, but it may be torn: a mix of old and new
-    /// bytes. The caller validates what it got (records carry their position
-    /// and checksum) and orders it with an Acquire load of `head` before.
-    /// The writers this is defined against are outside this mapping (another
-    /// process, another mapping of the file, the NIC); this region's own
-    /// `RegionWriter` stores plainly, so no code reads racily what that
-    /// writer is storing in this process at the same time.
+    /// (a primary's log mapped by its `shm` replica). Every byte is read by
+    /// an atomic load (relaxed u64 words for the aligned middle, u8 for the
+    /// ragged ends), so the copy is defined under concurrent stores, but it
+    /// may be torn: a mix of old and new bytes. The caller validates what it
+    /// got (records carry their position and checksum) and orders it with an
+    /// Acquire load of `head` before. The writers this is defined against are
+    /// outside this mapping (another process, another mapping of the file,
+    /// the NIC); this region's own `RegionWriter` stores plainly, so no code
+    /// reads racily what that writer is storing in this process meanwhile.
     pub fn read_racy(&self, off: usize, dst: &mut [u8]) {
         self.check(off, dst.len());
+        let len = dst.len();
+        let d = dst.as_mut_ptr();
         // SAFETY: bounds checked, so `off` is inside the mapping.
         let src = unsafe { self.ptr.add(off) };
-        let lead = src.align_offset(8).min(dst.len());
-        let words = (dst.len() - lead) / 8;
-        let byte = |i: usize| {
-            // SAFETY: `i < dst.len()`, so in bounds (checked above); u8 needs
-            // no alignment; the mapping lives as long as `self`. These bytes
-            // are reached only through copies and atomics, never a reference.
-            unsafe { AtomicU8::from_ptr(src.add(i)) }.load(Ordering::Relaxed)
-        };
-        let word = |w: usize| {
-            // SAFETY: `w < words`, so in bounds; `src + lead` is 8-aligned, so
-            // every word is; as above for the rest. Loads never store, so a
-            // read-only mapping is fine (u64 loads are plain loads on our targets).
-            unsafe { AtomicU64::from_ptr(src.add(lead + 8 * w) as *mut u64) }.load(Ordering::Relaxed)
-        };
-        let (head, rest) = dst.split_at_mut(lead);
-        let (body, tail) = rest.split_at_mut(words * 8);
-        for (i, d) in head.iter_mut().enumerate() {
-            *d = byte(i);
-        }
-        // Four words a round: the loads stay atomic, the stores into `dst` merge.
-        let mut quads = body.chunks_exact_mut(32);
-        let mut w = 0;
-        for q in &mut quads {
-            let v = [word(w), word(w + 1), word(w + 2), word(w + 3)];
-            for (d, x) in q.chunks_exact_mut(8).zip(v) {
-                d.copy_from_slice(&x.to_ne_bytes());
+        let lead = src.align_offset(8).min(len);
+        let end = lead + (len - lead) / 8 * 8;
+        // SAFETY: every index below is < len, so in bounds of the mapping
+        // (checked above) and of `dst`; words start at `src + lead`, which is
+        // 8-aligned, and end by `end`; the mapping lives as long as `self`.
+        // Its bytes are reached only through copies and atomics, never a Rust
+        // reference, and loads never store (fine on a read-only mapping: u64
+        // loads are plain loads on our targets). Plain loops, not iterators:
+        // debug builds (the test suite) copy megabytes this way too.
+        unsafe {
+            let byte = |i: usize| AtomicU8::from_ptr(src.add(i)).load(Ordering::Relaxed);
+            let word = |i: usize| AtomicU64::from_ptr(src.add(i) as *mut u64).load(Ordering::Relaxed);
+            let mut i = 0;
+            while i < lead {
+                d.add(i).write(byte(i));
+                i += 1;
             }
-            w += 4;
-        }
-        for d in quads.into_remainder().chunks_exact_mut(8) {
-            d.copy_from_slice(&word(w).to_ne_bytes());
-            w += 1;
-        }
-        for (i, d) in tail.iter_mut().enumerate() {
-            *d = byte(lead + words * 8 + i);
+            // Four words a round: the loads stay atomic, the stores into `dst` merge.
+            while i + 32 <= end {
+                let v = [word(i), word(i + 8), word(i + 16), word(i + 24)];
+                (d.add(i) as *mut [u64; 4]).write_unaligned(v);
+                i += 32;
+            }
+            while i < end {
+                (d.add(i) as *mut u64).write_unaligned(word(i));
+                i += 8;
+            }
+            while i < len {
+                d.add(i).write(byte(i));
+                i += 1;
+            }
         }
     }
 
