@@ -205,7 +205,8 @@ fn rc_server(mut s: TcpStream) -> Result<()> {
     let ctx = open_ctx()?;
     let pd = ctx.alloc_pd()?;
     let region = Region::anonymous(REGION_LEN, HugePages::Auto)?;
-    region.write(0, &pattern(1, REGION_LEN));
+    let mut writer = region.take_writer().ok_or_else(|| Error::new("a fresh region has its writer"))?;
+    region.write(&mut writer, 0, &pattern(1, REGION_LEN));
     let mr = pd.register(&region, Access::LOCAL_WRITE | Access::REMOTE_READ | Access::REMOTE_WRITE)?;
     let cq = ctx.create_cq(16, false)?;
     let mut qps = Vec::new();
@@ -307,6 +308,7 @@ fn rc_read_and_write_4mib_huge_page_region() {
     let pd = ctx.alloc_pd().unwrap();
     let cq = ctx.create_cq(256, true).unwrap();
     let region = Region::anonymous(REGION_LEN, HugePages::Auto).unwrap();
+    let mut writer = region.take_writer().unwrap();
     eprintln!("local region backing: {:?}", region.backing());
     assert_eq!(region.backing(), Backing::HugeTlb, "the harness reserves huge pages in the VM");
     assert_eq!(b[0], b'H', "peer's region must be huge-page backed too");
@@ -336,7 +338,7 @@ fn rc_read_and_write_4mib_huge_page_region() {
     assert_same("READ of the peer's region", &region_bytes(&region), &want1);
 
     // 2. 64 READs of 64 KiB, only the last signaled (RC completes in order).
-    region.write(0, &vec![0u8; REGION_LEN]);
+    region.write(&mut writer, 0, &vec![0u8; REGION_LEN]);
     let chunk = 64 << 10;
     for i in 0..REGION_LEN / chunk {
         let last = i == REGION_LEN / chunk - 1;
@@ -353,7 +355,7 @@ fn rc_read_and_write_4mib_huge_page_region() {
 
     // 3. WRITE a new pattern over the whole remote region; the peer checks it.
     let want2 = pattern(2, REGION_LEN);
-    region.write(0, &want2);
+    region.write(&mut writer, 0, &want2);
     qp.post_write(100, mr.all().unwrap(), remote.slice(0, REGION_LEN).unwrap(), true).unwrap();
     wait_ok(&cq, 100).unwrap();
     assert_eq!(peer_crc(&mut peer).unwrap(), crc32c::crc32c(&want2), "peer's region after WRITE");

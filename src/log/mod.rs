@@ -1,7 +1,8 @@
 //! The log: one circular sequence of immutable records in the region.
 //!
 //! Logical positions are u64, only ever increase and are never reused; the
-//! physical offset of position `p` is `CONTROL_SIZE + p % capacity`.
+//! physical offset of position `p` is `CONTROL_SIZE + p % capacity`
+//! ([`LogGeometry`], which replicas use for their primary's log too).
 //! Invariants (what replication relies on, byte for byte):
 //! 1. every byte below `head` belongs to a complete, sealed record; `head` is
 //!    published with Release after those bytes are written;
@@ -13,33 +14,38 @@
 //!    (`skip_gap`).
 //!
 //! `Log` is the shared, read-side view; `LogWriter` is the single writer
-//! (the store keeps it behind its write lock).
+//! (the store keeps it behind its write lock): it holds the region's one
+//! [`RegionWriter`], so no other code can write the log's bytes.
 
 pub mod checksum;
 pub mod control;
+pub mod geometry;
+pub mod random;
 pub mod record;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::memory::region::Region;
+use crate::memory::region::{Region, RegionWriter};
 use control::*;
+pub use geometry::LogGeometry;
+pub use random::{random_u64, try_random_u64};
 use record::{Header, Kind, HEADER_LEN};
 
 /// Read-side view of the log in a region.
 pub struct Log {
     region: Arc<Region>,
-    capacity: u64,
+    geo: LogGeometry,
 }
 
 impl Log {
     /// Lay out a fresh control block in `region` and return the log in it.
     pub fn create(region: Arc<Region>, epoch: u64) -> Log {
-        let capacity = (region.len() - CONTROL_SIZE) as u64 / record::ALIGN * record::ALIGN;
+        let geo = LogGeometry::for_region(region.len());
         let a = |off| region.atomic_u64(off);
         a(OFF_MAGIC).store(MAGIC, Ordering::Relaxed);
         a(OFF_VERSION).store(FORMAT_VERSION, Ordering::Relaxed);
-        a(OFF_CAPACITY).store(capacity, Ordering::Relaxed);
+        a(OFF_CAPACITY).store(geo.capacity(), Ordering::Relaxed);
         a(OFF_LOG_OFFSET).store(CONTROL_SIZE as u64, Ordering::Relaxed);
         a(OFF_HEAD).store(0, Ordering::Relaxed);
         a(OFF_TAIL).store(0, Ordering::Relaxed);
@@ -48,7 +54,7 @@ impl Log {
         a(OFF_EPOCH_START).store(0, Ordering::Relaxed);
         a(OFF_INCARNATION).store(random_u64(), Ordering::Relaxed);
         a(OFF_EPOCH).store(epoch, Ordering::Release);
-        Log { region, capacity }
+        Log { region, geo }
     }
 
     pub fn region(&self) -> &Arc<Region> {
@@ -56,7 +62,12 @@ impl Log {
     }
 
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.geo.capacity()
+    }
+
+    /// Where positions live in the region (wrap and gap rules).
+    pub fn geometry(&self) -> LogGeometry {
+        self.geo
     }
 
     pub fn head(&self) -> u64 {
@@ -103,25 +114,19 @@ impl Log {
         self.region.atomic_u64(OFF_MAX_CAS).store(cas, Ordering::Release)
     }
 
-    /// Region offset of logical position `pos`.
+    /// Region offset of logical position `pos` ([`LogGeometry::physical`]).
     pub fn physical(&self, pos: u64) -> usize {
-        CONTROL_SIZE + (pos % self.capacity) as usize
+        self.geo.physical(pos)
     }
 
     /// Bytes from `pos` to the physical end of the log.
     pub fn room_to_end(&self, pos: u64) -> u64 {
-        self.capacity - pos % self.capacity
+        self.geo.room_to_end(pos)
     }
 
-    /// Where the next record after a gap starts: if fewer than HEADER_LEN
-    /// bytes remain before the physical end, records resume at the next lap.
+    /// Where the next record after a gap starts ([`LogGeometry::skip_gap`]).
     pub fn skip_gap(&self, pos: u64) -> u64 {
-        let room = self.room_to_end(pos);
-        if room < HEADER_LEN as u64 {
-            pos + room
-        } else {
-            pos
-        }
+        self.geo.skip_gap(pos)
     }
 
     /// Header of a record the index (or the writer) knows is at `pos`.
@@ -145,13 +150,17 @@ impl Log {
     }
 
     /// Copy `dst.len()` bytes of the log starting at logical `pos`, wrapping
-    /// at the physical end (replicas read [applied, head) this way). The
-    /// caller validates what it got: the bytes may be torn by the cleaner.
+    /// at the physical end (as a replica reads [applied, head)). The caller
+    /// validates what it got. A plain copy: a `Log` is always this process's
+    /// own (`create` lays out its control block), so its writer is here and
+    /// callers read while it is not writing (tests mirroring a log between
+    /// writes); a replica of another process's log reads through its
+    /// transport, whose shm reads are `Region::read_racy`.
     pub fn read_span(&self, pos: u64, dst: &mut [u8]) {
         let first = (self.room_to_end(pos) as usize).min(dst.len());
         self.region.read(self.physical(pos), &mut dst[..first]);
         if first < dst.len() {
-            self.region.read(CONTROL_SIZE, &mut dst[first..]);
+            self.region.read(self.geo.start(), &mut dst[first..]);
         }
     }
 
@@ -181,19 +190,6 @@ pub enum AppendError {
     TooLarge,
 }
 
-/// A random u64 without a crate: the kernel's getrandom, or time and pid.
-pub fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if nix::unistd::getpid().as_raw() != 0
-        && std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_ok()
-    {
-        return u64::from_le_bytes(b) | 1;
-    }
-    let t =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    (t ^ ((std::process::id() as u64) << 32)) | 1
-}
-
 /// A mirrored record does not fit where it claims to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawError {
@@ -213,18 +209,28 @@ pub struct NewRecord {
 }
 
 /// The single writer. Keeps its own copies of head and tail so it never
-/// re-reads what only it writes.
+/// re-reads what only it writes, and the region's one write token.
 pub struct LogWriter {
     log: Arc<Log>,
+    bytes: RegionWriter,
     head: u64,
     tail: u64,
     epoch: u64,
 }
 
 impl LogWriter {
+    /// The writer of `log`.
+    ///
+    /// # Panics
+    /// If the log's region is read-only or its writer was taken already: a
+    /// log has one writer, and a second one is a bug.
     pub fn new(log: Arc<Log>) -> LogWriter {
+        let bytes = log
+            .region()
+            .take_writer()
+            .unwrap_or_else(|| panic!("the log's region is read-only or already has its writer"));
         let (head, tail, epoch) = (log.head(), log.tail(), log.epoch());
-        LogWriter { log, head, tail, epoch }
+        LogWriter { log, bytes, head, tail, epoch }
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -257,7 +263,7 @@ impl LogWriter {
 
     /// The largest record this log accepts.
     pub fn max_record(&self) -> u64 {
-        self.log.capacity / 2
+        self.log.capacity() / 2
     }
 
     /// Append one record whose value is the concatenation of `value`. Space
@@ -306,10 +312,10 @@ impl LogWriter {
         h.seal(&body);
         let region = self.log.region();
         let mut off = self.log.physical(pos);
-        region.write(off, &h.encode());
+        region.write(&mut self.bytes, off, &h.encode());
         off += HEADER_LEN;
         for piece in body {
-            region.write(off, piece);
+            region.write(&mut self.bytes, off, piece);
             off += piece.len();
         }
         self.head = pos + len;
@@ -333,12 +339,12 @@ impl LogWriter {
             epoch: self.epoch,
         };
         h.seal(&[]);
-        self.log.region().write(self.log.physical(pos), &h.encode());
+        self.log.region().write(&mut self.bytes, self.log.physical(pos), &h.encode());
     }
 
     /// Reclaim from the tail until `need` bytes are free above head.
     fn make_room(&mut self, need: u64, reclaim: &mut dyn FnMut(u64, &Header, &[u8])) {
-        let cap = self.log.capacity;
+        let cap = self.log.capacity();
         let before = self.tail;
         while self.head + need - self.tail > cap {
             self.reclaim_one(reclaim);
@@ -394,7 +400,7 @@ impl LogWriter {
             // `bytes`, so write our own to keep the log walkable.
             self.write_padding(self.head, pos - self.head);
         }
-        self.log.region().write(self.log.physical(pos), bytes);
+        self.log.region().write(&mut self.bytes, self.log.physical(pos), bytes);
         self.head = pos + len;
         self.log.region().atomic_u64(OFF_HEAD).store(self.head, Ordering::Release);
         Ok(())
@@ -469,6 +475,26 @@ mod tests {
         let mut buf = vec![0u8; 200_000];
         log.read_span(last, &mut buf);
         assert_eq!(record::validate(&buf, last).unwrap().value.len(), 100_000);
+    }
+
+    #[test]
+    #[should_panic(expected = "already has its writer")]
+    fn a_log_has_one_writer() {
+        let (log, _w) = small_log();
+        let _second = LogWriter::new(log);
+    }
+
+    #[test]
+    fn the_log_uses_the_geometry_of_its_region() {
+        let (log, _w) = small_log();
+        let g = log.geometry();
+        assert_eq!(g, LogGeometry::for_region(log.region().len()));
+        assert_eq!(log.capacity(), g.capacity());
+        let last = g.capacity() - 8;
+        assert_eq!(
+            (log.physical(last), log.room_to_end(last), log.skip_gap(last)),
+            (g.physical(last), 8, g.capacity())
+        );
     }
 
     #[test]

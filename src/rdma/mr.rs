@@ -88,27 +88,24 @@ impl fmt::Debug for Access {
 /// `mem_ptr()..mem_ptr()+mem_len()` must be one live, writable-or-readable
 /// mapping that does not move or get unmapped while `self` exists, and the
 /// implementation must never hand out Rust references into it (the NIC may
-/// write it at any time); `copy_in`/`copy_out` must stay in bounds.
+/// write it at any time); `copy_out` must stay in bounds. Writing is not part
+/// of the trait: an owned [`Buffer`] is written through its MR
+/// ([`MemoryRegion::write`]), a [`Region`] only through its `RegionWriter`.
 pub unsafe trait RegisterableMemory {
     fn mem_ptr(&self) -> *mut u8;
     fn mem_len(&self) -> usize;
-    /// Copy `src` to offset `off` (bounds already checked by the caller).
-    fn copy_in(&self, off: usize, src: &[u8]);
     /// Copy from offset `off` into `dst` (bounds already checked by the caller).
     fn copy_out(&self, off: usize, dst: &mut [u8]);
 }
 
 // SAFETY: the borrow keeps the Region (and so its mapping) alive and in place;
-// Region hands out no references, only copies, and asserts writability itself.
+// Region hands out no references, only copies.
 unsafe impl RegisterableMemory for &Region {
     fn mem_ptr(&self) -> *mut u8 {
         self.as_ptr()
     }
     fn mem_len(&self) -> usize {
         self.len()
-    }
-    fn copy_in(&self, off: usize, src: &[u8]) {
-        self.write(off, src)
     }
     fn copy_out(&self, off: usize, dst: &mut [u8]) {
         self.read(off, dst)
@@ -123,26 +120,24 @@ unsafe impl RegisterableMemory for Arc<Region> {
     fn mem_len(&self) -> usize {
         self.len()
     }
-    fn copy_in(&self, off: usize, src: &[u8]) {
-        self.write(off, src)
-    }
     fn copy_out(&self, off: usize, dst: &mut [u8]) {
         self.read(off, dst)
     }
 }
 
 /// An owned, page-aligned, zeroed heap buffer for staging, send and receive
-/// buffers. Like a Region it is reached only by copies.
+/// buffers. Like a Region it is reached only by copies. It is `Send` but not
+/// `Sync` (like a `Cell`): copies in and out through `&self` all run on the
+/// one thread that holds it, so they never race with each other.
 pub struct Buffer {
     ptr: *mut u8,
     len: usize,
     layout: Layout,
 }
 
-// SAFETY: plain heap bytes reached only through bounds-checked copies.
+// SAFETY: plain heap bytes owned by this value, reached only through
+// bounds-checked copies; moving it to another thread moves all access there.
 unsafe impl Send for Buffer {}
-// SAFETY: as above; no references into the bytes are handed out.
-unsafe impl Sync for Buffer {}
 
 impl Buffer {
     pub fn zeroed(len: usize) -> Result<Buffer> {
@@ -160,6 +155,13 @@ impl Buffer {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    /// Copy `src` to offset `off`. Panics when out of bounds (a caller bug).
+    pub fn copy_in(&self, off: usize, src: &[u8]) {
+        assert!(off.checked_add(src.len()).is_some_and(|e| e <= self.len), "buffer write out of bounds");
+        // SAFETY: in bounds (asserted); `src` is a distinct Rust buffer; the
+        // Buffer is not Sync, so no other thread copies in or out meanwhile.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off), src.len()) }
     }
 }
 
@@ -179,11 +181,6 @@ unsafe impl RegisterableMemory for Buffer {
     }
     fn mem_len(&self) -> usize {
         self.len
-    }
-    fn copy_in(&self, off: usize, src: &[u8]) {
-        assert!(off.checked_add(src.len()).is_some_and(|e| e <= self.len), "buffer write out of bounds");
-        // SAFETY: in bounds (asserted); `src` is a distinct Rust buffer.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off), src.len()) }
     }
     fn copy_out(&self, off: usize, dst: &mut [u8]) {
         assert!(off.checked_add(dst.len()).is_some_and(|e| e <= self.len), "buffer read out of bounds");
@@ -380,15 +377,20 @@ impl<M: RegisterableMemory> MemoryRegion<M> {
     pub fn all(&self) -> Result<LocalSlice<'_>> {
         self.slice(0, self.len())
     }
-    /// Copy bytes in. Panics when out of bounds (a caller bug, like Region).
-    pub fn write(&self, off: usize, src: &[u8]) {
-        assert!(off.checked_add(src.len()).is_some_and(|e| e <= self.len()), "MR write out of bounds");
-        self.mem.copy_in(off, src)
-    }
     /// Copy bytes out. Panics when out of bounds (a caller bug, like Region).
     pub fn read(&self, off: usize, dst: &mut [u8]) {
         assert!(off.checked_add(dst.len()).is_some_and(|e| e <= self.len()), "MR read out of bounds");
         self.mem.copy_out(off, dst)
+    }
+}
+
+impl MemoryRegion<Buffer> {
+    /// Copy bytes in. Panics when out of bounds (a caller bug, like Region).
+    /// Only owned buffers are written through their MR; a registered
+    /// [`Region`] is written only by the holder of its `RegionWriter`.
+    pub fn write(&self, off: usize, src: &[u8]) {
+        assert!(off.checked_add(src.len()).is_some_and(|e| e <= self.len()), "MR write out of bounds");
+        self.mem.copy_in(off, src)
     }
 }
 
@@ -467,9 +469,6 @@ unsafe impl RegisterableMemory for RegionRange {
     }
     fn mem_len(&self) -> usize {
         self.len
-    }
-    fn copy_in(&self, off: usize, src: &[u8]) {
-        self.region.write(self.off + off, src)
     }
     fn copy_out(&self, off: usize, dst: &mut [u8]) {
         self.region.read(self.off + off, dst)

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::Backoff;
+
 use super::shm::{now_us, SLOT_STALE_US};
 use crate::log::control::{self, MAX_REPLICAS};
 use crate::log::Log;
@@ -101,12 +103,13 @@ impl Drop for Ticker {
 }
 
 /// `--sync-replicas K --sync-timeout T`: a wait until K live replicas at our
-/// epoch have applied everything below `end`. Spins, then yields: the wait is
-/// bounded by T and short in the common case (replicas are microseconds behind).
+/// epoch have applied everything below `end`. Spins, then yields (a
+/// `Backoff`'s snooze): the wait is bounded by T and short in the common case
+/// (replicas are microseconds behind).
 pub fn sync_waiter(log: Arc<Log>, k: usize, timeout: Duration) -> Box<dyn Fn(u64) -> bool + Send + Sync> {
     Box::new(move |end| {
         let deadline = Instant::now() + timeout;
-        let mut spins = 0u32;
+        let backoff = Backoff::new();
         loop {
             let epoch = log.epoch();
             let now = now_us();
@@ -122,12 +125,7 @@ pub fn sync_waiter(log: Arc<Log>, k: usize, timeout: Duration) -> Box<dyn Fn(u64
             if Instant::now() >= deadline {
                 return false;
             }
-            spins += 1;
-            if spins < 1000 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            backoff.snooze();
         }
     })
 }

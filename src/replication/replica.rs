@@ -13,15 +13,17 @@
 //! being lapped are the same path: clear, and replay the primary's live
 //! window [tail, head).
 //!
-//! No sleeps: while records flow it spins; when idle it backs off to a timed
-//! wait on its control eventfd (which promotion, `replica follow` and
-//! shutdown signal), growing to at most `MAX_IDLE_WAIT`.
+//! No sleeps: while records flow it spins; when idle it polls for
+//! `IDLE_SPIN` with a growing pause between polls (a crossbeam `Backoff`),
+//! then backs off to a timed wait on its control eventfd (which promotion,
+//! `replica follow` and shutdown signal), growing to at most `MAX_IDLE_WAIT`.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::Backoff;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
@@ -29,8 +31,8 @@ use super::shm::{now_us, ShmTransport};
 use super::transport::{Progress, Transport};
 use super::Url;
 use crate::error::{Error, Result};
-use crate::log::control::CONTROL_SIZE;
-use crate::log::record::{self, Invalid, HEADER_LEN};
+use crate::log::record::{self, Invalid};
+use crate::log::LogGeometry;
 use crate::store::Store;
 
 /// How long an idle replica keeps polling before it starts to wait: a
@@ -357,6 +359,9 @@ impl<'a> Follower<'a> {
     fn follow(&mut self, t: &mut dyn Transport) -> Result<Exit> {
         let cap = self.store.log().capacity();
         let mut idle = 0u32;
+        // Between polls while idle: a few pauses, doubling up to a bound, so
+        // an idle replica does not hammer the primary's control block line.
+        let spin = Backoff::new();
         let mut idle_since = Instant::now();
         let mut wait = Duration::from_micros(5);
         loop {
@@ -374,6 +379,10 @@ impl<'a> Follower<'a> {
                     cap
                 );
             }
+            // The primary's log, as its control block describes it.
+            let Some(geo) = LogGeometry::new(c.capacity) else {
+                crate::bail!("{} reports a log of {} bytes, which no log has", t.describe(), c.capacity);
+            };
             if c.heartbeat_us != self.heartbeat {
                 self.heartbeat = c.heartbeat_us;
                 self.last_alive = Instant::now();
@@ -436,16 +445,17 @@ impl<'a> Follower<'a> {
                     self.ctl.wait(wait);
                     wait = (wait * 2).min(MAX_IDLE_WAIT);
                 } else {
-                    std::hint::spin_loop();
+                    spin.spin();
                 }
                 continue;
             }
             idle = 0;
+            spin.reset();
             wait = Duration::from_micros(5);
             if self.status.behind_since_us.load(Ordering::Relaxed) == 0 {
                 self.status.behind_since_us.store(now_us(), Ordering::Relaxed);
             }
-            let done = self.pull(t, applied, c.head, cap)?;
+            let done = self.pull(t, applied, c.head, geo)?;
             self.applied = Some(done);
             self.status.applied.store(done, Ordering::Relaxed);
             let caught_up = done >= c.head;
@@ -469,27 +479,21 @@ impl<'a> Follower<'a> {
     /// record ends, so the read-ahead begins exactly where the next stretch
     /// does (a record cut by the staging size is read again, whole, next).
     /// Returns the new applied position.
-    fn pull(&mut self, t: &mut dyn Transport, from: u64, head: u64, cap: u64) -> Result<u64> {
-        let room = |p: u64| cap - p % cap;
-        // Where the stretch starting at `p` ends, and its (offset, length).
-        let stretch = |p: u64, staging: usize| -> (u64, (usize, usize)) {
-            let end = head.min(p + room(p)).min(p + staging as u64);
-            (end, (CONTROL_SIZE + (p % cap) as usize, (end - p) as usize))
-        };
-        let skip_gap = |p: u64| if room(p) < HEADER_LEN as u64 { p + room(p) } else { p };
+    fn pull(&mut self, t: &mut dyn Transport, from: u64, head: u64, geo: LogGeometry) -> Result<u64> {
         // A record larger than our reads: read that much from it on.
         let grown = |need: usize, staging: usize| {
             if need > staging {
-                need.next_power_of_two().min(cap as usize)
+                need.next_power_of_two().min(geo.capacity() as usize)
             } else {
                 staging
             }
         };
-        let mut pos = skip_gap(from);
+        let mut pos = geo.skip_gap(from);
         let ctl = self.ctl;
         while pos < head {
             let staging = self.staging;
-            let (end, (off, len)) = stretch(pos, staging);
+            let s = geo.stretch(pos, head, staging);
+            let (end, off, len) = (s.end, s.offset, s.len);
             // A stop, promotion or follow request ends a long catch-up after
             // this stretch, with no read left in flight: the planner sees it
             // before it plans, and a transport that never plans has none.
@@ -509,8 +513,11 @@ impl<'a> Follower<'a> {
                     }
                     o += n;
                 }
-                let next = skip_gap(pos + o as u64);
-                let ahead = (o > 0 && next < head).then(|| stretch(next, grown(cut, staging)).1);
+                let next = geo.skip_gap(pos + o as u64);
+                let ahead = (o > 0 && next < head).then(|| {
+                    let s = geo.stretch(next, head, grown(cut, staging));
+                    (s.offset, s.len)
+                });
                 planned = ahead.is_some();
                 ahead
             };
@@ -527,7 +534,7 @@ impl<'a> Follower<'a> {
                         self.status.records_applied.fetch_add(1, Ordering::Relaxed);
                         self.status.bytes_applied.fetch_add(n as u64, Ordering::Relaxed);
                         p += n as u64;
-                        if room(p) < HEADER_LEN as u64 {
+                        if geo.in_gap(p) {
                             break; // the gap before the log's end: next lap
                         }
                     }
@@ -536,7 +543,7 @@ impl<'a> Follower<'a> {
                         // would have fitted this stretch, or if it would cross
                         // the log's end (no record does).
                         let fitted = p == pos && need <= self.staging;
-                        if end == head || fitted || need as u64 > room(p) {
+                        if end == head || fitted || need as u64 > geo.room_to_end(p) {
                             self.invalid(t, p)?;
                             return Ok(p);
                         }
@@ -550,7 +557,7 @@ impl<'a> Follower<'a> {
                     }
                 }
             }
-            pos = skip_gap(p);
+            pos = geo.skip_gap(p);
             self.applied = Some(pos.min(head));
             self.status.applied.store(pos.min(head), Ordering::Relaxed);
             if asked || (!planned && ctl.has_pending()) {

@@ -118,7 +118,9 @@ impl Transport for ShmTransport {
             crate::bail!("read of {len} bytes at {off} is outside the primary's region");
         }
         self.staging.resize(len, 0);
-        self.region.read(off, &mut self.staging[..len]);
+        // The primary writes its log while we copy (its cleaner may overwrite
+        // what we read): atomic loads keep that defined; validation catches tears.
+        self.region.read_racy(off, &mut self.staging[..len]);
         Ok(&self.staging[..len])
     }
 

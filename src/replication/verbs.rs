@@ -38,7 +38,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A completion that takes longer than this means the peer is gone (the QP's
 /// own retry timeout normally reports that first, as an error completion).
 const WC_TIMEOUT: Duration = Duration::from_secs(15);
-/// Polls of the CQ before blocking on its completion channel.
+/// Polls of the CQ before blocking on its completion channel. A counted
+/// busy poll, not a crossbeam `Backoff`: its snooze gives up after about ten
+/// polls (microseconds), which would send every READ of a large stretch
+/// through the completion channel's interrupt and wake-up, and its spin
+/// stretches the gap between polls to 64 pauses (~3 us), added to each
+/// completion's detection; either slows catch-up.
 const SPIN_POLLS: u32 = 20_000;
 
 /// The primary's verbs resources, shared by every replica's QP.
