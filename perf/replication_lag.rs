@@ -26,6 +26,7 @@ fn line(r: &mut BufReader<TcpStream>) -> String {
 }
 
 fn main() {
+    logmemcached::logging::init();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         eprintln!("usage: replication_lag PRIMARY_PORT REPLICA_PORT [SAMPLES]");

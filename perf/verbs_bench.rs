@@ -212,6 +212,7 @@ fn client(a: ClientArgs) -> Result<()> {
 }
 
 fn main() {
+    logmemcached::logging::init();
     let args: Args = argh::from_env();
     let r = match args.cmd {
         Cmd::Server(a) => serve(a),

@@ -16,6 +16,8 @@ use logmemcached::replication::Url;
 use logmemcached::store::*;
 
 fn cfg(mb: usize, max_item: usize) -> StoreConfig {
+    // The replica's warnings (torn reads, resyncs) go to stderr as the server's do.
+    logmemcached::logging::init();
     StoreConfig { memory_bytes: mb << 20, max_item_size: max_item, hugepages: HugePages::Off }
 }
 

@@ -14,7 +14,7 @@
 //!   validates it;
 //! * `atomic_u64` for the control block's fields and progress slots.
 //!
-//! Who may write which bytes when is the log's protocol (see `crate::log`);
+//! Who may write which bytes when is the log's protocol (see `src/log/`);
 //! this module guarantees bounds and one writer.
 
 use std::fs::{File, OpenOptions};

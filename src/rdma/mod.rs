@@ -63,8 +63,10 @@
 //!   work request still in flight against a deregistered MR completes with a
 //!   protection error instead of touching freed memory (the NIC checks keys).
 //! * no references into registered memory are handed out: the NIC may write it
-//!   at any moment, so bytes move in and out by copy (`read`/`write`), exactly
-//!   like [`Region`](crate::memory::region::Region). Whether the bytes are
+//!   at any moment, so bytes move in and out by copy: `read` on any MR, and
+//!   `write` only on an MR over a [`Buffer`] (a registered
+//!   [`Region`](crate::memory::region::Region) is written only through its
+//!   single `RegionWriter`, which the log owns). Whether the bytes are
 //!   *complete* is the caller's protocol (wait for the signaled completion).
 //!
 //! Work requests name memory through bounds-checked [`LocalSlice`] (from an MR)
