@@ -109,6 +109,13 @@ struct ServeArgs {
     #[argh(option)]
     rdma_listen: Option<String>,
 
+    /// RDMA clients: memory, in megabytes, that all RC connections' buffers
+    /// may pin together (each pins two buffers of about -I); past it new RC
+    /// connections are refused (default: a quarter of -m, and at least 4
+    /// connections' worth; 0 refuses every RC connection)
+    #[argh(option)]
+    rdma_rc_memory: Option<usize>,
+
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
     verbose: u32,
@@ -174,6 +181,11 @@ fn serve(a: ServeArgs) -> Result<()> {
         hugepages: a.hugepages,
         idle_spins: a.idle_spins.unwrap_or_else(|| default_idle_spins(a.threads)),
         rdma_listen: a.rdma_listen,
+        rdma: server::rdma::budgets(
+            a.memory_limit << 20,
+            a.max_item_size,
+            a.rdma_rc_memory.map(|mb| mb.saturating_mul(1 << 20)),
+        ),
     };
     let listeners = a
         .replication_listen

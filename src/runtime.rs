@@ -66,6 +66,9 @@ pub struct Settings {
     pub idle_spins: u32,
     /// `--rdma-listen ADDR:PORT`: the UD/RC client endpoint's side channel.
     pub rdma_listen: Option<String>,
+    /// The RDMA endpoint's budgets (`--rdma-rc-memory` and the fixed ones),
+    /// reported by `stats settings`.
+    pub rdma: RdmaBudgets,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             hugepages: HugePages::Auto,
             idle_spins: 2000,
             rdma_listen: None,
+            rdma: RdmaBudgets::default(),
         }
     }
 }
@@ -92,6 +96,49 @@ pub struct Connections {
     pub curr: AtomicU64,
     pub total: AtomicU64,
     pub rejected: AtomicU64,
+}
+
+/// What the RDMA endpoint (`--rdma-listen`) may hold; `server::rdma::budgets`
+/// computes them from the flags, and the endpoint enforces exactly these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RdmaBudgets {
+    /// `--rdma-rc-memory`: bytes every RC connection's buffers pin together.
+    pub rc_memory: usize,
+    /// What one RC connection pins (two buffers sized for `-I`).
+    pub rc_connection_bytes: usize,
+    /// Clients whose address handle and reply cache a worker keeps.
+    pub peers_per_worker: usize,
+    /// Bytes that client state may take per worker.
+    pub peer_bytes_per_worker: usize,
+    /// Reply datagrams that may wait for a send slot, per worker.
+    pub pending_sends_per_worker: usize,
+}
+
+impl Default for RdmaBudgets {
+    /// `server::rdma::budgets` for the default `-m 64 -I 1m` (a test there
+    /// keeps the two equal).
+    fn default() -> Self {
+        RdmaBudgets {
+            rc_memory: 16 << 20,
+            rc_connection_bytes: 2 * ((1 << 20) + (4 << 10)),
+            peers_per_worker: 4096,
+            peer_bytes_per_worker: 8 << 20,
+            pending_sends_per_worker: 256,
+        }
+    }
+}
+
+/// The RDMA endpoint's RC admission figures (`stats`). Its side-channel
+/// threads are no worker, so these are shared atomics rather than
+/// `WorkerStats` counters.
+#[derive(Debug, Default)]
+pub struct RdmaControl {
+    /// RC connections open (or being set up).
+    pub rc_open: AtomicU64,
+    /// Bytes their buffers pin, within `--rdma-rc-memory`.
+    pub rc_pinned_bytes: AtomicU64,
+    /// RC connections refused: over the memory budget or a full worker.
+    pub rc_refused: AtomicU64,
 }
 
 /// Asks the server to stop (installed by whoever runs the workers).
@@ -112,6 +159,8 @@ pub struct Runtime {
     verbosity: Arc<AtomicU32>,
     /// Replication role and handles (`stats replication`, `replica ...`).
     pub replication: OnceLock<Arc<Replication>>,
+    /// RC admissions of the RDMA endpoint.
+    pub rdma: Arc<RdmaControl>,
     shutdown: OnceLock<ShutdownHook>,
 }
 
@@ -129,6 +178,7 @@ impl Runtime {
             connections: CachePadded::new(Connections::default()),
             verbosity: Arc::new(AtomicU32::new(verbosity)),
             replication: OnceLock::new(),
+            rdma: Arc::new(RdmaControl::default()),
             shutdown: OnceLock::new(),
         }
     }

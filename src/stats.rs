@@ -103,13 +103,17 @@ worker_counters!(
     readonly_refused,
     conn_yields,
     protocol_errors,
-    // RDMA client access (src/server/ud.rs): datagrams and RC messages taken
+    // RDMA client access (src/server/rdma/): datagrams and RC messages taken
     // in, replies sent, malformed or unanswerable ones dropped, and retried
-    // writes answered from the per-client reply cache instead of re-applied.
+    // writes answered from the per-client reply cache instead of re-applied;
+    // clients forgotten to stay within the per-worker client-state budget;
+    // reply datagrams that waited for a send slot.
     rdma_requests,
     rdma_replies,
     rdma_drops,
     rdma_retries,
+    rdma_peer_evictions,
+    rdma_send_queued,
 );
 
 /// Look up one summed counter by name (tests, `stats` assembly).
@@ -255,6 +259,13 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
     for (name, value) in WorkerStats::sum(&rt.workers) {
         v.push((name.into(), value.to_string()));
     }
+    for (name, a) in [
+        ("rdma_rc_open", &rt.rdma.rc_open),
+        ("rdma_rc_pinned_bytes", &rt.rdma.rc_pinned_bytes),
+        ("rdma_rc_refused", &rt.rdma.rc_refused),
+    ] {
+        v.push((name.into(), ld(a)));
+    }
     let more: [(&str, String); 21] = [
         ("limit_maxbytes", snap.limit_maxbytes.to_string()),
         ("accepting_conns", "1".into()),
@@ -313,6 +324,13 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("hugepages", hp.into()),
         ("poll_mode", s.poll.as_str().into()),
         ("poll_idle_spins", s.idle_spins.to_string()),
+        // The RDMA endpoint's budgets (src/server/rdma/mod.rs): RC buffer
+        // memory for the whole server; client state and queued replies per worker.
+        ("rdma_rc_memory", s.rdma.rc_memory.to_string()),
+        ("rdma_rc_connection_bytes", s.rdma.rc_connection_bytes.to_string()),
+        ("rdma_peers_per_worker", s.rdma.peers_per_worker.to_string()),
+        ("rdma_peer_bytes_per_worker", s.rdma.peer_bytes_per_worker.to_string()),
+        ("rdma_pending_sends_per_worker", s.rdma.pending_sends_per_worker.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -68,6 +68,17 @@ impl Shared {
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
     }
+
+    /// Wakes worker `id` out of a blocking wait, from any thread (it then
+    /// polls everything once, e.g. its RDMA connections' inbox).
+    fn waker(self: &Arc<Self>, id: usize) -> rdma::Waker {
+        let weak = Arc::downgrade(self);
+        Arc::new(move || {
+            if let Some(w) = weak.upgrade().as_ref().and_then(|s| s.wakers.get(id)) {
+                let _ = w.write(1);
+            }
+        })
+    }
 }
 
 /// Bind one listening socket per worker (127.0.0.1:11211 by default), all
@@ -113,13 +124,19 @@ pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
 pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
     let mut handles = Vec::new();
     // `--rdma-listen`: one UD endpoint per worker (see rdma/mod.rs for why).
+    let threads = shared.rt.settings.threads;
     let mut rdma: Vec<Option<rdma::WorkerRdma>> = match &shared.rt.settings.rdma_listen {
-        Some(addr) => rdma::start(&rdma::Config {
-            listen: addr,
-            threads: shared.rt.settings.threads,
-            max_item_size: shared.rt.settings.max_item_size,
-            verbose: shared.rt.verbosity() > 0,
-        })?
+        Some(addr) => rdma::start(
+            &rdma::Config {
+                listen: addr,
+                threads,
+                max_item_size: shared.rt.settings.max_item_size,
+                rc_memory: shared.rt.settings.rdma.rc_memory,
+                control: shared.rt.rdma.clone(),
+                verbose: shared.rt.verbosity() > 0,
+            },
+            (0..threads).map(|id| shared.waker(id)).collect(),
+        )?
         .into_iter()
         .map(Some)
         .collect(),
