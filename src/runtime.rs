@@ -69,6 +69,16 @@ pub struct Settings {
     /// The RDMA endpoint's budgets (`--rdma-rc-memory` and the fixed ones),
     /// reported by `stats settings`.
     pub rdma: RdmaBudgets,
+    /// `-A`: the `shutdown` command works on the data port (memcached's
+    /// `-A, --enable-shutdown`). It always works on the admin socket.
+    pub enable_shutdown: bool,
+    /// Not `-F`: `flush_all` works on the data port (memcached's
+    /// `-F, --disable-flush-all` clears it). It always works on the admin socket.
+    pub flush_enabled: bool,
+    /// `--admin-socket PATH`: the unix socket that takes admin commands.
+    pub admin_socket: Option<std::path::PathBuf>,
+    /// `--admin-socket-mode`: its file mode (default 0600).
+    pub admin_socket_mode: u32,
 }
 
 impl Default for Settings {
@@ -85,6 +95,10 @@ impl Default for Settings {
             idle_spins: 2000,
             rdma_listen: None,
             rdma: RdmaBudgets::default(),
+            enable_shutdown: false,
+            flush_enabled: true,
+            admin_socket: None,
+            admin_socket_mode: 0o600,
         }
     }
 }
@@ -147,9 +161,11 @@ pub type ShutdownHook = Box<dyn Fn() + Send + Sync>;
 /// State every request and every `stats` report sees.
 pub struct Runtime {
     pub settings: Settings,
-    /// One per worker, in worker order; each written only by its worker and
-    /// on cache lines of its own, so one worker's counting never invalidates
-    /// another's. Shared with the latency-log thread.
+    /// One per worker, in worker order, then one for the control path (the
+    /// admin socket: see [`Runtime::control_stats`]); each written only by
+    /// its thread and on cache lines of its own, so one worker's counting
+    /// never invalidates another's. `stats` sums them all. Shared with the
+    /// latency-log thread.
     pub workers: Arc<[CachePadded<WorkerStats>]>,
     pub started: Instant,
     pub started_unix: u64,
@@ -165,10 +181,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime with one `WorkerStats` per `settings.threads`.
+    /// A runtime with one `WorkerStats` per `settings.threads`, and one more
+    /// for the control path.
     pub fn new(settings: Settings, verbosity: u32) -> Runtime {
         Runtime {
-            workers: (0..settings.threads).map(|_| CachePadded::new(WorkerStats::default())).collect(),
+            workers: (0..=settings.threads).map(|_| CachePadded::new(WorkerStats::default())).collect(),
             settings,
             started: Instant::now(),
             started_unix: std::time::SystemTime::now()
@@ -181,6 +198,12 @@ impl Runtime {
             rdma: Arc::new(RdmaControl::default()),
             shutdown: OnceLock::new(),
         }
+    }
+
+    /// The counters of the control path (the admin socket's sessions: one
+    /// thread at a time writes them, so they keep a single writer).
+    pub fn control_stats(&self) -> &WorkerStats {
+        &self.workers[self.settings.threads]
     }
 
     pub fn verbosity(&self) -> u32 {
@@ -225,7 +248,8 @@ mod tests {
     #[test]
     fn one_padded_stats_per_worker_and_a_shutdown_hook() {
         let rt = Runtime::new(Settings { threads: 3, ..Settings::default() }, 1);
-        assert_eq!(rt.workers.len(), 3);
+        assert_eq!(rt.workers.len(), 3 + 1, "one per worker and the control path's");
+        assert!(std::ptr::eq(rt.control_stats(), &*rt.workers[3]));
         let (a, b) = (&rt.workers[0] as *const _ as usize, &rt.workers[1] as *const _ as usize);
         assert!(b - a >= 64 && a % 64 == 0, "each worker's counters start a cache line");
         assert_eq!(rt.verbosity(), 1);

@@ -114,6 +114,8 @@ worker_counters!(
     rdma_retries,
     rdma_peer_evictions,
     rdma_send_queued,
+    // Admin commands (`replica ...`) refused on the data port.
+    admin_refused,
 );
 
 /// Look up one summed counter by name (tests, `stats` assembly).
@@ -309,7 +311,7 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("inter", s.listen.clone()),
         ("verbosity", rt.verbosity().to_string()),
         ("evictions", "on".into()),
-        ("shutdown_command", "no".into()),
+        ("shutdown_command", if s.enable_shutdown { "yes" } else { "no" }.into()),
         ("num_threads", s.threads.to_string()),
         ("detail_enabled", "no".into()),
         ("cas_enabled", "yes".into()),
@@ -319,11 +321,14 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("item_size_max", s.max_item_size.to_string()),
         // Over the connection limit a client gets an error and is closed at once.
         ("maxconns_fast", "yes".into()),
-        ("flush_enabled", "yes".into()),
+        ("flush_enabled", if s.flush_enabled { "yes" } else { "no" }.into()),
         ("dump_enabled", "no".into()),
         ("hugepages", hp.into()),
         ("poll_mode", s.poll.as_str().into()),
         ("poll_idle_spins", s.idle_spins.to_string()),
+        // As memcached prints an unset domain_socket.
+        ("admin_socket", s.admin_socket.as_ref().map_or_else(|| "NULL".into(), |p| p.display().to_string())),
+        ("admin_socket_mode", format!("{:04o}", s.admin_socket_mode)),
         // The RDMA endpoint's budgets (src/server/rdma/mod.rs): RC buffer
         // memory for the whole server; client state and queued replies per worker.
         ("rdma_rc_memory", s.rdma.rc_memory.to_string()),

@@ -7,6 +7,7 @@
 //! runtime's shutdown hook) sets `Shared::shutdown` and wakes every worker
 //! through its eventfd; each closes its connections and returns.
 
+pub mod admin;
 mod conn;
 pub mod notify;
 pub mod rdma;
@@ -123,6 +124,11 @@ pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
 /// Serve until shutdown is requested. Returns once every worker has stopped.
 pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
     let mut handles = Vec::new();
+    // `--admin-socket`: its file goes when this returns.
+    let _admin = match &shared.rt.settings.admin_socket {
+        Some(p) => Some(admin::start(p, shared.rt.settings.admin_socket_mode, store.clone(), shared.rt.clone())?),
+        None => None,
+    };
     // `--rdma-listen`: one UD endpoint per worker (see rdma/mod.rs for why).
     let threads = shared.rt.settings.threads;
     let mut rdma: Vec<Option<rdma::WorkerRdma>> = match &shared.rt.settings.rdma_listen {
