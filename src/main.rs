@@ -109,6 +109,34 @@ struct ServeArgs {
     #[argh(option)]
     rdma_listen: Option<String>,
 
+    /// RDMA clients: memory, in megabytes, that all RC connections' buffers
+    /// may pin together (each pins two buffers of about -I); past it new RC
+    /// connections are refused (default: a quarter of -m, and at least 4
+    /// connections' worth; 0 refuses every RC connection)
+    #[argh(option)]
+    rdma_rc_memory: Option<usize>,
+
+    /// serve admin commands (replica promote, replica follow URL; shutdown
+    /// and flush_all whatever -A and -F say) on a unix socket at PATH,
+    /// created with --admin-socket-mode and removed at shutdown; on the data
+    /// port they are refused
+    #[argh(option)]
+    admin_socket: Option<std::path::PathBuf>,
+
+    /// file mode of the --admin-socket, in octal (default 0600: the server's
+    /// user and root only)
+    #[argh(option, default = "0o600", from_str_fn(parse_mode))]
+    admin_socket_mode: u32,
+
+    /// let the `shutdown` command stop the server from the data port
+    /// (memcached's -A)
+    #[argh(switch, short = 'A')]
+    enable_shutdown: bool,
+
+    /// refuse `flush_all` on the data port (memcached's -F)
+    #[argh(switch, short = 'F')]
+    disable_flush_all: bool,
+
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
     verbose: u32,
@@ -134,6 +162,14 @@ fn parse_size(s: &str) -> std::result::Result<usize, String> {
         return Err("the item size must be at least 1 byte".into());
     }
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// An octal file mode such as 0600 or 660.
+fn parse_mode(s: &str) -> std::result::Result<u32, String> {
+    match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!("not a file mode: {s:?} (octal, e.g. 0600 or 0660)")),
+    }
 }
 
 /// memcached habits: `-vv` means `-v -v`, and flags without a subcommand mean `serve`.
@@ -174,6 +210,15 @@ fn serve(a: ServeArgs) -> Result<()> {
         hugepages: a.hugepages,
         idle_spins: a.idle_spins.unwrap_or_else(|| default_idle_spins(a.threads)),
         rdma_listen: a.rdma_listen,
+        rdma: server::rdma::budgets(
+            a.memory_limit << 20,
+            a.max_item_size,
+            a.rdma_rc_memory.map(|mb| mb.saturating_mul(1 << 20)),
+        ),
+        enable_shutdown: a.enable_shutdown,
+        flush_enabled: !a.disable_flush_all,
+        admin_socket: a.admin_socket,
+        admin_socket_mode: a.admin_socket_mode,
     };
     let listeners = a
         .replication_listen
@@ -334,5 +379,9 @@ mod tests {
         assert_eq!(v(&["lm", "-p", "1"]), ["lm", "serve", "-p", "1"]);
         assert_eq!(v(&["lm", "serve", "-vv"]), ["lm", "serve", "-v", "-v"]);
         assert_eq!(v(&["lm", "--help"]), ["lm", "--help"]);
+        assert_eq!(v(&["lm", "-A", "-F"]), ["lm", "serve", "-A", "-F"]);
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert!(parse_mode("0800").is_err() && parse_mode("7777").is_err() && parse_mode("rw").is_err());
     }
 }

@@ -66,6 +66,19 @@ pub struct Settings {
     pub idle_spins: u32,
     /// `--rdma-listen ADDR:PORT`: the UD/RC client endpoint's side channel.
     pub rdma_listen: Option<String>,
+    /// The RDMA endpoint's budgets (`--rdma-rc-memory` and the fixed ones),
+    /// reported by `stats settings`.
+    pub rdma: RdmaBudgets,
+    /// `-A`: the `shutdown` command works on the data port (memcached's
+    /// `-A, --enable-shutdown`). It always works on the admin socket.
+    pub enable_shutdown: bool,
+    /// Not `-F`: `flush_all` works on the data port (memcached's
+    /// `-F, --disable-flush-all` clears it). It always works on the admin socket.
+    pub flush_enabled: bool,
+    /// `--admin-socket PATH`: the unix socket that takes admin commands.
+    pub admin_socket: Option<std::path::PathBuf>,
+    /// `--admin-socket-mode`: its file mode (default 0600).
+    pub admin_socket_mode: u32,
 }
 
 impl Default for Settings {
@@ -81,6 +94,11 @@ impl Default for Settings {
             hugepages: HugePages::Auto,
             idle_spins: 2000,
             rdma_listen: None,
+            rdma: RdmaBudgets::default(),
+            enable_shutdown: false,
+            flush_enabled: true,
+            admin_socket: None,
+            admin_socket_mode: 0o600,
         }
     }
 }
@@ -94,15 +112,60 @@ pub struct Connections {
     pub rejected: AtomicU64,
 }
 
+/// What the RDMA endpoint (`--rdma-listen`) may hold; `server::rdma::budgets`
+/// computes them from the flags, and the endpoint enforces exactly these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RdmaBudgets {
+    /// `--rdma-rc-memory`: bytes every RC connection's buffers pin together.
+    pub rc_memory: usize,
+    /// What one RC connection pins (two buffers sized for `-I`).
+    pub rc_connection_bytes: usize,
+    /// Clients whose address handle and reply cache a worker keeps.
+    pub peers_per_worker: usize,
+    /// Bytes that client state may take per worker.
+    pub peer_bytes_per_worker: usize,
+    /// Reply datagrams that may wait for a send slot, per worker.
+    pub pending_sends_per_worker: usize,
+}
+
+impl Default for RdmaBudgets {
+    /// `server::rdma::budgets` for the default `-m 64 -I 1m` (a test there
+    /// keeps the two equal).
+    fn default() -> Self {
+        RdmaBudgets {
+            rc_memory: 16 << 20,
+            rc_connection_bytes: 2 * ((1 << 20) + (4 << 10)),
+            peers_per_worker: 4096,
+            peer_bytes_per_worker: 8 << 20,
+            pending_sends_per_worker: 256,
+        }
+    }
+}
+
+/// The RDMA endpoint's RC admission figures (`stats`). Its side-channel
+/// threads are no worker, so these are shared atomics rather than
+/// `WorkerStats` counters.
+#[derive(Debug, Default)]
+pub struct RdmaControl {
+    /// RC connections open (or being set up).
+    pub rc_open: AtomicU64,
+    /// Bytes their buffers pin, within `--rdma-rc-memory`.
+    pub rc_pinned_bytes: AtomicU64,
+    /// RC connections refused: over the memory budget or a full worker.
+    pub rc_refused: AtomicU64,
+}
+
 /// Asks the server to stop (installed by whoever runs the workers).
 pub type ShutdownHook = Box<dyn Fn() + Send + Sync>;
 
 /// State every request and every `stats` report sees.
 pub struct Runtime {
     pub settings: Settings,
-    /// One per worker, in worker order; each written only by its worker and
-    /// on cache lines of its own, so one worker's counting never invalidates
-    /// another's. Shared with the latency-log thread.
+    /// One per worker, in worker order, then one for the control path (the
+    /// admin socket: see [`Runtime::control_stats`]); each written only by
+    /// its thread and on cache lines of its own, so one worker's counting
+    /// never invalidates another's. `stats` sums them all. Shared with the
+    /// latency-log thread.
     pub workers: Arc<[CachePadded<WorkerStats>]>,
     pub started: Instant,
     pub started_unix: u64,
@@ -112,14 +175,17 @@ pub struct Runtime {
     verbosity: Arc<AtomicU32>,
     /// Replication role and handles (`stats replication`, `replica ...`).
     pub replication: OnceLock<Arc<Replication>>,
+    /// RC admissions of the RDMA endpoint.
+    pub rdma: Arc<RdmaControl>,
     shutdown: OnceLock<ShutdownHook>,
 }
 
 impl Runtime {
-    /// A runtime with one `WorkerStats` per `settings.threads`.
+    /// A runtime with one `WorkerStats` per `settings.threads`, and one more
+    /// for the control path.
     pub fn new(settings: Settings, verbosity: u32) -> Runtime {
         Runtime {
-            workers: (0..settings.threads).map(|_| CachePadded::new(WorkerStats::default())).collect(),
+            workers: (0..=settings.threads).map(|_| CachePadded::new(WorkerStats::default())).collect(),
             settings,
             started: Instant::now(),
             started_unix: std::time::SystemTime::now()
@@ -129,8 +195,15 @@ impl Runtime {
             connections: CachePadded::new(Connections::default()),
             verbosity: Arc::new(AtomicU32::new(verbosity)),
             replication: OnceLock::new(),
+            rdma: Arc::new(RdmaControl::default()),
             shutdown: OnceLock::new(),
         }
+    }
+
+    /// The counters of the control path (the admin socket's sessions: one
+    /// thread at a time writes them, so they keep a single writer).
+    pub fn control_stats(&self) -> &WorkerStats {
+        &self.workers[self.settings.threads]
     }
 
     pub fn verbosity(&self) -> u32 {
@@ -175,7 +248,8 @@ mod tests {
     #[test]
     fn one_padded_stats_per_worker_and_a_shutdown_hook() {
         let rt = Runtime::new(Settings { threads: 3, ..Settings::default() }, 1);
-        assert_eq!(rt.workers.len(), 3);
+        assert_eq!(rt.workers.len(), 3 + 1, "one per worker and the control path's");
+        assert!(std::ptr::eq(rt.control_stats(), &*rt.workers[3]));
         let (a, b) = (&rt.workers[0] as *const _ as usize, &rt.workers[1] as *const _ as usize);
         assert!(b - a >= 64 && a % 64 == 0, "each worker's counters start a cache line");
         assert_eq!(rt.verbosity(), 1);

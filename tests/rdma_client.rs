@@ -1,6 +1,8 @@
 //! The RDMA client against the real server: UD datagrams for every operation,
 //! RC for a 512 KiB value, 64 endpoints at once, a datagram lost on purpose,
-//! a read-only replica refusing writes, a malformed datagram.
+//! a read-only replica refusing writes, a malformed datagram, a request that
+//! names another address (the reply still goes to its sender), RC
+//! connections past the memory budget.
 //!
 //! The `vm_*` tests need an RDMA device and are `#[ignore]`d, so a plain
 //! `cargo test` lists them as ignored instead of silently passing;
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::{free_port, Server};
 use logmemcached::client::{wire, Client, ClientOptions, End, ShardSpec};
-use logmemcached::rdma::connect::UdEndpointInfo;
-use logmemcached::rdma::{Access, QpCaps, UdOptions};
+use logmemcached::rdma::connect::{UdEndpointInfo, WireInfo};
+use logmemcached::rdma::{Access, QpCaps, UdEndpoint, UdOptions, GRH_SIZE};
 
 fn require_vm() {
     if std::env::var("LOGMEMCACHED_IN_VM").as_deref() != Ok("1") {
@@ -311,4 +313,107 @@ fn vm_malformed_datagram_is_dropped_and_counted() {
     wire::request(&mut req, wire::opcode::GETK, 0, &[], b"q", &[]);
     let r = c.raw(b"q", &mut req, End::First).unwrap();
     assert_eq!(r[0].value, b"1");
+}
+
+/// The replies to datagrams `ep` sent, until one with opaque `last` (or
+/// the timeout).
+fn replies_until(ep: &UdEndpoint, last: u32, timeout: Duration) -> Vec<wire::Response> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    while !got.iter().any(|r: &wire::Response| r.opaque == last) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wc =
+            ep.recv_cq().wait_one(left).unwrap_or_else(|e| panic!("no reply with opaque {last}: {e}; got {got:?}"));
+        let slot = wc.wr_id() as usize;
+        ep.read_payload(slot, wc.byte_len() as usize - GRH_SIZE, &mut buf).unwrap();
+        ep.repost(slot).unwrap();
+        got.extend(wire::parse_all(&buf).unwrap());
+    }
+    got
+}
+
+/// Send one datagram from `ep`'s send slot 0 and wait for it to go.
+fn send(ep: &UdEndpoint, payload: &[u8], dest: &logmemcached::rdma::UdDest) {
+    ep.post_send(0, payload, dest).unwrap();
+    ep.send_cq().wait_one(Duration::from_secs(10)).unwrap().ok().unwrap();
+}
+
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_a_request_naming_another_address_is_answered_to_its_sender_only() {
+    require_vm();
+    let (s, url) = rdma_server(&[]);
+    let side = url.trim_start_matches("rdma://");
+    let eps = logmemcached::client::ud::fetch_endpoints(side, Duration::from_secs(10)).unwrap();
+    let (ctx, pd) = logmemcached::client::verbs().unwrap();
+    // A sends; B listens at the address A's requests name.
+    let a = UdEndpoint::builder(&ctx, &pd).recv_slots(32).build().unwrap();
+    let b = UdEndpoint::builder(&ctx, &pd).recv_slots(32).build().unwrap();
+    let (b_info, to_server) = (b.info(), a.dest(&eps[0]).unwrap());
+    let named = b_info.encode();
+    // Everywhere a client writes: opaque and flags carry B's QPN, the key
+    // B's GID and QPN, the value B's endpoint record.
+    let key = format!("reply-to:{}:{}", b_info.gid, b_info.qpn).into_bytes();
+    let mut set = Vec::new();
+    wire::request(&mut set, wire::opcode::SET, 0, &wire::store_extras(b_info.qpn, 0), &key, &named);
+    wire::set_opaque(&mut set, b_info.qpn);
+    send(&a, &set, &to_server);
+    // A datagram that starts with a forged GRH area naming B (an IPv4
+    // header from B's address) before a request: not a request, dropped.
+    let mut forged = vec![0u8; GRH_SIZE];
+    forged[20] = 0x45;
+    forged[32..36].copy_from_slice(&b_info.gid.0[12..]);
+    let mut get = Vec::new();
+    wire::request(&mut get, wire::opcode::GETK, 0, &[], &key, &[]);
+    wire::set_opaque(&mut get, b_info.qpn.wrapping_add(1));
+    send(&a, &[forged, get.clone()].concat(), &to_server);
+    send(&a, &get, &to_server);
+    let got = replies_until(&a, b_info.qpn.wrapping_add(1), Duration::from_secs(10));
+    assert!(got.iter().any(|r| r.opaque == b_info.qpn && r.status == 0), "the set's reply came to A: {got:?}");
+    let g = got.iter().find(|r| r.opaque == b_info.qpn.wrapping_add(1)).unwrap();
+    assert_eq!((g.status, &g.value[..]), (0, &named[..]), "the get's reply came to A");
+    // Nothing reached B: the server answered in order and A has the last
+    // reply, so anything sent to B went before it; give the link a moment.
+    let mut w = logmemcached::rdma::Wc::batch(4);
+    assert_eq!(b.recv_cq().wait(&mut w, Some(Duration::from_millis(300))).unwrap(), 0, "B received a reply");
+    assert_eq!(stat(&s, "rdma_drops"), 1, "the forged-GRH datagram was dropped");
+    // B does listen: its own request is answered to it.
+    let mut noop = Vec::new();
+    wire::request(&mut noop, wire::opcode::NOOP, 0, &[], &[], &[]);
+    wire::set_opaque(&mut noop, 77);
+    send(&b, &noop, &b.dest(&eps[0]).unwrap());
+    assert_eq!(replies_until(&b, 77, Duration::from_secs(10)).len(), 1);
+}
+
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_rc_connections_past_the_memory_budget_are_refused_until_one_closes() {
+    require_vm();
+    // Room for one RC connection of -I 1m (two buffers of 1 MiB + 4 KiB), not two.
+    let (s, url) = rdma_server(&["-m", "16", "--rdma-rc-memory", "3"]);
+    let per: u64 = s.connect().stats("settings")["rdma_rc_connection_bytes"].parse().unwrap();
+    assert_eq!(s.connect().stats("settings")["rdma_rc_memory"], (3u64 << 20).to_string());
+    let v = vec![7u8; 300 << 10];
+    let mut c1 = Client::connect(&url).unwrap();
+    c1.set(b"big1", &v, 0, 0).unwrap();
+    assert_eq!(c1.stats().rc_calls, 1, "the set went over RC");
+    assert_eq!((stat(&s, "rdma_rc_open"), stat(&s, "rdma_rc_pinned_bytes")), (1, per));
+    let mut c2 = Client::connect(&url).unwrap();
+    let e = c2.set(b"big2", &v, 0, 0).unwrap_err().to_string();
+    assert!(e.contains("capacity of 0"), "refused with the protocol's refusal: {e}");
+    assert_eq!(stat(&s, "rdma_rc_refused"), 1);
+    assert_eq!(stat(&s, "rdma_rc_pinned_bytes"), per, "a refusal pins nothing");
+    c2.set(b"small", b"x", 0, 0).unwrap();
+    assert_eq!(c2.get(b"small").unwrap().map(|i| i.value), Some(b"x".to_vec()), "UD goes on");
+    // The first client leaves: its worker drops the QP and the budget has room again.
+    drop(c1);
+    let t0 = Instant::now();
+    while stat(&s, "rdma_rc_pinned_bytes") != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the closed connection's buffers were never given back");
+        std::thread::sleep(Duration::from_millis(20)); // polling a condition
+    }
+    c2.set(b"big2", &v, 0, 0).unwrap();
+    assert_eq!(c2.get(b"big2").unwrap().map(|i| i.value.len()), Some(v.len()));
+    assert_eq!(stat(&s, "rdma_rc_open"), 1);
 }

@@ -188,8 +188,10 @@ fn scenario_5_primary_killed_promote_follow_and_no_acknowledged_write_lost() {
     let pname = shm_name("s5p");
     let (an, bn) = (shm_name("s5a"), shm_name("s5b"));
     let mut p = primary(&pname, &["--sync-replicas", "1", "--sync-timeout", "2000"]);
-    let a = replica(&pname, &["--replication-listen", &an]);
-    let b = replica(&pname, &["--replication-listen", &bn]);
+    // Promote and follow are admin commands: sent to each replica's admin socket.
+    let (aa, ba) = (admin_socket_path("s5a"), admin_socket_path("s5b"));
+    let a = replica(&pname, &["--replication-listen", &an, "--admin-socket", &aa]);
+    let b = replica(&pname, &["--replication-listen", &bn, "--admin-socket", &ba]);
     let mut pc = p.connect();
     // Every STORED under --sync-replicas 1 is on at least one replica.
     let mut acked = Vec::new();
@@ -222,9 +224,10 @@ fn scenario_5_primary_killed_promote_follow_and_no_acknowledged_write_lost() {
         }
     };
     let (pa, pb) = (settled(&mut ac), settled(&mut bc));
-    let (mut nc, mut fc, new_url) = if pa >= pb { (ac, bc, an.clone()) } else { (bc, ac, bn.clone()) };
-    assert_eq!(nc.cmd("replica promote\r\n"), "OK\r\n");
-    assert_eq!(fc.cmd(&format!("replica follow {new_url}\r\n")), "OK\r\n");
+    let (mut nc, mut fc, new_url, (n_admin, f_admin)) =
+        if pa >= pb { (ac, bc, an.clone(), (&aa, &ba)) } else { (bc, ac, bn.clone(), (&ba, &aa)) };
+    assert_eq!(Admin::connect(n_admin).cmd("replica promote\r\n"), "OK\r\n");
+    assert_eq!(Admin::connect(f_admin).cmd(&format!("replica follow {new_url}\r\n")), "OK\r\n");
     // Writes go on through the new primary.
     for i in 0..500 {
         assert_eq!(nc.cmd(&format!("set after:{i} 0 0 1\r\nx\r\n")), "STORED\r\n");
@@ -249,12 +252,13 @@ fn scenario_5_primary_killed_promote_follow_and_no_acknowledged_write_lost() {
 fn a_stale_primary_is_fenced_once_a_replica_is_promoted() {
     let name = shm_name("fence");
     let p = primary(&name, &[]);
-    let r = replica(&name, &[]);
+    let admin = admin_socket_path("fence");
+    let r = replica(&name, &["--admin-socket", &admin]);
     let mut pc = p.connect();
     assert_eq!(pc.cmd("set a 0 0 1\r\n1\r\n"), "STORED\r\n");
     let mut rc = r.connect();
     converge(&mut pc, &mut rc);
-    assert_eq!(rc.cmd("replica promote\r\n"), "OK\r\n");
+    assert_eq!(Admin::connect(&admin).cmd("replica promote\r\n"), "OK\r\n");
     assert_eq!(rc.cmd("set b 0 0 1\r\n2\r\n"), "STORED\r\n");
     // The old primary sees the higher epoch in the slot and refuses writes.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -12,6 +12,8 @@ pub mod meta;
 pub mod text;
 
 #[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
 mod kind_tests;
 
 pub use crate::latency::Kind;
@@ -58,6 +60,18 @@ pub struct Session {
     /// Input bytes still to discard (a text value that was refused before it
     /// was read, e.g. over `-I`: memcached swallows it rather than parse it).
     pub swallow: usize,
+    /// An admin session (the `--admin-socket`): admin commands that change
+    /// the role or the data (`replica ...`) run only here; `shutdown` and
+    /// `flush_all` run here whatever `-A` and `-F` say. Data-port sessions
+    /// (TCP, RDMA) are never admin.
+    pub admin: bool,
+}
+
+impl Session {
+    /// A session of the admin endpoint.
+    pub fn admin() -> Session {
+        Session { admin: true, ..Session::default() }
+    }
 }
 
 /// Handle at most one request from the front of `input`.

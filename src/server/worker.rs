@@ -95,7 +95,12 @@ impl Worker {
             for ev in &events[..n] {
                 match ev.data() {
                     LISTENER => self.accept_all(),
-                    WAKER => {}
+                    // Shutdown, or the RDMA side channel (a closed RC
+                    // connection): the loop looks at both. Reset the counter,
+                    // or the level-triggered eventfd would keep waking us.
+                    WAKER => {
+                        let _ = self.shared.wakers[self.id].read();
+                    }
                     RDMA => {
                         if let Some(r) = &self.rdma {
                             r.drain_events();

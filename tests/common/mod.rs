@@ -251,3 +251,43 @@ impl Client {
         matches!(self.reader.read(&mut b), Ok(0) | Err(_))
     }
 }
+
+/// A fresh path for a server's `--admin-socket` (in the temp dir, unique to
+/// this process, `tag` and call; removed first if a crashed run left it).
+pub fn admin_socket_path(tag: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("lmc-admin-{}-{tag}-{n}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p.to_string_lossy().into_owned()
+}
+
+/// A blocking text client on a server's `--admin-socket`.
+pub struct Admin {
+    stream: std::os::unix::net::UnixStream,
+    reader: BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl Admin {
+    pub fn connect(path: &str) -> Admin {
+        let stream = std::os::unix::net::UnixStream::connect(path).expect("connecting to the admin socket");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Admin { stream, reader }
+    }
+
+    /// Send a request and return its one-line reply (empty at EOF).
+    pub fn cmd(&mut self, req: &str) -> String {
+        self.stream.write_all(req.as_bytes()).expect("sending");
+        let mut s = String::new();
+        self.reader.read_line(&mut s).expect("reading a line");
+        s
+    }
+
+    /// True if the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0) | Err(_))
+    }
+}

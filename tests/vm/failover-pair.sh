@@ -7,7 +7,8 @@
 #                     client (tests/vm/failover_client.py) that writes through
 #                     A over the link, has the host power-cut A's whole VM,
 #                     promotes the replica that got furthest, points the other
-#                     at it, and checks that every write A acknowledged is
+#                     at it (admin commands: through each replica's
+#                     --admin-socket), and checks that every write A acknowledged is
 #                     there and that writes go on.
 # Usage: tests/vm/failover-pair.sh BINARY   (run from the project root)
 set -euo pipefail
@@ -26,9 +27,9 @@ cat > "$work/side-b.sh" <<SIDE_B
 set -e
 python3 tests/vm/failover_client.py wait 192.168.77.1 11311
 $bin serve -l 127.0.0.1 -p 11312 -t 1 -m 16 --hugepages off --replica-of rdma://192.168.77.1:7700 \\
-    --replication-listen rdma://192.168.77.2:7701 & r1=\$!
+    --replication-listen rdma://192.168.77.2:7701 --admin-socket /tmp/lmc-r1.sock & r1=\$!
 $bin serve -l 127.0.0.1 -p 11313 -t 1 -m 16 --hugepages off --replica-of rdma://192.168.77.1:7700 \\
-    --replication-listen rdma://192.168.77.2:7702 & r2=\$!
+    --replication-listen rdma://192.168.77.2:7702 --admin-socket /tmp/lmc-r2.sock & r2=\$!
 set +e
 python3 tests/vm/failover_client.py run
 rc=\$?

@@ -195,7 +195,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             Kind::Other
         }
         FLUSH => {
-            misc::flush(&req, out, ctx);
+            misc::flush(&req, session.admin, out, ctx);
             Kind::Other
         }
         VERBOSITY => {

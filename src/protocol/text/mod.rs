@@ -144,7 +144,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             Kind::Touch
         }
         b"flush_all" => {
-            flush::step(&tokens, out, ctx);
+            flush::step(&tokens, session, out, ctx);
             Kind::Other
         }
         b"stats" => {
@@ -163,11 +163,13 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         // Ours, not memcached's: replication admin (`replica promote`, `replica follow URL`).
         b"replica" => {
             let args: Vec<&[u8]> = (1..tokens.count() - 1).map(|i| tokens.get(i)).collect();
-            out.extend_from_slice(super::admin::replica_command(&args, ctx).as_bytes());
+            out.extend_from_slice(super::admin::replica_command(&args, session, ctx).as_bytes());
             Kind::Other
         }
         b"shutdown" => {
-            misc::shutdown(out);
+            if misc::shutdown(&tokens, session, out, ctx) {
+                return Step::Close;
+            }
             Kind::Other
         }
         // memcached hangs up on what looks like an HTTP request.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::rc::{Inbox, RcConn, MAX_RC_PER_WORKER};
+use super::rc::{Admission, Inbox, RcBudget, RcConn};
 use crate::error::{Context as _, Result};
 use crate::rdma::connect::{barrier, exchange};
 use crate::rdma::{CompletionQueue, PreparedRcMessenger, ProtectionDomain, RcEndpointInfo, UdEndpointInfo};
@@ -35,7 +35,7 @@ pub(super) fn spawn(
     listener: TcpListener,
     workers: Vec<WorkerHandle>,
     pd: ProtectionDomain,
-    capacity: usize,
+    budget: Arc<RcBudget>,
     verbose: bool,
 ) -> Result<()> {
     let workers = Arc::new(workers);
@@ -45,10 +45,10 @@ pub(super) fn spawn(
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(s) = conn else { continue };
-                let (workers, pd, next) = (workers.clone(), pd.clone(), next.clone());
+                let (workers, pd, next, budget) = (workers.clone(), pd.clone(), next.clone(), budget.clone());
                 // Control path: a thread per side-channel connection.
                 let _ = std::thread::Builder::new().name("rdma-client".into()).spawn(move || {
-                    if let Err(e) = serve(s, &workers, &pd, capacity, &next) {
+                    if let Err(e) = serve(s, &workers, &pd, &budget, &next) {
                         if verbose {
                             crate::log_warn!("rdma side channel: {e}");
                         }
@@ -64,7 +64,7 @@ fn serve(
     mut s: TcpStream,
     workers: &[WorkerHandle],
     pd: &ProtectionDomain,
-    capacity: usize,
+    budget: &Arc<RcBudget>,
     next: &AtomicUsize,
 ) -> Result<()> {
     s.set_read_timeout(Some(SIDE_TIMEOUT))?;
@@ -78,21 +78,28 @@ fn serve(
         }
         Command::Rc => {
             let w = &workers[next.fetch_add(1, Ordering::Relaxed) % workers.len()];
-            if w.inbox.open.fetch_add(1, Ordering::AcqRel) >= MAX_RC_PER_WORKER {
-                w.inbox.open.fetch_sub(1, Ordering::AcqRel);
-                write_capacity(&mut s, None)?;
-                crate::bail!("refusing an RC connection: {MAX_RC_PER_WORKER} already open on this worker");
-            }
-            let r = serve_rc(&mut s, w, pd, capacity);
-            w.inbox.open.fetch_sub(1, Ordering::AcqRel);
-            r
+            // Within the RC buffer budget, or refused (capacity 0) holding nothing.
+            let admission = match budget.admit(&w.inbox) {
+                Ok(a) => a,
+                Err(why) => {
+                    write_capacity(&mut s, None)?;
+                    crate::bail!("refusing an RC connection: {why}");
+                }
+            };
+            serve_rc(&mut s, w, pd, budget.capacity(), admission)
         }
     }
 }
 
 /// One RC client: set the QP up, hand it to its worker, hold the side
 /// channel until the client closes it.
-fn serve_rc(s: &mut TcpStream, w: &WorkerHandle, pd: &ProtectionDomain, capacity: usize) -> Result<()> {
+fn serve_rc(
+    s: &mut TcpStream,
+    w: &WorkerHandle,
+    pd: &ProtectionDomain,
+    capacity: usize,
+    admission: Admission,
+) -> Result<()> {
     write_capacity(s, Some(capacity))?;
     let prepared = PreparedRcMessenger::new(pd, &w.scq, &w.rcq, capacity)?;
     let qp = prepared.connect_with(|qp| {
@@ -102,7 +109,7 @@ fn serve_rc(s: &mut TcpStream, w: &WorkerHandle, pd: &ProtectionDomain, capacity
     let dead = Arc::new(AtomicBool::new(false));
     // Hand the QP to its worker before the barrier: the client's first
     // SEND may come right after, and the worker must know the QPN.
-    w.inbox.hand_over(RcConn { qp, dead: dead.clone() });
+    w.inbox.hand_over(RcConn { qp, dead: dead.clone(), _admission: admission });
     let r = barrier(s, RC_READY);
     if r.is_ok() {
         // Block until the client hangs up (EOF, error): then the QP goes.
