@@ -100,7 +100,7 @@ pub enum StoreError {
     ReadOnly,
     /// Value larger than `-I` or than the log can hold.
     TooLarge,
-    /// The key is empty, longer than 250 bytes, or has control characters.
+    /// The key is empty or longer than 250 bytes.
     BadKey,
     /// This primary was superseded by a promoted replica (a higher epoch):
     /// it refuses writes rather than fork history.
@@ -185,12 +185,11 @@ pub struct ReadOpts {
     pub note_access: bool,
 }
 
-/// Counters the store keeps itself (the workers keep per-command counters).
+/// Counters the store keeps itself (the workers keep per-command counters;
+/// the index keeps `curr_items` and `bytes`, see `crate::index`).
 #[derive(Default)]
 pub struct StoreStats {
-    pub curr_items: AtomicU64,
     pub total_items: AtomicU64,
-    pub bytes: AtomicU64,
     pub evictions: AtomicU64,
     pub evicted_unfetched: AtomicU64,
     pub expired_unfetched: AtomicU64,
