@@ -93,8 +93,10 @@ fn header(out: &mut Vec<u8>, m: &MetaGet, ftok: &[&[u8]], f: &flags::MetaFlags) 
                 out.extend_from_slice(t);
                 continue;
             }
+            // memcached 1.6.18 echoes a hit's key as stored, even under `b`
+            // (its miss reply, ms, md and ma send it base64-encoded).
             b'k' => {
-                push_key(out, &f.key, f.key_binary);
+                push_key(out, &f.key, false);
                 continue;
             }
             _ => continue,
