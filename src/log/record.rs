@@ -55,6 +55,9 @@ pub const ALIGN: u64 = 8;
 
 /// Item flag: the item was invalidated (meta `md I` / `ms I`) and is stale.
 pub const ITEM_STALE: u8 = 1;
+/// Item flag: the item was stored by meta `ms` with a base64 key (`b`);
+/// memcached then echoes its key base64-encoded on `mg` hits and `me`.
+pub const ITEM_KEY_BINARY: u8 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]

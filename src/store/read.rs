@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::{ItemMeta, ReadOpts, Store};
 use crate::index::Entry;
-use crate::log::record::{Header, ITEM_STALE};
+use crate::log::record::{Header, ITEM_KEY_BINARY, ITEM_STALE};
 
 impl Store {
     /// Read an item: `before_value` writes the protocol's header for it into
@@ -92,6 +92,7 @@ impl Store {
             stale,
             win,
             win_taken,
+            key_binary: h.item_flags & ITEM_KEY_BINARY != 0,
         }
     }
 

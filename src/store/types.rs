@@ -30,11 +30,14 @@ pub struct SetArgs<'a> {
     pub invalidate: bool,
     /// Meta `ms N`: append/prepend to a missing key creates it with this exptime.
     pub vivify: Option<i64>,
+    /// Meta `ms b`: the key came base64-encoded, and a new item (not an
+    /// append or prepend, as memcached) remembers it (`ItemMeta::key_binary`).
+    pub key_binary: bool,
 }
 
 impl<'a> SetArgs<'a> {
     pub fn new(mode: SetMode, key: &'a [u8], value: &'a [u8], flags: u32, exptime: i64) -> Self {
-        SetArgs { mode, key, value, flags, exptime, cas: 0, invalidate: false, vivify: None }
+        SetArgs { mode, key, value, flags, exptime, cas: 0, invalidate: false, vivify: None, key_binary: false }
     }
 }
 
@@ -139,6 +142,8 @@ pub struct ItemMeta {
     pub win: bool,
     /// A win token was already handed out to someone else.
     pub win_taken: bool,
+    /// Stored with a base64 key (meta `ms b`): `mg` and `me` echo it so.
+    pub key_binary: bool,
 }
 
 /// What meta `mg` asks of the store besides a plain read.

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::{absolute_expiry, DeleteOutcome, SetArgs, SetMode, SetOutcome, Store, StoreError, Writer};
 use crate::index::Entry;
-use crate::log::record::{Header, Kind, ITEM_STALE};
+use crate::log::record::{Header, Kind, ITEM_KEY_BINARY, ITEM_STALE};
 use crate::log::{AppendError, NewRecord};
 
 /// The access state a new item starts with: memcached keeps it across an
@@ -177,6 +177,9 @@ impl Store {
                 // wins: the new entry has it from the start.
                 let token_out = item_flags == ITEM_STALE && self.entry_state(a.key).win_sent;
                 let state = ItemState { fetched: false, win_sent: token_out };
+                if a.key_binary {
+                    item_flags |= ITEM_KEY_BINARY;
+                }
                 self.put_locked(&mut w, a.key, &[a.value], a.flags, expiry, cas, now, item_flags, state)?;
             }
         }
@@ -244,7 +247,8 @@ impl Store {
         // memcached marks the item in place: it stays fetched; the win token
         // is cleared so the next reader can win.
         let state = ItemState { fetched: self.entry_state(key).fetched, win_sent: false };
-        let r = self.put_locked(&mut w, key, &[&value], h.client_flags, expiry, cas, now, ITEM_STALE, state);
+        let flags = ITEM_STALE | (h.item_flags & ITEM_KEY_BINARY);
+        let r = self.put_locked(&mut w, key, &[&value], h.client_flags, expiry, cas, now, flags, state);
         w.scratch = value;
         r?;
         let end = w.log.head();

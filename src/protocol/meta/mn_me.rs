@@ -38,9 +38,14 @@ pub(super) fn me(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
         return line(out, "EN");
     };
     let now = ctx.store.clock.now();
-    // memcached 1.6.18 prints the key as stored, even one given in base64.
+    // memcached prints the key base64-encoded (without " b") if the item
+    // was stored so (`ms ... b`), whatever this request said.
     out.extend_from_slice(b"ME ");
-    out.extend_from_slice(&key);
+    if m.key_binary {
+        base64::encode(&key, out);
+    } else {
+        out.extend_from_slice(&key);
+    }
     // memcached prints an unsigned difference through %d: mimic the wrap.
     let exp = if m.expiry == 0 { -1 } else { now.wrapping_sub(m.expiry) as i32 };
     // memcached's item size: header, CAS, key + NUL, value + CRLF, flags if any.
