@@ -435,10 +435,10 @@ mod tests {
         assert_eq!(s.delete(b"k", 0), not.map(|()| DeleteOutcome::Deleted));
         assert_eq!(s.flush_all(0), not);
         // A read writes nothing and waits for nothing.
-        set_unconfirmed_ok(&s);
+        reads_wait_for_nothing(&s);
     }
 
-    fn set_unconfirmed_ok(s: &Store) {
+    fn reads_wait_for_nothing(s: &Store) {
         let _ = s.set(&SetArgs::new(SetMode::Set, b"r", b"v", 0, 0));
         assert!(get(s, b"r").is_some());
         let plain = MetaGetArgs { value: true, vivify: Some(100), ..MetaGetArgs::default() };
