@@ -42,6 +42,19 @@ impl Log {
     /// Lay out a fresh control block in `region` and return the log in it.
     pub fn create(region: Arc<Region>, epoch: u64) -> Log {
         let geo = LogGeometry::for_region(region.len());
+        Log::create_in(region, epoch, geo)
+    }
+
+    /// `create`, with a log of at most `max_capacity` bytes (`-m`: the region
+    /// is whole huge pages, so it may hold more than the log may use).
+    pub fn create_with_capacity(region: Arc<Region>, epoch: u64, max_capacity: u64) -> Log {
+        let whole = LogGeometry::for_region(region.len());
+        let capped = max_capacity / record::ALIGN * record::ALIGN;
+        let geo = LogGeometry::new(capped.min(whole.capacity())).unwrap_or(whole);
+        Log::create_in(region, epoch, geo)
+    }
+
+    fn create_in(region: Arc<Region>, epoch: u64, geo: LogGeometry) -> Log {
         let a = |off| region.atomic_u64(off);
         a(OFF_MAGIC).store(MAGIC, Ordering::Relaxed);
         a(OFF_VERSION).store(FORMAT_VERSION, Ordering::Relaxed);
@@ -53,6 +66,7 @@ impl Log {
         a(OFF_HEARTBEAT).store(0, Ordering::Relaxed);
         a(OFF_EPOCH_START).store(0, Ordering::Relaxed);
         a(OFF_INCARNATION).store(random_u64(), Ordering::Relaxed);
+        a(OFF_FLUSH_AT).store(0, Ordering::Relaxed);
         a(OFF_EPOCH).store(epoch, Ordering::Release);
         Log { region, geo }
     }
@@ -112,6 +126,12 @@ impl Log {
 
     pub fn publish_max_cas(&self, cas: u64) {
         self.region.atomic_u64(OFF_MAX_CAS).store(cas, Ordering::Release)
+    }
+
+    /// The delayed-flush point (0 = none), for replicas that replay from a
+    /// tail past the Flush record that set it.
+    pub fn publish_flush_at(&self, at: u32) {
+        self.region.atomic_u64(OFF_FLUSH_AT).store(at as u64, Ordering::Release)
     }
 
     /// Region offset of logical position `pos` ([`LogGeometry::physical`]).

@@ -426,6 +426,8 @@ impl<'a> Follower<'a> {
             };
             self.incarnation = Some(c.incarnation);
             self.status.incarnation.store(c.incarnation, Ordering::Relaxed);
+            // After any resync above: the delayed-flush point and highest CAS.
+            self.store.observe_primary(&c);
             if c.epoch != self.epoch {
                 self.epoch = c.epoch;
                 self.store.adopt_epoch(c.epoch, c.epoch_start);

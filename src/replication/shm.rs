@@ -97,20 +97,7 @@ impl Transport for ShmTransport {
     fn control(&mut self) -> Result<ControlSnapshot> {
         // The fields are atomics in shared memory: load each; Acquire on head
         // orders the record bytes we read next after their publication.
-        let a = |off| self.region.atomic_u64(off).load(Ordering::Acquire);
-        Ok(ControlSnapshot {
-            magic: a(control::OFF_MAGIC),
-            version: a(control::OFF_VERSION),
-            capacity: a(control::OFF_CAPACITY),
-            log_offset: a(control::OFF_LOG_OFFSET),
-            tail: a(control::OFF_TAIL),
-            head: a(control::OFF_HEAD),
-            epoch: a(control::OFF_EPOCH),
-            heartbeat_us: a(control::OFF_HEARTBEAT),
-            max_cas: a(control::OFF_MAX_CAS),
-            epoch_start: a(control::OFF_EPOCH_START),
-            incarnation: a(control::OFF_INCARNATION),
-        })
+        Ok(ControlSnapshot::load(|off| self.region.atomic_u64(off).load(Ordering::Acquire)))
     }
 
     fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {

@@ -19,14 +19,13 @@
 //! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) share the line format
 //! and are handed to `super::meta`.
 //!
-//! Replies and error strings are byte for byte memcached's. Deliberate
+//! Replies and error strings are byte for byte memcached's, and so are the
+//! keys accepted: any bytes but the space that separates tokens, up to 250
+//! (a NUL ends the line, as memcached's C string does). Deliberate
 //! differences (each where memcached would let bad input change data):
-//! - a key with control characters (or DEL) is refused with
-//!   `CLIENT_ERROR bad command line format`; memcached would store it;
-//! - a storage command refused for its key (too long, control characters)
-//!   swallows its data block when the length parsed, so the value cannot be
-//!   run as a command (memcached parses it as the next command line);
-//! - a set over `-I` leaves the old item in place (memcached unlinks it);
+//! - a storage command refused for its key (too long) swallows its data
+//!   block when the length parsed, so the value cannot be run as a command
+//!   (memcached parses it as the next command line);
 //! - a multi-get line without a newline is buffered up to
 //!   `MAX_MULTIGET_LINE` bytes, then the connection is closed (memcached has
 //!   no limit).
@@ -100,6 +99,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
     // As memcached: a "\r" before the "\n" is dropped unless it is the
     // line's only byte ("\r\n" alone is then the one-byte command "\r").
     let line_end = if nl > 1 && input[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line_end = parse::c_line_len(&input[..line_end]);
     let tokens = Tokens::new(&input[..line_end]);
     let cmd = tokens.get(0);
     if cmd.len() == 2 && cmd[0] == b'm' && b"gsdaen".contains(&cmd[1]) {

@@ -58,8 +58,7 @@ pub fn get(t: &Tokens, kind: Kind, out: &mut Vec<u8>, ctx: &Ctx) {
     let opts = ReadOpts { value: true, note_access: true };
     let with_cas = kind.with_cas();
     for key in args {
-        // memcached checks only the length; we also refuse control
-        // characters, which no stored key can contain.
+        // memcached checks only the length (`valid_key`: any bytes).
         if !valid_key(key) {
             out.truncate(start);
             return reply_error(out, false, BAD_FORMAT, ctx);
