@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
+use crate::auth::AuthToken;
 use crate::memory::region::HugePages;
 use crate::replication::Replication;
 use crate::stats::WorkerStats;
@@ -66,6 +67,8 @@ pub struct Settings {
     pub idle_spins: u32,
     /// `--rdma-listen ADDR:PORT`: the UD/RC client endpoint's side channel.
     pub rdma_listen: Option<String>,
+    /// `--auth-token-file`: what side-channel peers must prove they hold.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
             hugepages: HugePages::Auto,
             idle_spins: 2000,
             rdma_listen: None,
+            auth_token: None,
         }
     }
 }

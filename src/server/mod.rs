@@ -119,6 +119,7 @@ pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>
             threads: shared.rt.settings.threads,
             max_item_size: shared.rt.settings.max_item_size,
             verbose: shared.rt.verbosity() > 0,
+            auth_token: shared.rt.settings.auth_token.clone(),
         })?
         .into_iter()
         .map(Some)

@@ -69,6 +69,8 @@ pub struct Config<'a> {
     pub max_item_size: usize,
     /// Log side-channel failures (`-v`).
     pub verbose: bool,
+    /// What a client must prove it holds before it learns an endpoint.
+    pub auth_token: Option<crate::auth::AuthToken>,
 }
 
 /// A worker's UD endpoint and RC connections.
@@ -105,7 +107,7 @@ pub fn start(cfg: &Config) -> Result<Vec<WorkerRdma>> {
     let handles = workers.iter().map(|w| w.side_channel_handle()).collect();
     // Largest RC message: a value of -I bytes plus its header, key and extras.
     let capacity = cfg.max_item_size + 64 * 1024;
-    side_channel::spawn(listener, handles, pd, capacity, cfg.verbose)?;
+    side_channel::spawn(listener, handles, pd, capacity, cfg.auth_token.clone(), cfg.verbose)?;
     Ok(workers)
 }
 
