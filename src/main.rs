@@ -241,6 +241,9 @@ fn serve(a: ServeArgs) -> Result<()> {
     if let (Some(p), Some(g)) = (&region_file, shm_group) {
         replication::shm::share_with_group(p, g)?;
     }
+    if let Some(n) = &shm_name {
+        replication::shm::prepare_slot_dir(n, shm_group)?;
+    }
     let slots = Arc::new(SlotTable::new(store.log().clone(), shm_name.clone().map(|n| (n, shm_group))));
     if a.sync_replicas > 0 {
         store.set_sync_wait(replication::primary::sync_waiter(

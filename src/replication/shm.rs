@@ -7,9 +7,11 @@
 //! * `logmemcached-NAME`: the primary's region, mode 0600 (0640 and given
 //!   to a group with `--shm-group`, so replicas run by other users of that
 //!   group can read it). Nobody but the primary can write it.
-//! * `/dev/shm/logmemcached-NAME.slot-N` (N < 64): replica progress, created
-//!   by the replica (mode 0600, or 0640 with the region's group), written
-//!   only by it; the primary maps each read-only and polls it.
+//! * `/dev/shm/logmemcached-NAME.slots/slot-N` (N < 64): replica progress,
+//!   created by the replica (mode 0600, or 0640 with the region's group),
+//!   written only by it; the primary maps each read-only and polls it. The
+//!   directory is the primary's (mode 0700, or 03770 of `--shm-group`), so
+//!   no other user can plant or squat a slot file.
 //!
 //! Trust, both ways: a replica opens a region file (without following a
 //! symlink) only if it is owned by its own user or root, or by a member of
@@ -19,7 +21,7 @@
 //! count as a replica for `--sync-replicas`.
 
 use std::fs::File;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -49,10 +51,44 @@ pub fn region_path(name: &str, prefer_huge: bool) -> PathBuf {
     PathBuf::from(format!("/dev/shm/logmemcached-{name}"))
 }
 
-/// Replica `slot`'s progress file for `shm://NAME` (always on /dev/shm: a
-/// hugetlbfs file cannot be one page long).
+/// The directory of `shm://NAME`'s slot files (always on /dev/shm: a
+/// hugetlbfs file cannot be one page long). Mode 0700 (03770 with
+/// `--shm-group`), so no one outside can put a file there.
+pub fn slot_dir(name: &str) -> PathBuf {
+    PathBuf::from(format!("/dev/shm/logmemcached-{name}.slots"))
+}
+
+/// Replica `slot`'s progress file for `shm://NAME`.
 pub fn slot_path(name: &str, slot: usize) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/logmemcached-{name}.slot-{slot}"))
+    slot_dir(name).join(format!("slot-{slot}"))
+}
+
+/// Make (or take back) the slot directory: ours, not a symlink, mode 0700
+/// or, with `group`, 03770 of that group (setgid: files made there get the
+/// group; sticky: members cannot remove each other's). A directory someone
+/// else owns is refused: they could read or replace slot files.
+pub fn prepare_slot_dir(name: &str, group: Option<u32>) -> Result<()> {
+    let dir = slot_dir(name);
+    let mode = if group.is_some() { 0o3770 } else { 0o700 };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::from(e).context(format!("creating {}", dir.display()))),
+    }
+    let md = std::fs::symlink_metadata(&dir).with_context(|| format!("{}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !md.file_type().is_dir() || (md.uid() != me && md.uid() != 0) {
+        crate::bail!("refusing {}: not a directory of ours (uid {}, we are {me}); remove it", dir.display(), md.uid());
+    }
+    if md.uid() == me {
+        if let Some(g) = group {
+            std::os::unix::fs::chown(&dir, None, Some(g))
+                .with_context(|| format!("--shm-group: giving {} to group {g}", dir.display()))?;
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {mode:o} {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn is_hugetlbfs(dir: &Path) -> bool {
@@ -135,6 +171,8 @@ pub fn remove_files(name: &str, region: &Path, group: Option<u32>) {
             let _ = std::fs::remove_file(p);
         }
     }
+    // Only if empty: a replica of another user may still have its file there.
+    let _ = std::fs::remove_dir(slot_dir(name));
 }
 
 pub struct ShmTransport {
@@ -166,6 +204,10 @@ impl ShmTransport {
         let region = Region::map_readonly(&file, &path)?;
         // Our slot file is readable by the region's group when the region is.
         let share = (md.mode() & 0o040 != 0 && md.uid() != nix::unistd::geteuid().as_raw()).then_some(md.gid());
+        // A primary made it; an in-process one (tests) may not have.
+        if !slot_dir(name).exists() {
+            prepare_slot_dir(name, None)?;
+        }
         let (slot, slot_file) = (0..MAX_REPLICAS)
             .find_map(|i| claim_slot_file(&slot_path(name, i), id, share).map(|r| (i, r)))
             .ok_or_else(|| Error::new(format!("all {MAX_REPLICAS} progress slots of shm://{name} are taken")))?;
