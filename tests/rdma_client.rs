@@ -325,3 +325,23 @@ fn vm_malformed_datagram_is_dropped_and_counted() {
     let r = c.raw(b"q", &mut req, End::First).unwrap();
     assert_eq!(r[0].value, b"1");
 }
+
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_the_side_channel_tells_nothing_to_a_client_without_the_token() {
+    require_vm();
+    let (_s, url) = rdma_server(&[]);
+    let side = url.trim_start_matches("rdma://");
+    let t = Duration::from_secs(10);
+    let e = logmemcached::client::ud::fetch_endpoints(side, t, None).unwrap_err().to_string();
+    assert!(e.contains("requires a token"), "{e}");
+    let wrong = logmemcached::auth::AuthToken::new(&[0x42; 32]).unwrap();
+    let e = logmemcached::client::ud::fetch_endpoints(side, t, Some(&wrong)).unwrap_err().to_string();
+    assert!(e.contains("proof is wrong"), "{e}");
+    let o = ClientOptions { auth_token: Some(wrong), ..opts() };
+    assert!(Client::with_options(&[&url], o).is_err(), "a client with a wrong token connected");
+    // The right token still gets in, and the server serves.
+    let mut c = connect(&url);
+    c.set(b"t", b"ok", 0, 0).unwrap();
+    assert_eq!(c.get(b"t").unwrap().map(|i| i.value), Some(b"ok".to_vec()));
+}
