@@ -314,7 +314,7 @@ fn shm_group_shares_the_files_with_one_group() {
     let md = std::fs::metadata(region_path(&name, false)).unwrap();
     assert_eq!((md.mode() & 0o7777, md.gid().to_string()), (0o640, gid.clone()));
     let md = std::fs::metadata(slot_dir(&name)).unwrap();
-    assert_eq!((md.mode() & 0o7777, md.gid().to_string()), (0o3770, gid));
+    assert_eq!((md.mode() & 0o7777, md.gid().to_string()), (0o1770, gid));
 }
 
 /// Root can make a file owned by someone else, as a local attacker's own.

@@ -10,7 +10,7 @@
 //! * `/dev/shm/logmemcached-NAME.slots/slot-N` (N < 64): replica progress,
 //!   created by the replica (mode 0600, or 0640 with the region's group),
 //!   written only by it; the primary maps each read-only and polls it. The
-//!   directory is the primary's (mode 0700, or 03770 of `--shm-group`), so
+//!   directory is the primary's (mode 0700, or 01770 of `--shm-group`), so
 //!   no other user can plant or squat a slot file.
 //!
 //! Trust, both ways: a replica opens a region file (without following a
@@ -52,7 +52,7 @@ pub fn region_path(name: &str, prefer_huge: bool) -> PathBuf {
 }
 
 /// The directory of `shm://NAME`'s slot files (always on /dev/shm: a
-/// hugetlbfs file cannot be one page long). Mode 0700 (03770 with
+/// hugetlbfs file cannot be one page long). Mode 0700 (01770 with
 /// `--shm-group`), so no one outside can put a file there.
 pub fn slot_dir(name: &str) -> PathBuf {
     PathBuf::from(format!("/dev/shm/logmemcached-{name}.slots"))
@@ -64,12 +64,13 @@ pub fn slot_path(name: &str, slot: usize) -> PathBuf {
 }
 
 /// Make (or take back) the slot directory: ours, not a symlink, mode 0700
-/// or, with `group`, 03770 of that group (setgid: files made there get the
-/// group; sticky: members cannot remove each other's). A directory someone
+/// or, with `group`, 01770 of that group (sticky: members cannot remove
+/// each other's files; no setgid, which systemd's RestrictSUIDSGID= forbids:
+/// a replica gives its file the region's group itself). A directory someone
 /// else owns is refused: they could read or replace slot files.
 pub fn prepare_slot_dir(name: &str, group: Option<u32>) -> Result<()> {
     let dir = slot_dir(name);
-    let mode = if group.is_some() { 0o3770 } else { 0o700 };
+    let mode = if group.is_some() { 0o1770 } else { 0o700 };
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
