@@ -344,4 +344,25 @@ fn vm_the_side_channel_tells_nothing_to_a_client_without_the_token() {
     let mut c = connect(&url);
     c.set(b"t", b"ok", 0, 0).unwrap();
     assert_eq!(c.get(b"t").unwrap().map(|i| i.value), Some(b"ok".to_vec()));
+    // A stranger who guessed a worker's QPN but not the Q_Key the side
+    // channel hands out: the NIC drops its datagrams, nothing applies.
+    let eps = logmemcached::client::ud::fetch_endpoints(side, t, Some(&test_token())).unwrap();
+    assert!(eps.iter().all(|e| e.qkey != UdOptions::default().qkey), "the Q_Key is the well-known default");
+    let (ctx, pd) = logmemcached::client::verbs().unwrap();
+    let cq = ctx.create_cq(16, false).unwrap();
+    let qp = pd.create_ud_qp(&cq, &cq, &QpCaps::default(), &UdOptions::default()).unwrap();
+    let buf = pd.register_buffer(256, Access::LOCAL_WRITE).unwrap();
+    let mut req = Vec::new();
+    wire::request(&mut req, wire::opcode::SET, 0, &wire::store_extras(0, 0), b"stolen", b"x");
+    buf.write(0, &req);
+    for (i, e) in eps.iter().enumerate() {
+        let mut dest = qp.dest(e).unwrap();
+        dest.qkey = UdOptions::default().qkey;
+        qp.post_send(i as u64, buf.slice(0, req.len()).unwrap(), &dest, true).unwrap();
+        cq.wait_one(Duration::from_secs(10)).unwrap().ok().unwrap();
+    }
+    // Sent before this get on the same workers' QPs: had any applied, it would show.
+    for _ in &eps {
+        assert_eq!(c.get(b"stolen").unwrap(), None, "a datagram without the Q_Key was served");
+    }
 }

@@ -81,7 +81,17 @@ impl UdTransport {
     pub fn connect(addr: &str, opts: &ClientOptions) -> Result<UdTransport> {
         let eps = fetch_endpoints(addr, opts.connect_timeout, opts.auth_token.as_ref())?;
         let (ctx, pd) = super::verbs()?;
-        let ep = UdEndpoint::builder(&ctx, &pd).recv_slots(RECV_SLOTS).send_slots(1).build()?;
+        // The server's Q_Key (learnt on the authenticated side channel) on
+        // our QP too: replies come back with it.
+        let qkey = eps[0].qkey;
+        if qkey & 0x8000_0000 != 0 || eps.iter().any(|e| e.qkey != qkey) {
+            bail!("{addr} offers UD endpoints with a privileged or mixed Q_Key");
+        }
+        let ep = UdEndpoint::builder(&ctx, &pd)
+            .options(crate::rdma::UdOptions { qkey, ..Default::default() })
+            .recv_slots(RECV_SLOTS)
+            .send_slots(1)
+            .build()?;
         // Both sides must fit: the smaller MTU of ours and the server's.
         let server_mtu = eps.iter().filter_map(|e| e.mtu.bytes()).min().unwrap_or(256) as usize;
         let mtu = ep.max_payload().min(server_mtu);

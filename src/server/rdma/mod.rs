@@ -92,9 +92,14 @@ pub fn start(cfg: &Config) -> Result<Vec<WorkerRdma>> {
     let dev = std::env::var("LOGMEMCACHED_RDMA_DEV").ok();
     let ctx = Context::open(dev.as_deref()).context("--rdma-listen: opening the RDMA device")?;
     let pd = ctx.alloc_pd()?;
+    // A random Q_Key, told only to clients that passed the side channel's
+    // handshake: the NIC drops datagrams without it, so a stranger who
+    // guesses a QPN still cannot send requests (31 bits: the high bit marks
+    // privileged Q_Keys; this raises the bar, it is not cryptography).
+    let qkey = (crate::log::try_random_u64().context("--rdma-listen: a random Q_Key")? as u32 & 0x7fff_ffff).max(1);
     let mut workers = Vec::new();
     for _ in 0..cfg.threads {
-        let ud = ud::UdPath::new(&ctx, &pd)?;
+        let ud = ud::UdPath::new(&ctx, &pd, qkey)?;
         let input = Vec::with_capacity(ud.max_payload() + crate::rdma::GRH_SIZE);
         workers.push(WorkerRdma {
             ud,
