@@ -173,6 +173,10 @@ fn squatters_are_bounded_in_number_and_time() {
     loop {
         let mut s = TcpStream::connect(&addr).unwrap();
         if auth::client_handshake(&mut s, Channel::Replication, Some(&token(7))).is_ok() {
+            // The handler counts before it sends: once read, it has counted.
+            let mut got = [0u8; SECRET.len()];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(&got, SECRET);
             break;
         }
         assert!(Instant::now() < deadline, "never let in after the squatters left");

@@ -104,9 +104,17 @@ impl Admitted {
     }
 
     /// The handshake is over: free its place (the connection may now be held
-    /// for as long as the channel allows).
+    /// for as long as the channel allows). TCP keepalive from here on, so a
+    /// peer whose host died without a FIN lets go of what it holds (its QP,
+    /// its thread) within about a minute.
     pub fn handshake_done(&mut self) {
         self.permit = None;
+        use nix::sys::socket::{setsockopt, sockopt};
+        let s = &self.stream;
+        let _ = setsockopt(s, sockopt::KeepAlive, &true);
+        let _ = setsockopt(s, sockopt::TcpKeepIdle, &30);
+        let _ = setsockopt(s, sockopt::TcpKeepInterval, &10);
+        let _ = setsockopt(s, sockopt::TcpKeepCount, &3);
     }
 }
 

@@ -88,7 +88,9 @@ pub fn listen(region: Arc<Region>, host: &str, port: u16, token: Option<AuthToke
     // Registered once, for the life of the process; never remotely writable.
     let log_mr = pd.register(region.clone(), Access::REMOTE_READ).context("registering the log region")?;
     let rdma = Arc::new(PrimaryRdma { ctx, pd, cq, log_mr, region });
-    let limits = Limits { max_handshakes: MAX_HANDSHAKES, io_timeout: SIDE_TIMEOUT, deadline: 2 * SIDE_TIMEOUT };
+    // The per-read bound allows for a replica opening its device (seconds
+    // under emulation: 10 s was seen to drop replicas of a busy VM).
+    let limits = Limits { max_handshakes: MAX_HANDSHAKES, io_timeout: 3 * SIDE_TIMEOUT, deadline: 4 * SIDE_TIMEOUT };
     auth::spawn(l, "rdma-replication", Channel::Replication, token, limits, verbose, move |adm| {
         serve_replica(&rdma, adm)
     })
@@ -118,6 +120,9 @@ fn serve_replica(rdma: &PrimaryRdma, mut adm: Admitted) -> Result<()> {
         Err(e) => {
             // Nothing is kept for a replica that did not finish connecting.
             release_slot_at(&rdma.region, control::OFF_SLOTS, slot, id);
+            // Said even without -v: the peer proved the token, so this is
+            // one of ours failing, not a stranger's noise.
+            crate::log_warn!("rdma replica {} (slot {slot}): setup failed: {e}", adm.peer);
             return Err(e);
         }
     };
@@ -181,10 +186,21 @@ impl VerbsTransport {
             .with_context(|| format!("resolving {desc}"))?
             .next()
             .ok_or_else(|| Error::new(format!("{desc} resolves to no address")))?;
+        // Dial first (a primary that is down fails this at once, before any
+        // device work), then set the device up before the handshake starts:
+        // opening it and registering buffers can take seconds under
+        // emulation, and the primary should not wait on that mid-handshake.
         let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).with_context(|| format!("dialling {desc}"))?;
+        let ctx = Context::open(None).context("opening the RDMA device")?;
+        let pd = ctx.alloc_pd()?;
+        let cq = ctx.create_cq(16, true)?;
+        let staging = pd.register_buffer(4 << 20, Access::LOCAL_WRITE)?;
+        let progress = pd.register_buffer(64, Access::LOCAL_WRITE)?;
+        let qp =
+            pd.create_rc_qp(&cq, &cq, &QpCaps::default(), &RcOptions { access: Access::NONE, ..RcOptions::default() })?;
         let _ = s.set_nodelay(true);
-        let deadline = Instant::now() + 2 * SIDE_TIMEOUT;
-        let mut b = Bounded::new(&s, deadline, SIDE_TIMEOUT);
+        let deadline = Instant::now() + 4 * SIDE_TIMEOUT;
+        let mut b = Bounded::new(&s, deadline, 3 * SIDE_TIMEOUT);
         auth::client_handshake(&mut b, Channel::Replication, token).with_context(|| desc.clone())?;
         let mut hello = [0u8; 13];
         hello[0..4].copy_from_slice(MAGIC);
@@ -203,13 +219,6 @@ impl VerbsTransport {
         if slot >= MAX_REPLICAS || slot_mem.len < PROGRESS_LEN as u64 {
             crate::bail!("{desc} sent a bad slot assignment (slot {slot}, {} bytes)", slot_mem.len);
         }
-        let ctx = Context::open(None).context("opening the RDMA device")?;
-        let pd = ctx.alloc_pd()?;
-        let cq = ctx.create_cq(16, true)?;
-        let staging = pd.register_buffer(4 << 20, Access::LOCAL_WRITE)?;
-        let progress = pd.register_buffer(64, Access::LOCAL_WRITE)?;
-        let qp =
-            pd.create_rc_qp(&cq, &cq, &QpCaps::default(), &RcOptions { access: Access::NONE, ..RcOptions::default() })?;
         let qp = handshake_rc_over(&mut b, qp, None)?;
         let log = qp.remote().mem;
         Ok(VerbsTransport {
