@@ -326,11 +326,11 @@ fn as_root() -> bool {
     peer("root (to make files another user owns)", nix::unistd::geteuid().is_root())
 }
 
-/// A slot file's first 40 bytes: applied, epoch, updated, id, caught up.
-fn slot_bytes(applied: u64, epoch: u64, id: u64) -> Vec<u8> {
+/// A slot file: applied, epoch, updated, id, caught up, the log's incarnation.
+fn slot_bytes(applied: u64, epoch: u64, id: u64, incarnation: u64) -> Vec<u8> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
     let mut b = vec![0u8; 4096];
-    for (i, v) in [applied, epoch, now, id, now].into_iter().enumerate() {
+    for (i, v) in [applied, epoch, now, id, now, incarnation].into_iter().enumerate() {
         b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
     }
     b
@@ -356,16 +356,23 @@ fn a_strangers_slot_file_neither_fences_nor_counts() {
     let epoch: u64 = pc.stats("replication")["epoch"].parse().unwrap();
     // A stranger's file: a higher epoch (would fence) and everything applied
     // (would count for --sync-replicas), owned by nobody.
+    let region = std::fs::read(region_path(&name, false)).unwrap();
+    let incarnation = u64::from_le_bytes(region[80..88].try_into().unwrap());
     let evil = slot_path(&name, 5);
-    std::fs::write(&evil, slot_bytes(u64::MAX / 2, epoch + 100, 0xbad)).unwrap();
+    std::fs::write(&evil, slot_bytes(u64::MAX / 2, epoch + 100, 0xbad, incarnation)).unwrap();
     std::os::unix::fs::chown(&evil, Some(65534), Some(65534)).unwrap();
-    // A file of ours beside it, to know when the primary has looked.
+    // Ours, but left by a replica of another log (a previous primary of
+    // this name): the same, and it must not count either.
+    let old = slot_path(&name, 4);
+    std::fs::write(&old, slot_bytes(u64::MAX / 2, epoch + 100, 0x01d, incarnation ^ 1)).unwrap();
+    // A file of ours beside them, to know when the primary has looked.
     let ours = slot_path(&name, 6);
-    std::fs::write(&ours, slot_bytes(0, epoch, 0x600d)).unwrap();
+    std::fs::write(&ours, slot_bytes(0, epoch, 0x600d, incarnation)).unwrap();
     until("the primary to see our slot file", || pc.stats("replication").contains_key("replica70"));
     let st = pc.stats("replication");
     assert_eq!(st["role"], "primary", "{st:?}");
     assert!(!st.contains_key("replica69"), "the stranger's file is listed: {st:?}");
+    assert!(!st.contains_key("replica68"), "another log's replica is listed: {st:?}");
     let reply = pc.cmd("set k 0 0 1\r\nx\r\n");
     assert!(reply.contains("not confirmed"), "a stranger's slot confirmed a write: {reply}");
     assert_eq!(pc.stats("replication")["role"], "primary", "fenced by a stranger");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
-use super::shm::{now_us, open_trusted, slot_path, SLOT_STALE_US};
+use super::shm::{now_us, open_trusted, slot_path, SLOT_FILE_INCARNATION, SLOT_STALE_US};
 use crate::log::control::{self, MAX_REPLICAS, SLOT_LEN};
 use crate::log::Log;
 use crate::memory::region::Region;
@@ -50,6 +50,13 @@ struct SlotFile {
     dev: u64,
     ino: u64,
     map: Region,
+}
+
+impl SlotFile {
+    /// Whether the replica writing it follows the log of this incarnation.
+    fn follows(&self, incarnation: u64) -> bool {
+        self.map.atomic_u64(SLOT_FILE_INCARNATION).load(Ordering::Acquire) == incarnation
+    }
 }
 
 /// Every replica's progress slot, wherever it lives.
@@ -95,7 +102,7 @@ impl SlotTable {
             let opened = id.and_then(|_| {
                 let f = open_trusted(&p, *group).ok()?;
                 let md = f.metadata().ok()?;
-                if (md.len() as usize) < SLOT_LEN {
+                if (md.len() as usize) < SLOT_LEN.max(SLOT_FILE_INCARNATION + 8) {
                     return None;
                 }
                 let map = Region::map_readonly(&f, &p).ok()?;
@@ -110,8 +117,16 @@ impl SlotTable {
         let region = self.log.region();
         let mut v: Vec<SlotView> = (0..MAX_REPLICAS).map(|i| read_slot(region, control::slot_offset(i), i)).collect();
         let files = self.files.read().unwrap_or_else(|e| e.into_inner());
-        v.extend(files.iter().enumerate().filter_map(|(i, f)| Some(read_slot(&f.as_ref()?.map, 0, MAX_REPLICAS + i))));
+        let ours = self.incarnation();
+        v.extend(files.iter().enumerate().filter_map(|(i, f)| {
+            f.as_ref().filter(|f| f.follows(ours)).map(|f| read_slot(&f.map, 0, MAX_REPLICAS + i))
+        }));
         v
+    }
+
+    /// Our log's incarnation: slot files of replicas of another log are ignored.
+    fn incarnation(&self) -> u64 {
+        self.log.region().atomic_u64(control::OFF_INCARNATION).load(Ordering::Acquire)
     }
 
     /// The slots of replicas that reported recently.
@@ -127,7 +142,8 @@ impl SlotTable {
         let region = self.log.region();
         let in_block = (0..MAX_REPLICAS).filter(|&i| ok(&read_slot(region, control::slot_offset(i), i))).count();
         let files = self.files.read().unwrap_or_else(|e| e.into_inner());
-        in_block + files.iter().flatten().filter(|f| ok(&read_slot(&f.map, 0, 0))).count()
+        let ours = self.incarnation();
+        in_block + files.iter().flatten().filter(|f| f.follows(ours) && ok(&read_slot(&f.map, 0, 0))).count()
     }
 }
 

@@ -36,6 +36,11 @@ pub const SLOT_STALE_US: u64 = 10_000_000;
 
 /// Bytes of a slot file (one page: what a mapping takes anyway).
 pub const SLOT_FILE_LEN: usize = 4096;
+/// In a slot file, after the slot's fields: the incarnation of the log the
+/// replica follows (`control::OFF_INCARNATION`). Slot files outlive a
+/// primary; this keeps a replica of a dead log from counting for, or
+/// fencing, the next primary of the same name.
+pub const SLOT_FILE_INCARNATION: usize = 40;
 
 /// Where `shm://NAME` lives: a hugetlbfs mount when one is available and huge
 /// pages are wanted, else /dev/shm.
@@ -305,7 +310,9 @@ impl Transport for ShmTransport {
     }
 
     fn report(&mut self, p: &Progress) -> Result<()> {
+        let incarnation = self.region.atomic_u64(control::OFF_INCARNATION).load(Ordering::Acquire);
         let w = |o, v| self.slot_file.atomic_u64(o).store(v, Ordering::Release);
+        w(SLOT_FILE_INCARNATION, incarnation);
         w(control::SLOT_EPOCH, p.epoch);
         w(control::SLOT_CAUGHT_UP_US, p.caught_up_us);
         w(control::SLOT_UPDATED_US, now_us());
