@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use argh::FromArgs;
 
+use logmemcached::auth::{self, AuthToken};
 use logmemcached::error::{Context, Result};
 use logmemcached::memory::region::HugePages;
-use logmemcached::replication::{self, replica::ReplicaOptions, Replication, Url};
+use logmemcached::replication::{self, primary::SlotTable, replica::ReplicaOptions, Replication, Trust, Url};
 use logmemcached::runtime::{PollMode, Runtime, Settings};
 use logmemcached::server;
 use logmemcached::store::{Store, StoreConfig};
@@ -149,6 +150,24 @@ struct ServeArgs {
     /// seconds per interval in the --latency-log (default 10)
     #[argh(option, default = "10")]
     latency_log_interval: u64,
+
+    /// the side channels' shared secret (replication rdma:// both ways, and
+    /// --rdma-listen): the same file on the primary, its replicas and RDMA
+    /// clients; mode 0600 or stricter, at least 16 bytes (e.g. head -c 32
+    /// /dev/urandom)
+    #[argh(option)]
+    auth_token_file: Option<std::path::PathBuf>,
+
+    /// let a replication or RDMA listener reachable beyond loopback run
+    /// without --auth-token-file (anyone who reaches it gets the whole cache)
+    #[argh(switch)]
+    insecure: bool,
+
+    /// share shm:// region files with this group (name or gid): mode 0640
+    /// instead of 0600, so replicas run by its members can map them; a
+    /// replica trusts a primary's region file of this group
+    #[argh(option)]
+    shm_group: Option<String>,
 }
 
 fn parse_size(s: &str) -> std::result::Result<usize, String> {
@@ -199,6 +218,8 @@ fn serve(a: ServeArgs) -> Result<()> {
     if a.memory_limit == 0 {
         logmemcached::bail!("-m must be at least 1 (megabytes)");
     }
+    let token = a.auth_token_file.as_deref().map(AuthToken::load).transpose().context("--auth-token-file")?;
+    let shm_group = a.shm_group.as_deref().map(replication::shm::parse_group).transpose()?;
     let settings = Settings {
         port: a.port,
         listen: a.listen,
@@ -219,6 +240,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         flush_enabled: !a.disable_flush_all,
         admin_socket: a.admin_socket,
         admin_socket_mode: a.admin_socket_mode,
+        auth_token: token.clone(),
     };
     let listeners = a
         .replication_listen
@@ -233,11 +255,23 @@ fn serve(a: ServeArgs) -> Result<()> {
     if a.promote_after.is_some() && replica_of.is_none() {
         logmemcached::bail!("--promote-after applies to replicas: give --replica-of too");
     }
+    // Safe defaults: a listener that hands out the cache stays on loopback
+    // unless it checks a token (or the operator says --insecure).
+    for u in &listeners {
+        if let Url::Rdma { host, .. } = u {
+            auth::check_exposure(&format!("--replication-listen {u}"), host, token.as_ref(), a.insecure)?;
+        }
+    }
+    if let Some(l) = &settings.rdma_listen {
+        let host = l.rsplit_once(':').map_or(l.as_str(), |(h, _)| h);
+        auth::check_exposure("--rdma-listen", host, token.as_ref(), a.insecure)?;
+    }
     // An shm listener puts the log in a file its replicas can map.
-    let region_file = listeners.iter().find_map(|u| match u {
-        Url::Shm(name) => Some(replication::shm::region_path(name, a.hugepages != HugePages::Off)),
+    let shm_name = listeners.iter().find_map(|u| match u {
+        Url::Shm(name) => Some(name.clone()),
         _ => None,
     });
+    let region_file = shm_name.as_deref().map(|n| replication::shm::region_path(n, a.hugepages != HugePages::Off));
     let store = Arc::new(
         Store::open(
             &StoreConfig {
@@ -249,9 +283,16 @@ fn serve(a: ServeArgs) -> Result<()> {
         )
         .context("creating the item log")?,
     );
+    if let (Some(p), Some(g)) = (&region_file, shm_group) {
+        replication::shm::share_with_group(p, g)?;
+    }
+    if let Some(n) = &shm_name {
+        replication::shm::prepare_slot_dir(n, shm_group)?;
+    }
+    let slots = Arc::new(SlotTable::new(store.log().clone(), shm_name.clone().map(|n| (n, shm_group))));
     if a.sync_replicas > 0 {
         store.set_sync_wait(replication::primary::sync_waiter(
-            store.log().clone(),
+            slots.clone(),
             a.sync_replicas,
             std::time::Duration::from_millis(a.sync_timeout),
         ));
@@ -283,11 +324,13 @@ fn serve(a: ServeArgs) -> Result<()> {
     };
     for u in &listeners {
         if let Url::Rdma { host, port } = u {
-            replication::verbs::listen(store.log().region().clone(), host, *port, a.verbose > 0)
+            replication::verbs::listen(store.log().region().clone(), host, *port, token.clone(), a.verbose > 0)
                 .with_context(|| format!("--replication-listen {u}"))?;
         }
     }
-    let repl = Arc::new(Replication::new(store.clone(), listeners, opts, a.sync_replicas, a.verbose > 0)?);
+    let trust = Trust { token, shm_group };
+    let repl =
+        Arc::new(Replication::new(store.clone(), listeners, opts, a.sync_replicas, a.verbose > 0, trust, slots)?);
     if let Some(url) = replica_of {
         repl.follow(url)?;
     }
@@ -308,9 +351,9 @@ fn serve(a: ServeArgs) -> Result<()> {
         l.stop();
     }
     repl.shutdown();
-    if let Some(p) = region_file {
+    if let (Some(p), Some(n)) = (region_file, shm_name) {
         // Replicas that still map it keep their copy; new ones must not find a dead log.
-        let _ = std::fs::remove_file(p);
+        replication::shm::remove_files(&n, &p, shm_group);
     }
     served
 }

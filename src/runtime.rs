@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
+use crate::auth::AuthToken;
 use crate::memory::region::HugePages;
 use crate::replication::Replication;
 use crate::stats::WorkerStats;
@@ -79,6 +80,8 @@ pub struct Settings {
     pub admin_socket: Option<std::path::PathBuf>,
     /// `--admin-socket-mode`: its file mode (default 0600).
     pub admin_socket_mode: u32,
+    /// `--auth-token-file`: what side-channel peers must prove they hold.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl Default for Settings {
@@ -99,6 +102,7 @@ impl Default for Settings {
             flush_enabled: true,
             admin_socket: None,
             admin_socket_mode: 0o600,
+            auth_token: None,
         }
     }
 }

@@ -35,6 +35,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::auth::AuthToken;
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::rdma::{Context, ProtectionDomain};
@@ -55,6 +56,9 @@ pub struct ClientOptions {
     pub rc_timeout: Duration,
     /// Send gets to a shard's replicas (round robin) instead of its primary.
     pub read_from_replicas: bool,
+    /// The side channel's token (`--auth-token-file` of the servers): the
+    /// client proves it holds it and checks each server does too.
+    pub auth_token: Option<AuthToken>,
     /// Test hook: the first N request datagrams are not sent (lost).
     pub drop_requests: u32,
     /// Test hook: the first N reply datagrams are discarded on arrival
@@ -71,6 +75,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             rc_timeout: Duration::from_secs(10),
             read_from_replicas: false,
+            auth_token: None,
             drop_requests: 0,
             drop_replies: 0,
         }

@@ -5,7 +5,6 @@
 //! reliable, so nothing is retried here (an error closes the connection and
 //! the next call opens a new one).
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use crate::bail;
 use crate::error::{Context as _, Error, Result};
 use crate::rdma::connect::handshake_rc;
 use crate::rdma::{CompletionQueue, PreparedRcMessenger, RcMessenger, Wc};
-use crate::rdma_wire::handshake::{greeting, read_capacity, Command};
+use crate::rdma_wire::handshake::{dial, read_capacity, Command};
 
 /// Largest message capacity we accept from a server (it says what it wants).
 const MAX_CAPACITY: usize = 256 << 20;
@@ -37,10 +36,7 @@ pub struct RcTransport {
 impl RcTransport {
     pub fn connect(addr: &str, opts: &ClientOptions) -> Result<RcTransport> {
         let (ctx, pd) = super::verbs()?;
-        let mut s = TcpStream::connect(addr).with_context(|| format!("rdma side channel {addr}"))?;
-        s.set_read_timeout(Some(opts.connect_timeout))?;
-        s.set_write_timeout(Some(opts.connect_timeout))?;
-        s.write_all(&greeting(Command::Rc)).context("asking for an RC connection")?;
+        let mut s = dial(addr, Command::Rc, opts.auth_token.as_ref(), opts.connect_timeout)?;
         // 0 is the server's refusal.
         let capacity = read_capacity(&mut s)?;
         if capacity == 0 || capacity > MAX_CAPACITY {

@@ -30,19 +30,18 @@
 //! [`NEEDS_RC`], goes over an RC connection
 //! opened on first use ([`super::rc`]).
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::rc::RcTransport;
 use super::wait::next_completions;
 use super::wire::{self, opcode, Response};
 use super::{ClientOptions, End, Transport, TransportStats};
+use crate::auth::AuthToken;
 use crate::bail;
 use crate::error::{Context as _, Error, Result};
 use crate::rdma::connect::UdEndpointInfo;
 use crate::rdma::{UdDest, UdEndpoint, Wc, GRH_SIZE};
-use crate::rdma_wire::handshake::{greeting, read_ud_endpoints, Command};
+use crate::rdma_wire::handshake::{dial, read_ud_endpoints, Command};
 use crate::rdma_wire::NEEDS_RC;
 
 /// Receive buffers posted (a multi-get reply may span many datagrams).
@@ -67,12 +66,10 @@ pub struct UdTransport {
     stats: TransportStats,
 }
 
-/// Ask the side channel at `addr` for the server's UD endpoints.
-pub fn fetch_endpoints(addr: &str, timeout: Duration) -> Result<Vec<UdEndpointInfo>> {
-    let mut s = TcpStream::connect(addr).with_context(|| format!("rdma side channel {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    s.write_all(&greeting(Command::Ud)).context("asking for the UD endpoints")?;
+/// Ask the side channel at `addr` for the server's UD endpoints, proving
+/// we hold `token` (and checking the server does) first.
+pub fn fetch_endpoints(addr: &str, timeout: Duration, token: Option<&AuthToken>) -> Result<Vec<UdEndpointInfo>> {
+    let mut s = dial(addr, Command::Ud, token, timeout)?;
     let v = read_ud_endpoints(&mut s)?;
     if v.is_empty() {
         bail!("{addr} offers no UD endpoints");
@@ -82,9 +79,19 @@ pub fn fetch_endpoints(addr: &str, timeout: Duration) -> Result<Vec<UdEndpointIn
 
 impl UdTransport {
     pub fn connect(addr: &str, opts: &ClientOptions) -> Result<UdTransport> {
-        let eps = fetch_endpoints(addr, opts.connect_timeout)?;
+        let eps = fetch_endpoints(addr, opts.connect_timeout, opts.auth_token.as_ref())?;
         let (ctx, pd) = super::verbs()?;
-        let ep = UdEndpoint::builder(&ctx, &pd).recv_slots(RECV_SLOTS).send_slots(1).build()?;
+        // The server's Q_Key (learnt on the authenticated side channel) on
+        // our QP too: replies come back with it.
+        let qkey = eps[0].qkey;
+        if qkey & 0x8000_0000 != 0 || eps.iter().any(|e| e.qkey != qkey) {
+            bail!("{addr} offers UD endpoints with a privileged or mixed Q_Key");
+        }
+        let ep = UdEndpoint::builder(&ctx, &pd)
+            .options(crate::rdma::UdOptions { qkey, ..Default::default() })
+            .recv_slots(RECV_SLOTS)
+            .send_slots(1)
+            .build()?;
         // Both sides must fit: the smaller MTU of ours and the server's.
         let server_mtu = eps.iter().filter_map(|e| e.mtu.bytes()).min().unwrap_or(256) as usize;
         let mtu = ep.max_payload().min(server_mtu);

@@ -18,6 +18,7 @@
 //! this module guarantees bounds and one writer.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
@@ -157,10 +158,13 @@ impl Region {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::from(e).context(format!("replacing region file {}", path.display()))),
         }
+        // Mode 0600: the log is every key and value; widening it to a group
+        // is an explicit step (`replication::shm::share_with_group`).
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(path)
             .with_context(|| format!("creating region file {}", path.display()))?;
         let on_hugetlbfs = is_hugetlbfs(path);
@@ -181,37 +185,31 @@ impl Region {
     /// Map another process's region file read-only (a same-host replica).
     pub fn open_readonly(path: &Path) -> Result<Region> {
         let file = File::open(path).with_context(|| format!("opening region file {}", path.display()))?;
+        Region::map_readonly(&file, path)
+    }
+
+    /// Map an opened file read-only, whole (the caller checked who owns it).
+    pub fn map_readonly(file: &File, path: &Path) -> Result<Region> {
         let len = file.metadata()?.len() as usize;
         // SAFETY: the mapping is read-only; the file is written only by its
-        // primary, through the same publication protocol readers validate.
-        let map = unsafe { MmapOptions::new().len(len).map(&file) }
+        // owner, through the same publication protocol readers validate.
+        let map = unsafe { MmapOptions::new().len(len).map(file) }
             .with_context(|| format!("mapping region file {}", path.display()))?;
         let ptr = map.as_ptr() as *mut u8;
         let backing = if is_hugetlbfs(path) { Backing::HugeTlb } else { Backing::Normal };
         Ok(Region::new(ptr, len, backing, Some(path.to_path_buf()), false, Mapping::ReadOnly(map)))
     }
 
-    /// Map `len` bytes at `offset` of a region file read-write (a same-host
-    /// replica's progress slot). The mapping starts at the file's page
-    /// boundary below `offset` (2 MiB on hugetlbfs); the region starts at
-    /// `offset` exactly.
-    pub fn open_range_rw(path: &Path, offset: usize, len: usize) -> Result<Region> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening region file {}", path.display()))?;
-        let page = if is_hugetlbfs(path) { HUGE_PAGE } else { 4096 };
-        let start = offset / page * page;
-        let skip = offset - start;
-        // SAFETY: a shared mapping of a file the primary created; the caller
-        // touches only its own slot, through atomics.
-        let mut map = unsafe { MmapOptions::new().offset(start as u64).len(skip + len).map_mut(&file) }
-            .with_context(|| format!("mapping {} bytes at {} of {}", len, offset, path.display()))?;
-        // SAFETY: `skip + len` bytes are mapped, so `skip` is in bounds.
-        let ptr = unsafe { map.as_mut_ptr().add(skip) };
-        let backing = if page == HUGE_PAGE { Backing::HugeTlb } else { Backing::Normal };
-        Ok(Region::new(ptr, len, backing, Some(path.to_path_buf()), true, Mapping::Mut(map)))
+    /// Map the first `len` bytes of an opened file read-write and shared (a
+    /// same-host replica's own progress slot file). Other processes map it
+    /// too; its bytes are meant to be reached through [`Region::atomic_u64`].
+    pub fn map_shared_rw(file: &File, path: &Path, len: usize) -> Result<Region> {
+        // SAFETY: a shared mapping of a file the caller opened read-write and
+        // sized; every process touches it through atomics only.
+        let mut map = unsafe { MmapOptions::new().len(len).map_mut(file) }
+            .with_context(|| format!("mapping {} bytes of {}", len, path.display()))?;
+        let ptr = map.as_mut_ptr();
+        Ok(Region::new(ptr, len, Backing::Normal, Some(path.to_path_buf()), true, Mapping::Mut(map)))
     }
 
     fn from_mut(mut map: MmapMut, len: usize, backing: Backing, path: Option<PathBuf>) -> Region {
@@ -454,6 +452,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("r");
         let w = Region::create_file(&p, 1, HugePages::Auto).unwrap();
+        // Only the owner may read the log (every key and value).
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         w.write(&mut w.take_writer().unwrap(), 4096, b"shared");
         let r = Region::open_readonly(&p).unwrap();
         assert!(r.take_writer().is_none(), "a read-only mapping has no writer");

@@ -27,7 +27,7 @@ use crossbeam_utils::Backoff;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::shm::{now_us, ShmTransport};
+use super::shm::now_us;
 use super::transport::{Progress, Transport};
 use super::Url;
 use crate::error::{Error, Result};
@@ -192,11 +192,9 @@ pub struct ReplicaOptions {
 pub type Connector = dyn Fn(&Url, u64) -> Result<Box<dyn Transport>> + Send + Sync;
 
 /// The default connector: shm or verbs, by the URL's scheme.
+/// (No token, no `--shm-group`: see [`super::connect_with`] for those.)
 pub fn connect(url: &Url, id: u64) -> Result<Box<dyn Transport>> {
-    match url {
-        Url::Shm(name) => Ok(Box::new(ShmTransport::connect(name, id)?)),
-        Url::Rdma { host, port } => Ok(Box::new(super::verbs::VerbsTransport::connect(host, *port, id)?)),
-    }
+    super::connect_with(url, id, &super::Trust::default())
 }
 
 /// Run a replica until stopped or promoted. Reconnects with backoff.

@@ -140,6 +140,7 @@ pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>
                 rc_memory: shared.rt.settings.rdma.rc_memory,
                 control: shared.rt.rdma.clone(),
                 verbose: shared.rt.verbosity() > 0,
+                auth_token: shared.rt.settings.auth_token.clone(),
             },
             (0..threads).map(|id| shared.waker(id)).collect(),
         )?

@@ -291,3 +291,26 @@ impl Admin {
         matches!(self.reader.read(&mut b), Ok(0) | Err(_))
     }
 }
+
+/// The side channels' test token: 32 bytes, the same in every test process.
+pub const TEST_TOKEN: &[u8; 32] = b"logmemcached-test-token-32-bytes";
+
+/// A file holding [`TEST_TOKEN`] (mode 0600, as `--auth-token-file` wants),
+/// written once per test process.
+pub fn token_file() -> String {
+    use std::os::unix::fs::PermissionsExt;
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("lmc-test-token-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        std::fs::write(&p, TEST_TOKEN).expect("writing the test token");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod 600 the test token");
+        p.to_string_lossy().into_owned()
+    })
+    .clone()
+}
+
+/// [`TEST_TOKEN`] as a client option.
+pub fn test_token() -> logmemcached::auth::AuthToken {
+    logmemcached::auth::AuthToken::new(TEST_TOKEN).expect("the test token is long enough")
+}

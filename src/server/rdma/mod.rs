@@ -112,6 +112,8 @@ pub struct Config<'a> {
     pub control: Arc<RdmaControl>,
     /// Log side-channel failures (`-v`).
     pub verbose: bool,
+    /// What a client must prove it holds before it learns an endpoint.
+    pub auth_token: Option<crate::auth::AuthToken>,
 }
 
 /// A worker's UD endpoint and RC connections.
@@ -136,9 +138,14 @@ pub fn start(cfg: &Config, wakers: Vec<Waker>) -> Result<Vec<WorkerRdma>> {
     let dev = std::env::var("LOGMEMCACHED_RDMA_DEV").ok();
     let ctx = Context::open(dev.as_deref()).context("--rdma-listen: opening the RDMA device")?;
     let pd = ctx.alloc_pd()?;
+    // A random Q_Key, told only to clients that passed the side channel's
+    // handshake: the NIC drops datagrams without it, so a stranger who
+    // guesses a QPN still cannot send requests (31 bits: the high bit marks
+    // privileged Q_Keys; this raises the bar, it is not cryptography).
+    let qkey = (crate::log::try_random_u64().context("--rdma-listen: a random Q_Key")? as u32 & 0x7fff_ffff).max(1);
     let mut workers = Vec::new();
     for wake in wakers {
-        let ud = ud::UdPath::new(&ctx, &pd)?;
+        let ud = ud::UdPath::new(&ctx, &pd, qkey)?;
         let input = Vec::with_capacity(ud.max_payload() + crate::rdma::GRH_SIZE);
         workers.push(WorkerRdma {
             ud,
@@ -150,7 +157,7 @@ pub fn start(cfg: &Config, wakers: Vec<Waker>) -> Result<Vec<WorkerRdma>> {
     }
     let handles = workers.iter().map(|w| w.side_channel_handle()).collect();
     let budget = Arc::new(rc::RcBudget::new(cfg.rc_memory, cfg.max_item_size, cfg.control.clone()));
-    side_channel::spawn(listener, handles, pd, budget, cfg.verbose)?;
+    side_channel::spawn(listener, handles, pd, budget, cfg.auth_token.clone(), cfg.verbose)?;
     Ok(workers)
 }
 

@@ -73,9 +73,11 @@ pub(super) struct UdPath {
 }
 
 impl UdPath {
-    pub(super) fn new(ctx: &Context, pd: &ProtectionDomain) -> Result<UdPath> {
+    /// `qkey`: the server's secret Q_Key (see `super::start`).
+    pub(super) fn new(ctx: &Context, pd: &ProtectionDomain, qkey: u32) -> Result<UdPath> {
         // The CQs also take one completion per RC connection (they share them).
         let ep = UdEndpoint::builder(ctx, pd)
+            .options(crate::rdma::UdOptions { qkey, ..Default::default() })
             .recv_slots(RECV_SLOTS)
             .send_slots(SEND_SLOTS)
             .cq_headroom(MAX_RC_PER_WORKER + 16)
