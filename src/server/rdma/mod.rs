@@ -175,7 +175,7 @@ fn run_frames(input: &[u8], frames: &[Range<usize>], out: &mut Vec<u8>, ctx: &Ct
     for f in frames {
         let req = &input[f.clone()];
         let before = out.len();
-        let mut session = Session { protocol: Some(Protocol::Binary), swallow: 0 };
+        let mut session = Session { protocol: Some(Protocol::Binary), ..Session::default() };
         // The message's framing was checked, so each request is complete;
         // Close (quit, or a request the opcode does not allow) has already
         // written its answer, and there is no stream to close.
