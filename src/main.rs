@@ -7,7 +7,7 @@ use argh::FromArgs;
 use logmemcached::error::{Context, Result};
 use logmemcached::memory::region::HugePages;
 use logmemcached::replication::{self, replica::ReplicaOptions, Replication, Url};
-use logmemcached::runtime::{PollMode, Runtime, Settings};
+use logmemcached::runtime::{default_output_budget, PollMode, Runtime, Settings};
 use logmemcached::server;
 use logmemcached::store::{Store, StoreConfig};
 
@@ -109,6 +109,13 @@ struct ServeArgs {
     #[argh(option)]
     rdma_listen: Option<String>,
 
+    /// reply bytes all connections together may hold for clients that have
+    /// not read them yet, with an optional k or m suffix; past it each
+    /// connection produces one reply at a time (default: half of -m, at most
+    /// 4 MiB per -c connection, at least 4 MiB)
+    #[argh(option, from_str_fn(parse_size))]
+    output_budget: Option<usize>,
+
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
     verbose: u32,
@@ -174,7 +181,10 @@ fn serve(a: ServeArgs) -> Result<()> {
         hugepages: a.hugepages,
         idle_spins: a.idle_spins.unwrap_or_else(|| default_idle_spins(a.threads)),
         rdma_listen: a.rdma_listen,
+        output_budget: a.output_budget.unwrap_or_else(|| default_output_budget(a.memory_limit << 20, a.conn_limit)),
     };
+    // Before anything opens descriptors of its own: fail early, as memcached does.
+    server::ensure_fd_limit(&settings)?;
     let listeners = a
         .replication_listen
         .iter()

@@ -110,6 +110,14 @@ worker_counters!(
     rdma_replies,
     rdma_drops,
     rdma_retries,
+    // Output bounds (src/server/conn.rs): times a connection stopped taking
+    // requests, or a multi-get stopped between hits, because the connection
+    // held its cap of reply bytes, or because all connections together held
+    // the output budget; times a worker stopped accepting for a moment
+    // because accept ran out of file descriptors (memcached's name).
+    output_cap_waits,
+    output_budget_waits,
+    listen_disabled_num,
 );
 
 /// Look up one summed counter by name (tests, `stats` assembly).
@@ -255,7 +263,10 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
     for (name, value) in WorkerStats::sum(&rt.workers) {
         v.push((name.into(), value.to_string()));
     }
-    let more: [(&str, String); 21] = [
+    let bufs = &rt.buffers;
+    let more: [(&str, String); 23] = [
+        ("conn_output_bytes", ld(&bufs.output)),
+        ("conn_input_bytes", ld(&bufs.input)),
         ("limit_maxbytes", snap.limit_maxbytes.to_string()),
         ("accepting_conns", "1".into()),
         ("threads", rt.settings.threads.to_string()),
@@ -313,6 +324,8 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("hugepages", hp.into()),
         ("poll_mode", s.poll.as_str().into()),
         ("poll_idle_spins", s.idle_spins.to_string()),
+        ("output_budget", s.output_budget.to_string()),
+        ("conn_output_cap", crate::runtime::CONN_OUTPUT_CAP.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
