@@ -2,7 +2,7 @@
 //! protocol state.
 //!
 //! Memory is taken when needed and given back after a burst. Reads land in
-//! the worker's scratch buffer; a connection keeps only the input it could
+//! the worker's 16 KiB scratch buffer; a connection keeps only the input it could
 //! not handle yet (a partial request, or requests waiting for output room).
 //! Replies are written into the worker's scratch output and sent at once; a
 //! connection keeps the buffer only while the socket has not taken all of
@@ -15,6 +15,8 @@
 //! reasons ([`Step::Paused`]) and carries on as the output drains. A
 //! connection that holds nothing may always produce one reply (one hit of a
 //! multi-get), whatever the budget, so none waits forever on the others.
+//! And each connection produces at most `EVENT_QUANTUM` per readiness event
+//! before it gives way to the worker's other connections.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -23,8 +25,15 @@ use std::time::Instant;
 use crate::protocol::{self, Ctx, Session, Step};
 use crate::runtime::{Buffers, CONN_OUTPUT_CAP};
 
-/// Bytes a worker reads at once into its scratch buffer.
-pub const READ_CHUNK: usize = 64 << 10;
+/// Bytes a worker reads at once into its scratch buffer (memcached's read
+/// size too). It is also what a connection waiting for output room may keep
+/// of unhandled requests, so small.
+pub const READ_CHUNK: usize = 16 << 10;
+/// Reply bytes a connection may produce per readiness event (at least one
+/// reply, or one hit) before it yields to the worker's other connections,
+/// as memcached's `-R` requests per event: a worker serves every ready
+/// connection in turn, so this bounds how long one waits for the others.
+const EVENT_QUANTUM: usize = 256 << 10;
 /// The scratch output a worker keeps between replies; a larger one (a big
 /// multi-get) is shrunk back to this after use.
 const SCRATCH_OUT_KEEP: usize = 256 << 10;
@@ -56,6 +65,8 @@ pub struct Conn {
     session: Session,
     /// Handling stopped for output room, not for lack of input.
     stalled: bool,
+    /// This event's share ends when `out` is this long.
+    quantum_end: usize,
     /// Close once the output is flushed.
     closing: bool,
     /// The peer closed its side; handle what is buffered, then close.
@@ -76,8 +87,12 @@ pub enum Next {
 
 /// Why a connection may not produce now.
 enum Wait {
+    /// It holds its cap of unsent replies.
     Cap,
+    /// It holds some while all connections hold the output budget.
     Budget,
+    /// It has had its share of this event.
+    Yield,
 }
 
 impl Conn {
@@ -92,6 +107,7 @@ impl Conn {
             counted_in: 0,
             session: Session::default(),
             stalled: false,
+            quantum_end: 0,
             closing: false,
             eof: false,
         }
@@ -114,7 +130,11 @@ impl Conn {
         if budget == 0 && pending > 0 {
             return Err(Wait::Budget);
         }
-        Ok((CONN_OUTPUT_CAP - pending).min(budget))
+        let share = self.quantum_end.saturating_sub(self.out.len());
+        if share == 0 {
+            return Err(Wait::Yield);
+        }
+        Ok((CONN_OUTPUT_CAP - pending).min(budget).min(share))
     }
 
     /// Read what the socket has, handle every complete request there is room
@@ -126,6 +146,9 @@ impl Conn {
             std::mem::swap(&mut self.out, &mut scratch.out);
         }
         self.stalled = false;
+        // What the socket takes now is room to produce in.
+        self.flush(ctx);
+        self.quantum_end = self.out.len() + EVENT_QUANTUM;
         if self.in_pos < self.input.len() {
             let input = std::mem::take(&mut self.input);
             self.in_pos += self.handle(&input[self.in_pos..], ctx);
@@ -243,7 +266,8 @@ impl Conn {
                 Step::NeedMore => break,
                 Step::Close => self.closing = true,
                 Step::Paused => {
-                    let wait = if self.pending_out() >= CONN_OUTPUT_CAP { Wait::Cap } else { Wait::Budget };
+                    // Whichever limit the hit reached.
+                    let wait = self.room(ctx).err().unwrap_or(Wait::Yield);
                     self.stall(wait, ctx);
                     break;
                 }
@@ -257,6 +281,7 @@ impl Conn {
         match wait {
             Wait::Cap => ctx.stats.output_cap_waits.incr(),
             Wait::Budget => ctx.stats.output_budget_waits.incr(),
+            Wait::Yield => ctx.stats.conn_yields.incr(),
         }
     }
 
@@ -326,3 +351,7 @@ impl Conn {
         self.counted_in = 0;
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

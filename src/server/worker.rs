@@ -31,6 +31,8 @@ const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
 /// The RDMA endpoint's completion channel (see rdma/mod.rs).
 const RDMA: u64 = u64::MAX - 2;
+/// Connections a worker accepts per readiness of its listener.
+const ACCEPTS_PER_EVENT: usize = 64;
 /// How long a worker stops accepting after accept ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -124,9 +126,6 @@ impl Worker {
                 idle = idle.saturating_add(1);
                 continue;
             }
-            if block {
-                self.shared.rt.workers[self.id].conn_yields.incr();
-            }
             idle = 0;
             for ev in &events[..n] {
                 match ev.data() {
@@ -150,8 +149,11 @@ impl Worker {
         Ok(())
     }
 
+    /// Accept what the listener has, up to `ACCEPTS_PER_EVENT`: the
+    /// listener is level-triggered, so the rest come next poll, after the
+    /// connections already open have had their turn.
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPTS_PER_EVENT {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     self.accept_failing = false;
