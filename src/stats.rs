@@ -101,6 +101,8 @@ worker_counters!(
     bytes_read,
     bytes_written,
     readonly_refused,
+    // memcached's: a connection gave way to the others after its share of
+    // one readiness event (src/server/conn.rs, EVENT_QUANTUM).
     conn_yields,
     protocol_errors,
     // RDMA client access (src/server/ud.rs): datagrams and RC messages taken
