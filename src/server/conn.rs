@@ -15,8 +15,9 @@
 //! reasons ([`Step::Paused`]) and carries on as the output drains. A
 //! connection that holds nothing may always produce one reply (one hit of a
 //! multi-get), whatever the budget, so none waits forever on the others.
-//! And each connection produces at most `EVENT_QUANTUM` per readiness event
-//! before it gives way to the worker's other connections.
+//! And each connection produces at most `EVENT_QUANTUM`, and runs at most
+//! `REQUESTS_PER_EVENT` requests, per readiness event before it gives way to
+//! the worker's other connections.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -30,10 +31,12 @@ use crate::runtime::{Buffers, CONN_OUTPUT_CAP};
 /// of unhandled requests, so small.
 pub const READ_CHUNK: usize = 16 << 10;
 /// Reply bytes a connection may produce per readiness event (at least one
-/// reply, or one hit) before it yields to the worker's other connections,
-/// as memcached's `-R` requests per event: a worker serves every ready
-/// connection in turn, so this bounds how long one waits for the others.
+/// reply, or one hit), and requests it may run, before it yields to the
+/// worker's other connections (memcached's `-R`, 20 requests): a worker
+/// serves every ready connection in turn, so these bound how long one
+/// waits for the others.
 const EVENT_QUANTUM: usize = 256 << 10;
+const REQUESTS_PER_EVENT: u32 = 64;
 /// The scratch output a worker keeps between replies; a larger one (a big
 /// multi-get) is shrunk back to this after use.
 const SCRATCH_OUT_KEEP: usize = 256 << 10;
@@ -65,8 +68,10 @@ pub struct Conn {
     session: Session,
     /// Handling stopped for output room, not for lack of input.
     stalled: bool,
-    /// This event's share ends when `out` is this long.
+    /// This event's share ends when `out` is this long, or after this many
+    /// more requests.
     quantum_end: usize,
+    requests_left: u32,
     /// Close once the output is flushed.
     closing: bool,
     /// The peer closed its side; handle what is buffered, then close.
@@ -108,6 +113,7 @@ impl Conn {
             session: Session::default(),
             stalled: false,
             quantum_end: 0,
+            requests_left: 0,
             closing: false,
             eof: false,
         }
@@ -131,7 +137,7 @@ impl Conn {
             return Err(Wait::Budget);
         }
         let share = self.quantum_end.saturating_sub(self.out.len());
-        if share == 0 {
+        if share == 0 || self.requests_left == 0 {
             return Err(Wait::Yield);
         }
         Ok((CONN_OUTPUT_CAP - pending).min(budget).min(share))
@@ -149,6 +155,7 @@ impl Conn {
         // What the socket takes now is room to produce in.
         self.flush(ctx);
         self.quantum_end = self.out.len() + EVENT_QUANTUM;
+        self.requests_left = REQUESTS_PER_EVENT;
         if self.in_pos < self.input.len() {
             let input = std::mem::take(&mut self.input);
             self.in_pos += self.handle(&input[self.in_pos..], ctx);
@@ -259,6 +266,7 @@ impl Conn {
             match protocol::step(&mut self.session, &input[pos..], &mut self.out, ctx) {
                 Step::Consumed { len, kind } => {
                     ctx.stats.latency.record(kind, t0.elapsed());
+                    self.requests_left -= 1;
                     pos += len
                 }
                 // Bytes swallowed after a refused value are not a request.
