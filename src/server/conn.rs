@@ -266,7 +266,7 @@ impl Conn {
             match protocol::step(&mut self.session, &input[pos..], &mut self.out, ctx) {
                 Step::Consumed { len, kind } => {
                     ctx.stats.latency.record(kind, t0.elapsed());
-                    self.requests_left -= 1;
+                    self.requests_left = self.requests_left.saturating_sub(1);
                     pos += len
                 }
                 // Bytes swallowed after a refused value are not a request.
