@@ -8,7 +8,7 @@ use logmemcached::auth::{self, AuthToken};
 use logmemcached::error::{Context, Result};
 use logmemcached::memory::region::HugePages;
 use logmemcached::replication::{self, primary::SlotTable, replica::ReplicaOptions, Replication, Trust, Url};
-use logmemcached::runtime::{PollMode, Runtime, Settings};
+use logmemcached::runtime::{default_output_budget, PollMode, Runtime, Settings};
 use logmemcached::server;
 use logmemcached::store::{Store, StoreConfig};
 
@@ -137,6 +137,12 @@ struct ServeArgs {
     /// refuse `flush_all` on the data port (memcached's -F)
     #[argh(switch, short = 'F')]
     disable_flush_all: bool,
+    /// reply bytes all connections together may hold for clients that have
+    /// not read them yet, with an optional k or m suffix; past it each
+    /// connection produces one reply at a time (default: half of -m, at most
+    /// 4 MiB per -c connection, at least 4 MiB)
+    #[argh(option, from_str_fn(parse_size))]
+    output_budget: Option<usize>,
 
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
@@ -241,7 +247,10 @@ fn serve(a: ServeArgs) -> Result<()> {
         admin_socket: a.admin_socket,
         admin_socket_mode: a.admin_socket_mode,
         auth_token: token.clone(),
+        output_budget: a.output_budget.unwrap_or_else(|| default_output_budget(a.memory_limit << 20, a.conn_limit)),
     };
+    // Before anything opens descriptors of its own: fail early, as memcached does.
+    server::ensure_fd_limit(&settings)?;
     let listeners = a
         .replication_listen
         .iter()

@@ -82,6 +82,21 @@ pub struct Settings {
     pub admin_socket_mode: u32,
     /// `--auth-token-file`: what side-channel peers must prove they hold.
     pub auth_token: Option<AuthToken>,
+    /// `--output-budget`: reply bytes all connections together may hold
+    /// before each of them waits for its client to read (see
+    /// [`default_output_budget`] and `Buffers`).
+    pub output_budget: usize,
+}
+
+/// One connection's cap on the reply bytes it holds: past it the connection
+/// takes no more requests (and a multi-get stops between hits) until its
+/// client reads.
+pub const CONN_OUTPUT_CAP: usize = 4 << 20;
+
+/// The default `--output-budget`: half the item memory, no more than every
+/// connection at its cap, and at least one connection's cap.
+pub fn default_output_budget(memory_bytes: usize, conn_limit: usize) -> usize {
+    (memory_bytes / 2).min(conn_limit.saturating_mul(CONN_OUTPUT_CAP)).max(CONN_OUTPUT_CAP)
 }
 
 impl Default for Settings {
@@ -103,6 +118,7 @@ impl Default for Settings {
             admin_socket: None,
             admin_socket_mode: 0o600,
             auth_token: None,
+            output_budget: default_output_budget(64 << 20, 1024),
         }
     }
 }
@@ -146,6 +162,32 @@ impl Default for RdmaBudgets {
     }
 }
 
+/// Bytes that connections hold in their buffers (`stats`: `conn_output_bytes`,
+/// `conn_input_bytes`), summed over every worker's connections. A
+/// connection updates its share when it leaves a readiness event still
+/// holding bytes (or no longer holding them), not per request: most replies
+/// are sent at once and never counted.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Reply bytes not yet sent (and sent bytes not yet reclaimed from the
+    /// front of a partly sent buffer). Held under `Settings::output_budget`.
+    pub output: AtomicU64,
+    /// Input kept between reads: partial requests, and requests waiting
+    /// for output room.
+    pub input: AtomicU64,
+}
+
+impl Buffers {
+    /// Move a share from `old` to `new` bytes.
+    pub fn update(counter: &AtomicU64, old: usize, new: usize) {
+        if new > old {
+            counter.fetch_add((new - old) as u64, Ordering::Relaxed);
+        } else if old > new {
+            counter.fetch_sub((old - new) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The RDMA endpoint's RC admission figures (`stats`). Its side-channel
 /// threads are no worker, so these are shared atomics rather than
 /// `WorkerStats` counters.
@@ -175,6 +217,8 @@ pub struct Runtime {
     pub started_unix: u64,
     /// On their own cache lines, away from the read-mostly fields around them.
     pub connections: CachePadded<Connections>,
+    /// Connection buffers, against the output budget; on their own cache line.
+    pub buffers: CachePadded<Buffers>,
     /// `-v` and `verbosity N`; shared with the logger once it follows it.
     verbosity: Arc<AtomicU32>,
     /// Replication role and handles (`stats replication`, `replica ...`).
@@ -197,6 +241,7 @@ impl Runtime {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             connections: CachePadded::new(Connections::default()),
+            buffers: CachePadded::new(Buffers::default()),
             verbosity: Arc::new(AtomicU32::new(verbosity)),
             replication: OnceLock::new(),
             rdma: Arc::new(RdmaControl::default()),
@@ -270,5 +315,17 @@ mod tests {
         assert!(!rt.set_shutdown_hook(Box::new(|| {})), "the first hook stays");
         assert!(rt.request_shutdown() && rt.request_shutdown());
         assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn output_budget_default_and_share_updates() {
+        assert_eq!(default_output_budget(64 << 20, 1024), 32 << 20, "half of -m");
+        assert_eq!(default_output_budget(64 << 20, 2), 8 << 20, "each connection at its cap");
+        assert_eq!(default_output_budget(1 << 20, 1024), CONN_OUTPUT_CAP, "at least one cap");
+        let b = Buffers::default();
+        Buffers::update(&b.output, 0, 100);
+        Buffers::update(&b.output, 100, 40);
+        Buffers::update(&b.output, 40, 40);
+        assert_eq!(b.output.load(Ordering::Relaxed), 40);
     }
 }

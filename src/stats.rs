@@ -101,6 +101,8 @@ worker_counters!(
     bytes_read,
     bytes_written,
     readonly_refused,
+    // memcached's: a connection gave way to the others after its share of
+    // one readiness event (src/server/conn.rs, EVENT_QUANTUM).
     conn_yields,
     protocol_errors,
     // RDMA client access (src/server/rdma/): datagrams and RC messages taken
@@ -116,6 +118,14 @@ worker_counters!(
     rdma_send_queued,
     // Admin commands (`replica ...`) refused on the data port.
     admin_refused,
+    // Output bounds (src/server/conn.rs): times a connection stopped taking
+    // requests, or a multi-get stopped between hits, because the connection
+    // held its cap of reply bytes, or because all connections together held
+    // the output budget; times a worker stopped accepting for a moment
+    // because accept ran out of file descriptors (memcached's name).
+    output_cap_waits,
+    output_budget_waits,
+    listen_disabled_num,
 );
 
 /// Look up one summed counter by name (tests, `stats` assembly).
@@ -268,7 +278,10 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
     ] {
         v.push((name.into(), ld(a)));
     }
-    let more: [(&str, String); 21] = [
+    let bufs = &rt.buffers;
+    let more: [(&str, String); 23] = [
+        ("conn_output_bytes", ld(&bufs.output)),
+        ("conn_input_bytes", ld(&bufs.input)),
         ("limit_maxbytes", snap.limit_maxbytes.to_string()),
         ("accepting_conns", "1".into()),
         ("threads", rt.settings.threads.to_string()),
@@ -336,6 +349,8 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("rdma_peers_per_worker", s.rdma.peers_per_worker.to_string()),
         ("rdma_peer_bytes_per_worker", s.rdma.peer_bytes_per_worker.to_string()),
         ("rdma_pending_sends_per_worker", s.rdma.pending_sends_per_worker.to_string()),
+        ("output_budget", s.output_budget.to_string()),
+        ("conn_output_cap", crate::runtime::CONN_OUTPUT_CAP.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -40,6 +40,7 @@ impl H {
                 Step::Consumed { len, .. } | Step::Discarded(len) => pos += len,
                 Step::NeedMore => return (out, false),
                 Step::Close => return (out, true),
+                Step::Paused => {}
             }
         }
     }

@@ -18,7 +18,7 @@ fn steps(input: &[u8]) -> Vec<Step> {
         v.push(s);
         match s {
             Step::Consumed { len, .. } | Step::Discarded(len) => pos += len,
-            Step::NeedMore | Step::Close => return v,
+            Step::NeedMore | Step::Close | Step::Paused => return v,
         }
     }
 }

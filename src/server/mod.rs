@@ -121,6 +121,39 @@ pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
         .collect()
 }
 
+/// Descriptors the server needs besides its `-c` connections: stdio, each
+/// worker's listener, epoll set and eventfd, and room for the log's region
+/// file, replication, the RDMA endpoint and the latency log.
+pub fn own_fds(threads: usize) -> u64 {
+    64 + 3 * threads as u64
+}
+
+/// Make sure `-c` connections can be open at once: raise the soft
+/// RLIMIT_NOFILE to what they need (the hard limit too when we may), or
+/// refuse to start and say why, as memcached does. Returns the soft limit now
+/// in force.
+pub fn ensure_fd_limit(settings: &Settings) -> Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let need = settings.conn_limit as u64 + own_fds(settings.threads);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
+    if soft >= need {
+        return Ok(soft);
+    }
+    let raised = if hard >= need {
+        setrlimit(Resource::RLIMIT_NOFILE, need, hard)
+    } else {
+        setrlimit(Resource::RLIMIT_NOFILE, need, need)
+    };
+    match raised {
+        Ok(()) => Ok(need),
+        Err(e) => Err(crate::error::Error::new(format!(
+            "failed to set rlimit for open files. Try starting as root or requesting smaller maxconns value. \
+             (-c {} needs {need} open files with this server's own; the limit is {soft}, at most {hard}: {e})",
+            settings.conn_limit
+        ))),
+    }
+}
+
 /// Serve until shutdown is requested. Returns once every worker has stopped.
 pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
     let mut handles = Vec::new();

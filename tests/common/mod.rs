@@ -48,11 +48,27 @@ impl Server {
     }
 
     pub fn start_bin(bin: &str, args: &[&str]) -> Server {
+        Self::start_cmd(|| Command::new(bin), args)
+    }
+
+    /// Start under a shell that first runs `setup` (e.g. `ulimit -Sn 256`)
+    /// and then execs the server, so the pid is the server's.
+    pub fn start_after(setup: &str, args: &[&str]) -> Server {
+        let script = format!("{setup} && exec \"$0\" \"$@\"");
+        let sh = || {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script, env!("CARGO_BIN_EXE_logmemcached")]);
+            c
+        };
+        Self::start_cmd(sh, args)
+    }
+
+    fn start_cmd(program: impl Fn() -> Command, args: &[&str]) -> Server {
         // A port from free_port() can be taken by a parallel test before the
         // server binds it; then the server exits and we try another.
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new(bin)
+            let child = program()
                 .args(["serve", "-p", &port.to_string(), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2"])
                 .args(args)
                 .stdin(Stdio::null())

@@ -23,7 +23,7 @@ fn run(store: &Store, rt: &Runtime, input: &[u8]) -> Vec<u8> {
     while pos < input.len() {
         match step(&mut session, &input[pos..], &mut out, &ctx) {
             Step::Consumed { len: n, .. } | Step::Discarded(n) => pos += n,
-            Step::NeedMore | Step::Close => break,
+            Step::NeedMore | Step::Close | Step::Paused => break,
         }
     }
     out

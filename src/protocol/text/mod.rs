@@ -36,6 +36,8 @@ mod flush;
 mod misc;
 pub mod parse;
 mod retrieval;
+
+pub use retrieval::Resume;
 mod stats;
 mod storage;
 mod touch;
@@ -92,6 +94,9 @@ pub(crate) fn reply_read_only(out: &mut Vec<u8>, noreply: bool, ctx: &Ctx) {
 
 /// Handle at most one text command from the front of `input`.
 pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -> Step {
+    if let Some(r) = session.resume.take() {
+        return retrieval::resume(r, session, input, out, ctx);
+    }
     let Some(nl) = input.iter().position(|&b| b == b'\n') else {
         return no_newline_yet(input);
     };
@@ -100,7 +105,8 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
     // line's only byte ("\r\n" alone is then the one-byte command "\r").
     let line_end = if nl > 1 && input[nl - 1] == b'\r' { nl - 1 } else { nl };
     let line_end = parse::c_line_len(&input[..line_end]);
-    let tokens = Tokens::new(&input[..line_end]);
+    let line = &input[..line_end];
+    let tokens = Tokens::new(line);
     let cmd = tokens.get(0);
     if cmd.len() == 2 && cmd[0] == b'm' && b"gsdaen".contains(&cmd[1]) {
         return meta::step(session, input, line_end, next, out, ctx);
@@ -111,23 +117,10 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         return Step::Consumed { len: next, kind: Kind::Other };
     }
     let kind = match cmd {
-        b"get" | b"bget" => {
-            retrieval::get(&tokens, retrieval::Kind::Get, out, ctx);
-            Kind::Get
-        }
-        b"gets" => {
-            retrieval::get(&tokens, retrieval::Kind::Gets, out, ctx);
-            Kind::Get
-        }
-        // Get-and-touch is timed as a touch.
-        b"gat" => {
-            retrieval::get(&tokens, retrieval::Kind::Gat, out, ctx);
-            Kind::Touch
-        }
-        b"gats" => {
-            retrieval::get(&tokens, retrieval::Kind::Gats, out, ctx);
-            Kind::Touch
-        }
+        b"get" | b"bget" => return retrieval::get(&tokens, retrieval::Kind::Get, line, next, session, out, ctx),
+        b"gets" => return retrieval::get(&tokens, retrieval::Kind::Gets, line, next, session, out, ctx),
+        b"gat" => return retrieval::get(&tokens, retrieval::Kind::Gat, line, next, session, out, ctx),
+        b"gats" => return retrieval::get(&tokens, retrieval::Kind::Gats, line, next, session, out, ctx),
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             return storage::step(&tokens, session, input, next, out, ctx)
         }
@@ -199,6 +192,8 @@ fn no_newline_yet(input: &[u8]) -> Step {
     }
 }
 
+#[cfg(test)]
+mod retrieval_tests;
 #[cfg(test)]
 mod tests;
 

@@ -35,7 +35,7 @@ impl Harness {
                     assert!(n > 0, "no progress");
                     pos += n;
                 }
-                Step::NeedMore => break,
+                Step::NeedMore | Step::Paused => break,
                 Step::Close => return (String::from_utf8_lossy(&out).into_owned(), true),
             }
         }
