@@ -164,9 +164,7 @@ impl Log {
 
     /// Append the value of the record at `pos` to `out`.
     pub fn append_value(&self, pos: u64, h: &Header, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.resize(start + h.value_len as usize, 0);
-        self.region.read(self.physical(pos) + HEADER_LEN + h.key_len as usize, &mut out[start..]);
+        self.region.append_to(self.physical(pos) + HEADER_LEN + h.key_len as usize, h.value_len as usize, out);
     }
 
     /// Copy `dst.len()` bytes of the log starting at logical `pos`, wrapping

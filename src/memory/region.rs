@@ -270,6 +270,24 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
     }
 
+    /// Append `len` bytes from `off` to `out` (as `read` does, without
+    /// zero-filling the new part of `out` first: replies copy whole values
+    /// this way, and a fill the copy overwrites doubled their cost).
+    pub fn append_to(&self, off: usize, len: usize, out: &mut Vec<u8>) {
+        self.check(off, len);
+        out.reserve(len);
+        let spare = &mut out.spare_capacity_mut()[..len];
+        // SAFETY: bounds checked above; `spare` is `len` bytes of `out`'s
+        // own allocation, distinct from the mapping. Writers of these bytes
+        // are excluded by the log's protocol while we copy (as for `read`).
+        // After the copy those `len` bytes are initialised, so the length
+        // may cover them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.add(off), spare.as_mut_ptr().cast::<u8>(), len);
+            out.set_len(out.len() + len);
+        }
+    }
+
     /// Copy bytes out of the region while someone else may be writing them
     /// (a primary's log mapped by its `shm` replica). Every byte is read by
     /// an atomic load (relaxed u64 words for the aligned middle, u8 for the
@@ -371,6 +389,9 @@ mod tests {
         let mut b = [0u8; 5];
         r.read(100, &mut b);
         assert_eq!(&b, b"hello");
+        let mut v = b"<".to_vec();
+        r.append_to(101, 3, &mut v);
+        assert_eq!(v, b"<ell");
         r.atomic_u64(8).store(42, Ordering::Release);
         assert_eq!(r.atomic_u64(8).load(Ordering::Acquire), 42);
     }
