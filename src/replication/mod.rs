@@ -12,6 +12,9 @@
 //!
 //! The primary's CPU does no per-replica work once a replica is connected.
 
+pub mod bounds;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod primary;
 pub mod replica;
 pub mod shm;
@@ -113,7 +116,7 @@ impl Replication {
         let (s, st, c, o) = (self.store.clone(), status.clone(), ctl.clone(), self.opts.clone());
         let thread = std::thread::Builder::new()
             .name("replica".into())
-            .spawn(move || replica::run(s, url, st, c, o, &replica::connect))
+            .spawn(move || replica::run(s, url, st, c, o, Arc::new(replica::connect)))
             .map_err(|e| crate::error::Error::new(format!("starting the replica thread: {e}")))?;
         *g = Some(ReplicaHandle { status, ctl, thread: Some(thread) });
         Ok(())
@@ -182,6 +185,14 @@ impl Replication {
             put("catchup_bytes", l(&s.catchup_bytes).to_string());
             put("catchup_us", l(&s.catchup_us).to_string());
             put("last_error", s.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        }
+        // What the last promotion recovered from the old primary's memory.
+        if let Some(h) = g.as_ref().filter(|h| h.status.promoted.load(Ordering::Acquire)) {
+            let s = &h.status;
+            put("promote_drain_records", s.drain_records.load(Ordering::Relaxed).to_string());
+            put("promote_drain_bytes", s.drain_bytes.load(Ordering::Relaxed).to_string());
+            put("promote_drain_us", s.drain_us.load(Ordering::Relaxed).to_string());
+            put("promote_drain_result", s.drain_result.lock().unwrap_or_else(|e| e.into_inner()).clone());
         }
         let slots = primary::live_slots(log);
         put("replicas", slots.len().to_string());

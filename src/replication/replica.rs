@@ -13,6 +13,14 @@
 //! being lapped are the same path: clear, and replay the primary's live
 //! window [tail, head).
 //!
+//! Nothing the primary sends is trusted beyond its checksum: the control
+//! block's fields and every record's lengths, kind and CAS are bounded
+//! (`bounds.rs`) before use, and a record out of bounds is refused, never
+//! applied, with the reason in `last_error`.
+//!
+//! Promotion first drains what the old primary's memory still offers (up to
+//! `--promote-drain-ms`), fencing it first so a live one stops writing.
+//!
 //! No sleeps: while records flow it spins; when idle it polls for
 //! `IDLE_SPIN` with a growing pause between polls (a crossbeam `Backoff`),
 //! then backs off to a timed wait on its control eventfd (which promotion,
@@ -27,6 +35,8 @@ use crossbeam_utils::Backoff;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use super::bounds;
+use super::primary::HEARTBEAT_EVERY;
 use super::shm::{now_us, ShmTransport};
 use super::transport::{Progress, Transport};
 use super::Url;
@@ -43,6 +53,10 @@ const IDLE_SPIN: Duration = Duration::from_micros(10);
 const MAX_IDLE_WAIT: Duration = Duration::from_micros(100);
 /// First staging read size; grows to fit the largest record seen.
 const STAGING: usize = 4 << 20;
+/// A promotion's drain is complete once the old primary's head has stood
+/// still this long with everything below it applied: a live old primary
+/// stops writing within a heartbeat of seeing the fence.
+const DRAIN_SETTLE: Duration = Duration::from_millis(2 * HEARTBEAT_EVERY.as_millis() as u64);
 
 /// What the replica reports in `stats replication`; written by its thread.
 #[derive(Default)]
@@ -73,6 +87,14 @@ pub struct ReplicaStatus {
     pub incarnation: AtomicU64,
     pub primary: Mutex<String>,
     pub last_error: Mutex<String>,
+    /// Set once this replica was promoted; the drain fields describe what
+    /// the promotion recovered from the old primary's memory first.
+    pub promoted: AtomicBool,
+    pub drain_records: AtomicU64,
+    pub drain_bytes: AtomicU64,
+    pub drain_us: AtomicU64,
+    /// How the drain ended (caught up, deadline, unreachable, ...).
+    pub drain_result: Mutex<String>,
 }
 
 impl ReplicaStatus {
@@ -115,6 +137,10 @@ impl ReplicaControl {
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.wake();
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 
     /// Ask the replica to become a primary; returns the new epoch once it
@@ -177,6 +203,8 @@ enum Exit {
     Stop,
     Promote,
     Follow(Url),
+    /// A promotion's drain ended (why: `Follower::drain_end`).
+    Drained,
 }
 
 /// Options from the command line.
@@ -186,9 +214,18 @@ pub struct ReplicaOptions {
     pub promote_after: Option<Duration>,
     /// Identifies this replica in its slot (non-zero).
     pub id: u64,
+    /// The longest a promotion spends draining the old primary's log
+    /// before it takes writes (zero: no drain).
+    pub promote_drain: Duration,
 }
 
-/// Connect a transport for `url`.
+impl ReplicaOptions {
+    /// The default drain bound (`--promote-drain-ms`).
+    pub const DEFAULT_PROMOTE_DRAIN: Duration = Duration::from_millis(300);
+}
+
+/// Connect a transport for `url` (shared: a promotion may dial from a
+/// helper thread it can abandon, see `reconnect_within`).
 pub type Connector = dyn Fn(&Url, u64) -> Result<Box<dyn Transport>> + Send + Sync;
 
 /// The default connector: shm or verbs, by the URL's scheme.
@@ -206,7 +243,7 @@ pub fn run(
     status: Arc<ReplicaStatus>,
     ctl: Arc<ReplicaControl>,
     opts: ReplicaOptions,
-    connector: &Connector,
+    connector: Arc<Connector>,
 ) {
     store.set_read_only(true);
     let mut backoff = Duration::from_millis(10);
@@ -224,7 +261,7 @@ pub fn run(
                 status.connected.store(false, Ordering::Release);
                 match r {
                     Ok(Exit::Promote) => {
-                        promote(&store, &status, &ctl, Some(t.as_mut()));
+                        promote(&store, &status, &ctl, &opts, Old::Connected(t.as_mut()));
                         return;
                     }
                     Ok(e) => Some(e),
@@ -243,19 +280,19 @@ pub fn run(
         match exit.or_else(|| ctl.pending()) {
             Some(Exit::Stop) => return,
             Some(Exit::Promote) => {
-                promote(&store, &status, &ctl, None);
+                promote(&store, &status, &ctl, &opts, Old::Dial(&connector, &url));
                 return;
             }
             Some(Exit::Follow(u)) => {
                 url = u;
                 continue;
             }
-            None => {}
+            Some(Exit::Drained) | None => {}
         }
         if let Some(limit) = opts.promote_after {
             if last_alive.elapsed() >= limit {
                 crate::log_warn!("primary {url} silent for {} ms: promoting this replica", limit.as_millis());
-                promote(&store, &status, &ctl, None);
+                promote(&store, &status, &ctl, &opts, Old::Dial(&connector, &url));
                 return;
             }
         }
@@ -275,22 +312,133 @@ fn note_error(status: &ReplicaStatus, last: &mut String, url: &Url, e: &Error) {
     *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = msg;
 }
 
+/// Follow `t` with a fresh follower (no promotion, no admin requests)
+/// until the transport fails; returns that error. For the fuzzer and the
+/// hostile-primary tests (`replication::fuzzing`), whose transports end.
+#[doc(hidden)]
+pub fn follow_until_error(store: &Store, status: &ReplicaStatus, t: &mut dyn Transport) -> Error {
+    let ctl = match ReplicaControl::new() {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let opts = ReplicaOptions { promote_after: None, id: 1, promote_drain: Duration::ZERO };
+    let mut f = Follower::new(store, status, &ctl, &opts);
+    match f.follow(t) {
+        Err(e) => e,
+        Ok(_) => Error::new("the follower stopped"),
+    }
+}
+
+/// The old primary at a promotion: still connected, or to be dialled again.
+enum Old<'a> {
+    Connected(&'a mut dyn Transport),
+    Dial(&'a Arc<Connector>, &'a Url),
+}
+
+/// Dial `url` again, giving up after `limit`: a dead host's side channel
+/// can take seconds to time out, so the dial runs on a helper thread that
+/// is abandoned (and drops what it connects) if it is late.
+fn reconnect_within(connector: &Arc<Connector>, url: &Url, id: u64, limit: Duration) -> Result<Box<dyn Transport>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (c, u) = (connector.clone(), url.clone());
+    std::thread::Builder::new()
+        .name("drain-dial".into())
+        .spawn(move || {
+            let _ = tx.send(c(&u, id));
+        })
+        .map_err(|e| Error::new(format!("starting the drain's dial: {e}")))?;
+    match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(_) => crate::bail!("{url} did not answer within {} ms", limit.as_millis()),
+    }
+}
+
 /// Become a primary continuing from our applied head, one epoch above
-/// anything we saw; tell the old primary (if reachable) so it fences itself.
-fn promote(store: &Store, status: &ReplicaStatus, ctl: &ReplicaControl, old: Option<&mut dyn Transport>) {
-    let epoch = store.epoch().max(status.primary_epoch.load(Ordering::Relaxed)) + 1;
-    store.promote(epoch);
-    if let Some(t) = old {
-        let applied = status.applied.load(Ordering::Relaxed);
+/// anything we saw. First fence the old primary (the new epoch in our slot:
+/// a live one stops taking writes) and drain what its log still holds
+/// beyond ours, within `opts.promote_drain`; then take writes, and leave
+/// the fence in place.
+fn promote(store: &Store, status: &ReplicaStatus, ctl: &ReplicaControl, opts: &ReplicaOptions, old: Old<'_>) {
+    // Both epochs are bounded (ours by this rule, the primary's by
+    // `bounds::check_control`), so this cannot overflow.
+    let epoch = store.epoch().max(status.primary_epoch.load(Ordering::Relaxed)).saturating_add(1);
+    let t0 = Instant::now();
+    let mut dialled: Option<Box<dyn Transport>>;
+    let t: Option<&mut dyn Transport> = match old {
+        Old::Connected(t) => Some(t),
+        Old::Dial(..) if opts.promote_drain.is_zero() => None,
+        Old::Dial(c, url) => {
+            dialled = reconnect_within(c, url, opts.id, opts.promote_drain)
+                .map_err(|e| note_drain(status, 0, 0, t0, &format!("old primary unreachable: {e}")))
+                .ok();
+            dialled.as_deref_mut()
+        }
+    };
+    if let Some(t) = t {
+        if !opts.promote_drain.is_zero() {
+            drain(store, status, ctl, opts, &mut *t, epoch, t0);
+        }
+        let applied = store.log().head();
         let _ = t.report(&Progress { applied, epoch, caught_up_us: now_us() });
         // A signalled read after it: when it completes, the epoch that
         // fences the old primary has landed (reports need not be waited for).
         let _ = t.control();
         t.keep_slot();
     }
+    store.promote(epoch);
+    status.promoted.store(true, Ordering::Release);
     status.connected.store(false, Ordering::Release);
     crate::log_notice!("promoted to primary at epoch {epoch}, head {}", store.log().head());
     ctl.finish_promotion(Ok(epoch));
+}
+
+/// A promotion's drain: follow the old primary as usual (every record
+/// validated and bounded) until we hold its head and it has stood still,
+/// the deadline passes, or its log no longer continues ours; never
+/// resynchronise (that would throw away what we hold). Reports carry the
+/// new epoch from the first one on, so a live old primary is fenced.
+fn drain(
+    store: &Store,
+    status: &ReplicaStatus,
+    ctl: &ReplicaControl,
+    opts: &ReplicaOptions,
+    t: &mut dyn Transport,
+    epoch: u64,
+    t0: Instant,
+) {
+    let (r0, b0) = (status.records_applied.load(Ordering::Relaxed), status.bytes_applied.load(Ordering::Relaxed));
+    let applied = store.log().head();
+    let _ = t.report(&Progress { applied, epoch, caught_up_us: now_us() });
+    let mut f = Follower::new(store, status, ctl, opts);
+    f.drain = Some(Drain { deadline: t0 + opts.promote_drain, epoch, settled: None });
+    let why = match f.follow(t) {
+        Ok(_) => f.drain_end.to_string(),
+        Err(e) => format!("stopped: {e}"),
+    };
+    let records = status.records_applied.load(Ordering::Relaxed) - r0;
+    let bytes = status.bytes_applied.load(Ordering::Relaxed) - b0;
+    note_drain(status, records, bytes, t0, &why);
+}
+
+fn note_drain(status: &ReplicaStatus, records: u64, bytes: u64, t0: Instant, why: &str) {
+    let us = t0.elapsed().as_micros() as u64;
+    status.drain_records.store(records, Ordering::Relaxed);
+    status.drain_bytes.store(bytes, Ordering::Relaxed);
+    status.drain_us.store(us, Ordering::Relaxed);
+    *status.drain_result.lock().unwrap_or_else(|e| e.into_inner()) = why.to_string();
+    crate::log_notice!(
+        "promotion drained {records} records ({bytes} bytes) from the old primary in {} ms: {why}",
+        us / 1000
+    );
+}
+
+/// A promotion's drain in progress.
+struct Drain {
+    deadline: Instant,
+    /// The new epoch, reported in our slot throughout (the fence).
+    epoch: u64,
+    /// The old primary's head once we held it, and since when.
+    settled: Option<(u64, Instant)>,
 }
 
 struct Follower<'a> {
@@ -309,6 +457,9 @@ struct Follower<'a> {
     catchup: Option<(Instant, u64)>,
     heartbeat: u64,
     last_alive: Instant,
+    /// Set while a promotion drains the old primary.
+    drain: Option<Drain>,
+    drain_end: &'static str,
 }
 
 impl<'a> Follower<'a> {
@@ -332,6 +483,23 @@ impl<'a> Follower<'a> {
             catchup: None,
             heartbeat: 0,
             last_alive: Instant::now(),
+            drain: None,
+            drain_end: "",
+        }
+    }
+
+    /// The epoch our reports carry: the primary's, or while a promotion
+    /// drains, the new one (which fences the old primary).
+    fn report_epoch(&self, primary: u64) -> u64 {
+        self.drain.as_ref().map_or(primary, |d| d.epoch)
+    }
+
+    /// Whether a long catch-up should end after the current stretch: an
+    /// admin request, or while draining, a stop or the drain's deadline.
+    fn interrupted(ctl: &ReplicaControl, drain_deadline: Option<Instant>) -> bool {
+        match drain_deadline {
+            Some(d) => ctl.stop_requested() || Instant::now() >= d,
+            None => ctl.has_pending(),
         }
     }
 
@@ -342,7 +510,7 @@ impl<'a> Follower<'a> {
     /// only if the epochs agree.
     fn same_history(&self, c: &crate::log::control::ControlSnapshot, applied: u64) -> bool {
         let same_log = self.incarnation == Some(c.incarnation) && c.epoch == self.epoch;
-        let promoted_from_ours = c.epoch == self.epoch + 1 && applied <= c.epoch_start;
+        let promoted_from_ours = self.epoch.checked_add(1) == Some(c.epoch) && applied <= c.epoch_start;
         same_log || promoted_from_ours
     }
 
@@ -365,28 +533,25 @@ impl<'a> Follower<'a> {
         let mut idle_since = Instant::now();
         let mut wait = Duration::from_micros(5);
         loop {
-            if let Some(e) = self.ctl.pending() {
+            if let Some(d) = &self.drain {
+                if self.ctl.stop_requested() || Instant::now() >= d.deadline {
+                    self.drain_end = "the drain's time was up";
+                    return Ok(Exit::Drained);
+                }
+            } else if let Some(e) = self.ctl.pending() {
                 return Ok(e);
             }
             let c = t.control()?;
-            if !c.is_valid() {
-                crate::bail!("{} does not hold a logmemcached log of a version we read", t.describe());
-            }
-            if c.capacity != cap {
-                crate::bail!(
-                    "primary's log holds {} bytes, ours {}: start the replica with the same -m as its primary",
-                    c.capacity,
-                    cap
-                );
-            }
-            // The primary's log, as its control block describes it.
-            let Some(geo) = LogGeometry::new(c.capacity) else {
-                crate::bail!("{} reports a log of {} bytes, which no log has", t.describe(), c.capacity);
+            // The primary's log, as its control block describes it, every
+            // field in bounds.
+            let geo = match bounds::check_control(&c, cap) {
+                Ok(geo) => geo,
+                Err(why) => crate::bail!("{} {why}", t.describe()),
             };
             if c.heartbeat_us != self.heartbeat {
                 self.heartbeat = c.heartbeat_us;
                 self.last_alive = Instant::now();
-            } else if let Some(limit) = self.opts.promote_after {
+            } else if let Some(limit) = self.opts.promote_after.filter(|_| self.drain.is_none()) {
                 if self.last_alive.elapsed() >= limit {
                     crate::log_warn!("primary's heartbeat stopped for {} ms: promoting", limit.as_millis());
                     return Ok(Exit::Promote);
@@ -404,6 +569,13 @@ impl<'a> Follower<'a> {
             self.status.primary_tail.store(c.tail, Ordering::Relaxed);
             self.status.primary_epoch.store(c.epoch, Ordering::Relaxed);
 
+            if let (Some(_), Some(a)) = (&self.drain, self.applied) {
+                if !self.same_history(&c, a) || a < c.tail || a > c.head {
+                    // Catching up would mean clearing what we hold.
+                    self.drain_end = "the old primary's log no longer continues ours";
+                    return Ok(Exit::Drained);
+                }
+            }
             let applied = match self.applied {
                 None => {
                     self.resync(c.tail, false);
@@ -434,6 +606,23 @@ impl<'a> Follower<'a> {
             if applied >= c.head {
                 self.status.behind_since_us.store(0, Ordering::Relaxed);
                 self.status.caught_up_us.store(now_us(), Ordering::Relaxed);
+                if let Some(d) = self.drain.as_mut() {
+                    match d.settled {
+                        Some((h, since)) if h == c.head => {
+                            if since.elapsed() >= DRAIN_SETTLE {
+                                self.drain_end = "caught up with the old primary's head";
+                                return Ok(Exit::Drained);
+                            }
+                        }
+                        _ => {
+                            d.settled = Some((c.head, Instant::now()));
+                            t.report(&Progress { applied, epoch: d.epoch, caught_up_us: now_us() })?;
+                        }
+                    }
+                    // The promotion waits on us: poll, never block.
+                    spin.snooze();
+                    continue;
+                }
                 if idle == 0 || idle.is_multiple_of(256) {
                     t.report(&Progress { applied, epoch: c.epoch, caught_up_us: now_us() })?;
                 }
@@ -469,7 +658,7 @@ impl<'a> Follower<'a> {
                 }
             }
             let cu = self.status.caught_up_us.load(Ordering::Relaxed);
-            t.report(&Progress { applied: done, epoch: c.epoch, caught_up_us: cu })?;
+            t.report(&Progress { applied: done, epoch: self.report_epoch(c.epoch), caught_up_us: cu })?;
         }
     }
 
@@ -490,6 +679,7 @@ impl<'a> Follower<'a> {
         };
         let mut pos = geo.skip_gap(from);
         let ctl = self.ctl;
+        let drain_deadline = self.drain.as_ref().map(|d| d.deadline);
         while pos < head {
             let staging = self.staging;
             let s = geo.stretch(pos, head, staging);
@@ -501,14 +691,15 @@ impl<'a> Follower<'a> {
             // Plan the next stretch from the headers just read (unchecked:
             // a torn header only costs a read-ahead that goes unused).
             let mut plan = |b: &[u8]| {
-                if ctl.has_pending() {
+                if Self::interrupted(ctl, drain_deadline) {
                     asked = true;
                     return None;
                 }
                 let (mut o, mut cut) = (0usize, 0usize);
                 while let Some(n) = record::claimed_len(&b[o..], pos + o as u64) {
                     if o + n > b.len() {
-                        cut = n;
+                        // A claim past any record's size plans nothing.
+                        cut = if bounds::plausible_len(n, geo) { n } else { 0 };
                         break;
                     }
                     o += n;
@@ -521,12 +712,21 @@ impl<'a> Follower<'a> {
                 planned = ahead.is_some();
                 ahead
             };
-            let buf = t.read_ahead(off, len, &mut plan)?;
+            let (buf, tail_after) = t.read_ahead_checked(off, len, &mut plan)?;
+            if tail_after.is_some_and(|tail| tail > pos) {
+                // The cleaner freed what we read while we copied it (the
+                // transport's re-check after its fence): it may be torn.
+                // Lapped: the next round skips to the tail.
+                return Ok(pos.max(from));
+            }
             let mut p = pos;
             while p < end {
                 let o = (p - pos) as usize;
                 match record::validate(&buf[o..], p) {
                     Ok(rec) => {
+                        if let Err(why) = bounds::check_record(&rec.header, geo) {
+                            return Err(self.refuse(p, &why));
+                        }
                         let n = rec.header.total_len() as usize;
                         self.store
                             .apply_raw(&buf[o..o + n], &rec)
@@ -537,6 +737,16 @@ impl<'a> Follower<'a> {
                         if geo.in_gap(p) {
                             break; // the gap before the log's end: next lap
                         }
+                    }
+                    Err(Invalid::Truncated { need }) if !bounds::plausible_len(need, geo) => {
+                        // Torn under the cleaner, or a primary's nonsense:
+                        // never read that much for it.
+                        let c = t.control()?;
+                        if c.tail > p {
+                            self.applied = Some(p);
+                            return Ok(p);
+                        }
+                        return Err(self.refuse(p, &format!("claims {need} bytes, more than any record")));
                     }
                     Err(Invalid::Truncated { need }) => {
                         // Torn if the head says the record is complete, if it
@@ -560,7 +770,7 @@ impl<'a> Follower<'a> {
             pos = geo.skip_gap(p);
             self.applied = Some(pos.min(head));
             self.status.applied.store(pos.min(head), Ordering::Relaxed);
-            if asked || (!planned && ctl.has_pending()) {
+            if asked || (!planned && Self::interrupted(ctl, drain_deadline)) {
                 break;
             }
         }
@@ -578,7 +788,21 @@ impl<'a> Follower<'a> {
             return Ok(());
         }
         self.status.invalid_records.fetch_add(1, Ordering::Relaxed);
+        if self.drain.is_some() {
+            // A drain keeps what we hold: no replay.
+            crate::bail!("record at {pos} failed validation while the old primary still holds it");
+        }
         self.resync(c.tail, false);
         crate::bail!("record at {pos} failed validation while the primary still holds it; resynchronising")
+    }
+
+    /// A record the primary holds, valid by its checksum, is out of bounds:
+    /// the primary is buggy or hostile. Never apply it; keep what we hold
+    /// (a replay would meet it again) and say why; the caller drops the
+    /// connection and retries with backoff.
+    fn refuse(&mut self, pos: u64, why: &str) -> Error {
+        self.status.invalid_records.fetch_add(1, Ordering::Relaxed);
+        self.applied = Some(pos);
+        Error::new(format!("refused the primary's record at {pos}: it {why}"))
     }
 }

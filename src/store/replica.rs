@@ -27,7 +27,7 @@ impl Store {
         };
         w.log.append_raw(pos, &bytes[..h.total_len() as usize], &mut reclaim).map_err(ApplyError::Log)?;
         self.stats.records_appended.fetch_add(1, Ordering::Relaxed);
-        w.next_cas = w.next_cas.max(h.cas + 1);
+        w.next_cas = w.next_cas.max(h.cas.saturating_add(1));
         match h.kind {
             Kind::Set | Kind::Touch => {
                 let len = h.total_len();
