@@ -130,7 +130,8 @@ impl Replication {
     pub fn promote(&self) -> std::result::Result<u64, String> {
         let g = self.replica.lock().unwrap_or_else(|e| e.into_inner());
         match g.as_ref() {
-            Some(h) if self.store.is_read_only() => h.ctl.promote(Duration::from_secs(10)),
+            // The drain's bound, then the promotion itself.
+            Some(h) if self.store.is_read_only() => h.ctl.promote(self.opts.promote_drain + Duration::from_secs(10)),
             _ => Err("not a replica".into()),
         }
     }

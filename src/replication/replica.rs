@@ -323,6 +323,7 @@ pub fn follow_until_error(store: &Store, status: &ReplicaStatus, t: &mut dyn Tra
     };
     let opts = ReplicaOptions { promote_after: None, id: 1, promote_drain: Duration::ZERO };
     let mut f = Follower::new(store, status, &ctl, &opts);
+    f.no_idle_wait = true;
     match f.follow(t) {
         Err(e) => e,
         Ok(_) => Error::new("the follower stopped"),
@@ -374,6 +375,9 @@ fn promote(store: &Store, status: &ReplicaStatus, ctl: &ReplicaControl, opts: &R
             dialled.as_deref_mut()
         }
     };
+    if opts.promote_drain.is_zero() {
+        note_drain(status, 0, 0, t0, "no drain (--promote-drain-ms 0)");
+    }
     if let Some(t) = t {
         if !opts.promote_drain.is_zero() {
             drain(store, status, ctl, opts, &mut *t, epoch, t0);
@@ -460,6 +464,9 @@ struct Follower<'a> {
     /// Set while a promotion drains the old primary.
     drain: Option<Drain>,
     drain_end: &'static str,
+    /// Never pause while idle (`follow_until_error`: a scripted primary
+    /// whose next control block is already there).
+    no_idle_wait: bool,
 }
 
 impl<'a> Follower<'a> {
@@ -485,6 +492,7 @@ impl<'a> Follower<'a> {
             last_alive: Instant::now(),
             drain: None,
             drain_end: "",
+            no_idle_wait: false,
         }
     }
 
@@ -630,6 +638,9 @@ impl<'a> Follower<'a> {
                     idle_since = Instant::now();
                 }
                 idle = idle.saturating_add(1);
+                if self.no_idle_wait {
+                    continue;
+                }
                 if idle_since.elapsed() > IDLE_SPIN {
                     self.ctl.wait(wait);
                     wait = (wait * 2).min(MAX_IDLE_WAIT);
