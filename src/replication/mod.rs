@@ -6,6 +6,8 @@
 //!   our progress slot); `shm.rs` (same host) and `verbs.rs` (RDMA RC).
 //! - `replica.rs`: the replica loop. No sleeps: it spins while there is work
 //!   and backs off to a bounded timed wait on its control eventfd when idle.
+//!   `bounds.rs`: what it accepts from a primary beyond the checksum;
+//!   `promote.rs`: becoming a primary (fence, drain the old log, take writes).
 //! - `primary.rs`: the primary's side: a heartbeat, the replicas' progress
 //!   (for `stats replication` and `--sync-replicas`), fencing of a stale
 //!   primary by a higher epoch.
@@ -16,6 +18,7 @@ pub mod bounds;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod primary;
+mod promote;
 pub mod replica;
 pub mod shm;
 pub mod transport;
