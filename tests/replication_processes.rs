@@ -342,16 +342,19 @@ fn signal(s: &Server, sig: &str) {
 fn promotion_drains_what_the_dead_primarys_memory_still_holds() {
     let name = format!("shm://t{}-drain", std::process::id());
     let mut p = Server::start(&["-m", "64", "--replication-listen", &name]);
-    let r = Server::start(&["-m", "64", "--replica-of", &name, "--promote-drain-ms", "5000"]);
+    // A generous bound: under the VM's emulated CPU the drain runs at ~2.5 MB/s.
+    let r = Server::start(&["-m", "64", "--replica-of", &name, "--promote-drain-ms", "30000"]);
     let mut pc = p.connect();
     assert_eq!(pc.cmd("set before 0 0 1\r\nb\r\n"), "STORED\r\n");
     let mut rc = r.connect();
     converge(&mut pc, &mut rc);
+    let seen: u64 = pc.stats("replication")["head"].parse().unwrap();
     // ~20 MB the replica has not seen (less than the log: nothing is
-    // evicted); a fifth of that under the VM's emulated CPU.
+    // evicted); fewer under the VM's emulated CPU, but always several of
+    // the replica's 4 MiB stretches.
     signal(&r, "-STOP");
     let value = "x".repeat(1000);
-    let n = ops(20_000) / 500 * 500;
+    let n = ops(20_000).max(12_000) / 500 * 500;
     for batch in 0..n / 500 {
         let mut req = String::new();
         for i in batch * 500..(batch + 1) * 500 {
@@ -366,6 +369,7 @@ fn promotion_drains_what_the_dead_primarys_memory_still_holds() {
     // The request waits in the stopped replica's socket: it is read before
     // the replica's loop can catch up on its own.
     let mut admin = r.connect();
+    admin.stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     admin.send(b"replica promote\r\n");
     signal(&r, "-CONT");
     assert_eq!(admin.line(), "OK\r\n");
@@ -373,7 +377,10 @@ fn promotion_drains_what_the_dead_primarys_memory_still_holds() {
     assert_eq!(st["role"], "primary", "{st:?}");
     assert_eq!(st["head"], head.to_string(), "the promoted replica holds the dead primary's whole log: {st:?}");
     let drained: u64 = st["promote_drain_bytes"].parse().unwrap();
-    assert!(drained >= n as u64 * 1000 / 2, "drained only {drained} bytes: {st:?}");
+    // The replica's loop may finish the stretch it was in and one more
+    // before it sees the request; the drain applies the rest.
+    let lag = head - seen;
+    assert!(drained >= lag.saturating_sub(8 << 20), "drained only {drained} of {lag} bytes: {st:?}");
     assert!(st["promote_drain_records"].parse::<u64>().unwrap() > 0, "{st:?}");
     assert!(st["promote_drain_result"].contains("caught up"), "{st:?}");
     // Every acknowledged write is served, then the new primary takes writes.
