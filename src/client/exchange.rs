@@ -1,15 +1,18 @@
 //! One call, request to replies, for the UD and RC transports: each request
 //! carries an id in the binary header's `opaque` field (the server echoes
-//! it), a reply with another id (a late answer to an earlier attempt or
-//! call) is discarded and counted as stale, and every attempt starts from a
-//! clean set of replies. The logic runs over a [`Link`], which the verbs
-//! endpoints implement and the unit tests below fake.
+//! it), and a reply with an id this call did not send (a late answer to an
+//! earlier call) is discarded and counted as stale. The logic runs over a
+//! [`Link`], which the verbs endpoints implement and the unit tests below
+//! fake.
 //!
 //! Retries (UD): a request of plain reads (the get family and NOOP) is
-//! resent under a fresh id, so nothing of an earlier attempt can mix into
-//! the answer (a multi-get's hits from a failed attempt used to stay in its
-//! result). Any other request is resent under the same id: the server's
-//! reply cache answers a repeated id without running the write again.
+//! resent under a fresh id, and the replies of each attempt are kept apart:
+//! the answer is one attempt's replies, whole (a multi-get's hits from a
+//! failed attempt used to stay in its result next to the retry's). A late
+//! reply to an earlier attempt still answers the call: it is as good as
+//! the retry's. Any other request is resent under the same id: the
+//! server's reply cache answers a repeated id without running the write
+//! again (and its frames, which may then come twice, are kept once).
 
 use std::time::{Duration, Instant};
 
@@ -42,39 +45,61 @@ pub(super) fn only_reads(req: &[u8]) -> bool {
     true
 }
 
-/// The replies to one attempt.
+/// The replies to one call, kept apart by the id of the attempt they answer.
 struct Collector {
-    id: u32,
     end: End,
-    got: Vec<Response>,
-    done: bool,
+    /// (attempt id, its replies so far).
+    attempts: Vec<(u32, Vec<Response>)>,
+    /// Keep a frame that came before under the same id once (a resent
+    /// write's reply may come twice: once late, once from the reply cache).
+    dedup: bool,
+    /// The attempt whose replies are complete: the answer.
+    answer: Option<usize>,
 }
 
 impl Collector {
-    fn new(id: u32, end: End) -> Collector {
-        Collector { id, end, got: Vec::new(), done: false }
+    fn new(end: End, dedup: bool) -> Collector {
+        Collector { end, attempts: Vec::new(), dedup, answer: None }
     }
 
-    /// Take the frames of one message that answer this attempt.
+    fn attempt(&mut self, id: u32) {
+        if !self.attempts.iter().any(|(i, _)| *i == id) {
+            self.attempts.push((id, Vec::new()));
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.answer.is_some()
+    }
+
+    /// Take the frames of one message that answer one of this call's attempts.
     fn take(&mut self, msg: &[u8], stats: &mut TransportStats) {
         let Ok(frames) = wire::parse_all(msg) else {
             stats.bad_replies += 1;
             return;
         };
         for f in frames {
-            if f.opaque != self.id || self.done {
+            let Some(a) = self.attempts.iter().position(|(i, _)| *i == f.opaque).filter(|_| self.answer.is_none())
+            else {
                 stats.stale += 1;
                 continue;
-            }
+            };
+            let got = &mut self.attempts[a].1;
             match self.end {
                 End::First => {
-                    self.got.push(f);
-                    self.done = true;
+                    got.push(f);
+                    self.answer = Some(a);
                 }
-                End::Noop if f.opcode == opcode::NOOP => self.done = true,
-                End::Noop => self.got.push(f),
+                End::Noop if f.opcode == opcode::NOOP => self.answer = Some(a),
+                End::Noop if self.dedup && got.contains(&f) => {}
+                End::Noop => got.push(f),
             }
         }
+    }
+
+    fn into_answer(self) -> Vec<Response> {
+        let Some(a) = self.answer else { return Vec::new() };
+        self.attempts.into_iter().nth(a).map(|(_, got)| got).unwrap_or_default()
     }
 }
 
@@ -103,12 +128,12 @@ pub(super) fn call(
 ) -> Result<Vec<Response>> {
     let fresh = only_reads(req);
     let mut buf = Vec::new();
-    let mut id = 0;
+    let mut c = Collector::new(end, !fresh);
     for attempt in 0..tries.attempts {
         if attempt == 0 || fresh {
             *tries.id = tries.id.wrapping_add(1);
-            id = *tries.id;
-            wire::set_opaque(req, id);
+            wire::set_opaque(req, *tries.id);
+            c.attempt(*tries.id);
         }
         if attempt > 0 {
             stats.retries += 1;
@@ -120,12 +145,11 @@ pub(super) fn call(
         } else {
             Instant::now() + tries.timeout
         };
-        let mut c = Collector::new(id, end);
-        while !c.done && link.recv(&mut buf, deadline)? {
+        while !c.done() && link.recv(&mut buf, deadline)? {
             c.take(&buf, stats);
         }
-        if c.done {
-            return Ok(c.got);
+        if c.done() {
+            return Ok(c.into_answer());
         }
     }
     stats.timeouts += 1;
@@ -285,6 +309,42 @@ mod tests {
             assert_eq!(got, vec![&b"x"[..], b"y"], "late hits: {late_hits}");
             assert_ne!(opaque(&link.sent[0]), opaque(&link.sent[1]), "a read is retried under a fresh id");
         }
+    }
+
+    /// A server slower than the attempt timeout: each attempt's reply comes
+    /// during the next attempt. The first of them answers the call.
+    #[test]
+    fn a_late_reply_to_an_earlier_attempt_still_answers_the_call() {
+        let mut link = FakeLink::new(|_, req| {
+            let (op, k, id) = keys(req).remove(0);
+            vec![(Some(1), hit(op, &k, id))]
+        });
+        let mut id = 0;
+        let r = run(&mut link, &mut get(b"slow"), End::First, 3, &mut id).unwrap();
+        assert_eq!(r[0].value, b"value of slow");
+        assert_eq!(link.sent.len(), 2, "answered during the second attempt");
+    }
+
+    /// A quiet write batch resent under its id: frames of the late first
+    /// reply and of the cached resend are kept once.
+    #[test]
+    fn a_resent_writes_reply_frames_are_kept_once() {
+        let mut link = FakeLink::new(|n, req| {
+            let id = opaque(req);
+            let err = hit(opcode::SETQ, b"", id);
+            // The first reply's error frame comes during the resend; its NOOP is lost.
+            if n == 0 {
+                vec![(Some(1), err), (None, noop(id))]
+            } else {
+                vec![(Some(0), [err, noop(id)].concat())]
+            }
+        });
+        let mut req = Vec::new();
+        wire::request(&mut req, opcode::SETQ, 0, &wire::store_extras(0, 0), b"k", b"v");
+        wire::request(&mut req, opcode::NOOP, 0, &[], &[], &[]);
+        let mut id = 0;
+        let r = run(&mut link, &mut req, End::Noop, 3, &mut id).unwrap();
+        assert_eq!(r.len(), 1, "{r:?}");
     }
 
     #[test]
