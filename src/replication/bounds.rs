@@ -95,25 +95,14 @@ pub fn plausible_len(len: usize, geo: LogGeometry) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::control::{CONTROL_SIZE, FORMAT_VERSION, MAGIC};
     use crate::log::record::HEADER_LEN;
 
     const CAP: u64 = 1 << 20;
 
     fn control() -> ControlSnapshot {
-        ControlSnapshot {
-            magic: MAGIC,
-            version: FORMAT_VERSION,
-            capacity: CAP,
-            log_offset: CONTROL_SIZE as u64,
-            head: 3 * CAP,
-            tail: 2 * CAP + 64,
-            epoch: 2,
-            heartbeat_us: 1,
-            max_cas: 100,
-            epoch_start: CAP,
-            incarnation: 7,
-        }
+        let mut c = crate::replication::fuzzing::fresh_control(CAP);
+        (c.head, c.tail, c.epoch, c.max_cas, c.epoch_start) = (3 * CAP, 2 * CAP + 64, 2, 100, CAP);
+        c
     }
 
     fn header(kind: Kind, position: u64, value_len: u32) -> Header {

@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::replica::{follow_until_error, ReplicaStatus};
 use super::transport::{Progress, Transport};
 use crate::error::{Error, Result};
-use crate::log::control::{ControlSnapshot, CONTROL_SIZE, FORMAT_VERSION, MAGIC};
+use crate::log::control::{
+    ControlSnapshot, CONTROL_SIZE, FORMAT_VERSION, HEADER_FETCH_LEN, MAGIC, OFF_CAPACITY, OFF_EPOCH, OFF_HEARTBEAT,
+    OFF_INCARNATION, OFF_LOG_OFFSET, OFF_MAGIC, OFF_VERSION,
+};
 use crate::log::record::{self, Header, Kind, HEADER_LEN};
 use crate::log::LogGeometry;
 use crate::memory::region::HugePages;
@@ -42,21 +45,20 @@ pub struct FakePrimary {
     staged: Vec<u8>,
 }
 
-/// The control block of a fresh log of `capacity` bytes at epoch 1.
+/// The control block of a fresh log of `capacity` bytes at epoch 1, decoded
+/// from the bytes a replica would fetch (so fields added to the control
+/// block later start at zero here too).
 pub fn fresh_control(capacity: u64) -> ControlSnapshot {
-    ControlSnapshot {
-        magic: MAGIC,
-        version: FORMAT_VERSION,
-        capacity,
-        log_offset: CONTROL_SIZE as u64,
-        head: 0,
-        tail: 0,
-        epoch: 1,
-        heartbeat_us: 1,
-        max_cas: 0,
-        epoch_start: 0,
-        incarnation: 0x5eed,
-    }
+    let mut b = [0u8; HEADER_FETCH_LEN];
+    let mut put = |off: usize, v: u64| b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    put(OFF_MAGIC, MAGIC);
+    put(OFF_VERSION, FORMAT_VERSION);
+    put(OFF_CAPACITY, capacity);
+    put(OFF_LOG_OFFSET, CONTROL_SIZE as u64);
+    put(OFF_EPOCH, 1);
+    put(OFF_HEARTBEAT, 1);
+    put(OFF_INCARNATION, 0x5eed);
+    ControlSnapshot::decode(&b).unwrap_or_else(|| panic!("a control block of {HEADER_FETCH_LEN} bytes decodes"))
 }
 
 /// A sealed record (valid checksum) of `kind` at `pos`.
