@@ -94,6 +94,12 @@ struct ServeArgs {
     #[argh(option)]
     promote_after: Option<u64>,
 
+    /// at promotion, the longest a replica spends first applying what the
+    /// old primary's log still holds beyond its own, in milliseconds
+    /// (default 300; 0: promote at once)
+    #[argh(option, default = "ReplicaOptions::DEFAULT_PROMOTE_DRAIN.as_millis() as u64")]
+    promote_drain_ms: u64,
+
     /// hold each write's reply until this many replicas have it (default 0:
     /// asynchronous)
     #[argh(option, default = "0")]
@@ -329,6 +335,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     };
     let opts = ReplicaOptions {
         promote_after: a.promote_after.map(std::time::Duration::from_millis),
+        promote_drain: std::time::Duration::from_millis(a.promote_drain_ms),
         id: logmemcached::log::random_u64(),
     };
     for u in &listeners {

@@ -473,3 +473,80 @@ fn vm_the_side_channel_tells_nothing_to_a_client_without_the_token() {
         assert_eq!(c.get(b"stolen").unwrap(), None, "a datagram without the Q_Key was served");
     }
 }
+
+/// A get whose RC reply comes after its call gave up (the test hook ends
+/// the first RC call's wait at once): that late reply must never be taken
+/// for the next get's answer (another key's value). The client drops the
+/// RC connection after a timeout and matches replies by request id.
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_a_late_rc_reply_is_not_taken_for_the_next_get() {
+    require_vm();
+    let (_s, url) = rdma_server(&["-m", "16"]);
+    let mut c = Client::connect(&url).unwrap();
+    let a: Vec<u8> = vec![b'a'; 200 * 1024];
+    let b: Vec<u8> = vec![b'b'; 200 * 1024];
+    c.set(b"big-a", &a, 1, 0).unwrap();
+    c.set(b"big-b", &b, 2, 0).unwrap();
+    let opts = ClientOptions { expire_rc_calls: 1, timeout: Duration::from_millis(300), ..Default::default() };
+    let mut late = Client::with_options(&[&url], opts).unwrap();
+    // The UD get is flagged NEEDS_RC; the RC call gives up at once: an
+    // error, and its reply comes late.
+    assert!(late.get(b"big-a").is_err(), "the first RC call gives up at once");
+    let it = late.get(b"big-b").unwrap().expect("big-b stored");
+    assert_eq!(it.flags, 2, "the late reply to big-a answered the get of big-b");
+    assert!(it.value == b, "big-b's own value");
+    assert!(late.get(b"big-a").unwrap().is_some_and(|i| i.value == a));
+    let st = late.stats();
+    assert_eq!(st.timeouts, 1, "{st:?}");
+    assert_eq!(st.rc_calls, 3, "{st:?}");
+}
+
+/// Over UD without retries: a get that gave up, then another key's get,
+/// which must answer with its own key's value (the late reply is stale).
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_a_late_ud_reply_is_not_taken_for_the_next_get() {
+    require_vm();
+    let (_s, url) = rdma_server(&[]);
+    let mut c = Client::connect(&url).unwrap();
+    c.set(b"x", b"value-x", 0, 0).unwrap();
+    c.set(b"y", b"value-y", 0, 0).unwrap();
+    let opts =
+        ClientOptions { expire_attempts: 1, retries: 0, timeout: Duration::from_millis(300), ..Default::default() };
+    let mut late = Client::with_options(&[&url], opts).unwrap();
+    assert!(late.get(b"x").is_err(), "the only attempt gives up at once");
+    assert_eq!(late.get(b"y").unwrap().map(|i| i.value), Some(b"value-y".to_vec()));
+    assert_eq!(late.get(b"x").unwrap().map(|i| i.value), Some(b"value-x".to_vec()));
+    assert!(late.stats().stale >= 1, "{:?}", late.stats());
+}
+
+/// A multi-get whose reply spans several datagrams loses the last one (with
+/// the NOOP) on its first attempt: the retry's answer alone is the result,
+/// so every hit comes back exactly once.
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_a_retried_multi_get_returns_each_hit_once() {
+    require_vm();
+    let (_s, url) = rdma_server(&[]);
+    let mut c = Client::connect(&url).unwrap();
+    let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("mg:{i}").into_bytes()).collect();
+    for k in &keys {
+        c.set(k, &[b'v'; 150], 0, 0).unwrap();
+    }
+    let opts = ClientOptions { drop_noop_replies: 1, timeout: Duration::from_millis(300), ..Default::default() };
+    let mut lossy = Client::with_options(&[&url], opts).unwrap();
+    let mut req = Vec::new();
+    for k in &keys {
+        wire::request(&mut req, wire::opcode::GETKQ, 0, &[], k, &[]);
+    }
+    wire::request(&mut req, wire::opcode::NOOP, 0, &[], &[], &[]);
+    assert!(req.len() < 1000, "the request fits one datagram");
+    let r = lossy.raw(&keys[0], &mut req, End::Noop).unwrap();
+    assert_eq!(lossy.stats().retries, 1, "the lost NOOP datagram was retried");
+    let mut got: Vec<Vec<u8>> = r.iter().map(|x| x.key.clone()).collect();
+    assert_eq!(got.len(), keys.len(), "hits of the failed attempt kept: {got:?}");
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), keys.len());
+}

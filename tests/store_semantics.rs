@@ -129,13 +129,17 @@ fn a_replica_replaying_from_a_tail_past_a_delayed_flush_still_applies_it() {
     let ctl = Arc::new(ReplicaControl::new().unwrap());
     let (rs, st, cl) = (r.clone(), status.clone(), ctl.clone());
     let url = Url::Shm(name.clone());
-    let opts = ReplicaOptions { promote_after: None, id: logmemcached::log::random_u64() };
+    let opts = ReplicaOptions {
+        promote_after: None,
+        id: logmemcached::log::random_u64(),
+        promote_drain: ReplicaOptions::DEFAULT_PROMOTE_DRAIN,
+    };
     let thread = std::thread::spawn(move || {
         let connector = |u: &Url, id: u64| -> logmemcached::error::Result<Box<dyn Transport>> {
             let Url::Shm(n) = u else { unreachable!() };
             Ok(Box::new(ShmTransport::connect(n, id)?))
         };
-        replica::run(rs, url, st, cl, opts, &connector)
+        replica::run(rs, url, st, cl, opts, Arc::new(connector))
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     while r.log().head() != p.log().head() {

@@ -11,8 +11,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! * Files: `wire.rs` (binary framing), `ud.rs` (datagrams, timeouts and
-//!   retries, which operations are retried and why they apply once), `rc.rs`
+//! * Files: `wire.rs` (binary framing), `exchange.rs` (request ids, stale
+//!   replies, the retry loop), `ud.rs` (datagrams, timeouts and retries,
+//!   which operations are retried and why they apply once), `rc.rs`
 //!   (large values), `wait.rs` (spin, then block, on a CQ), `tcp.rs`,
 //!   `ketama.rs` (sharding; MD5 from the `md-5` crate).
 //! * Several servers: keys are sharded with libmemcached-compatible ketama
@@ -24,6 +25,7 @@
 //! * One request is outstanding per endpoint; a `Client` is used from one
 //!   thread (`&mut self`). Use one client per thread.
 
+mod exchange;
 pub mod ketama;
 pub mod rc;
 pub mod tcp;
@@ -64,6 +66,15 @@ pub struct ClientOptions {
     /// Test hook: the first N reply datagrams are discarded on arrival
     /// (lost after the server executed the request).
     pub drop_replies: u32,
+    /// Test hook: the first N reply datagrams that carry a NOOP (the end of
+    /// a multi-get's reply) are discarded on arrival.
+    pub drop_noop_replies: u32,
+    /// Test hook: the first N UD attempts give up waiting at once, so their
+    /// replies arrive late, during a later attempt or call.
+    pub expire_attempts: u32,
+    /// Test hook: the first N calls on an endpoint's first RC connection
+    /// give up waiting at once (their replies arrive late).
+    pub expire_rc_calls: u32,
 }
 
 impl Default for ClientOptions {
@@ -78,6 +89,9 @@ impl Default for ClientOptions {
             auth_token: None,
             drop_requests: 0,
             drop_replies: 0,
+            drop_noop_replies: 0,
+            expire_attempts: 0,
+            expire_rc_calls: 0,
         }
     }
 }

@@ -6,13 +6,19 @@
 //!   our progress slot); `shm.rs` (same host) and `verbs.rs` (RDMA RC).
 //! - `replica.rs`: the replica loop. No sleeps: it spins while there is work
 //!   and backs off to a bounded timed wait on its control eventfd when idle.
+//!   `bounds.rs`: what it accepts from a primary beyond the checksum;
+//!   `promote.rs`: becoming a primary (fence, drain the old log, take writes).
 //! - `primary.rs`: the primary's side: a heartbeat, the replicas' progress
 //!   (for `stats replication` and `--sync-replicas`), fencing of a stale
 //!   primary by a higher epoch.
 //!
 //! The primary's CPU does no per-replica work once a replica is connected.
 
+pub mod bounds;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod primary;
+mod promote;
 pub mod replica;
 pub mod shm;
 pub mod transport;
@@ -151,7 +157,7 @@ impl Replication {
         let trust = self.trust.clone();
         let thread = std::thread::Builder::new()
             .name("replica".into())
-            .spawn(move || replica::run(s, url, st, c, o, &move |u: &Url, id| connect_with(u, id, &trust)))
+            .spawn(move || replica::run(s, url, st, c, o, Arc::new(move |u: &Url, id| connect_with(u, id, &trust))))
             .map_err(|e| crate::error::Error::new(format!("starting the replica thread: {e}")))?;
         *g = Some(ReplicaHandle { status, ctl, thread: Some(thread) });
         Ok(())
@@ -165,7 +171,8 @@ impl Replication {
     pub fn promote(&self) -> std::result::Result<u64, String> {
         let g = self.replica.lock().unwrap_or_else(|e| e.into_inner());
         match g.as_ref() {
-            Some(h) if self.store.is_read_only() => h.ctl.promote(Duration::from_secs(10)),
+            // The drain's bound, then the promotion itself.
+            Some(h) if self.store.is_read_only() => h.ctl.promote(self.opts.promote_drain + Duration::from_secs(10)),
             _ => Err("not a replica".into()),
         }
     }
@@ -220,6 +227,14 @@ impl Replication {
             put("catchup_bytes", l(&s.catchup_bytes).to_string());
             put("catchup_us", l(&s.catchup_us).to_string());
             put("last_error", s.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        }
+        // What the last promotion recovered from the old primary's memory.
+        if let Some(h) = g.as_ref().filter(|h| h.status.promoted.load(Ordering::Acquire)) {
+            let s = &h.status;
+            put("promote_drain_records", s.drain_records.load(Ordering::Relaxed).to_string());
+            put("promote_drain_bytes", s.drain_bytes.load(Ordering::Relaxed).to_string());
+            put("promote_drain_us", s.drain_us.load(Ordering::Relaxed).to_string());
+            put("promote_drain_result", s.drain_result.lock().unwrap_or_else(|e| e.into_inner()).clone());
         }
         let slots = self.slots.live();
         put("replicas", slots.len().to_string());

@@ -23,9 +23,9 @@
 use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 
-use super::transport::{Progress, Transport};
+use super::transport::{NextRead, Progress, Transport};
 use crate::error::{Context, Error, Result};
 use crate::log::control::{self, ControlSnapshot, MAX_REPLICAS, SLOT_LEN};
 use crate::memory::region::Region;
@@ -294,6 +294,16 @@ impl Transport for ShmTransport {
         // what we read): atomic loads keep that defined; validation catches tears.
         self.region.read_racy(off, &mut self.staging[..len]);
         Ok(&self.staging[..len])
+    }
+
+    fn read_ahead_checked(&mut self, off: usize, len: usize, _next: NextRead<'_>) -> Result<(&[u8], Option<u64>)> {
+        self.read(off, len)?;
+        // Pairs with the fence in the primary's `LogWriter::publish_tail`:
+        // if we copied any byte the cleaner wrote after freeing space, this
+        // load sees that tail (or a later one) and the caller drops the copy.
+        fence(Ordering::Acquire);
+        let tail = self.region.atomic_u64(control::OFF_TAIL).load(Ordering::Relaxed);
+        Ok((&self.staging[..len], Some(tail)))
     }
 
     fn report(&mut self, p: &Progress) -> Result<()> {
