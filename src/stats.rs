@@ -168,13 +168,9 @@ const LOG_CLASS: &str = "1";
 /// Seconds since the oldest record still in the log was written (memcached's
 /// age of the LRU tail). Best effort: the cleaner may be moving the tail.
 fn oldest_age(store: &Store) -> u64 {
-    let log = store.log();
-    if log.head() == log.tail() {
-        return 0;
-    }
     let now = store.clock.now() as u64;
-    match log.read_header(log.skip_gap(log.tail())) {
-        Some(h) if (h.time as u64) <= now && h.time != 0 => now - h.time as u64,
+    match store.oldest_record_time() {
+        Some(t) if (t as u64) <= now => now - t as u64,
         _ => 0,
     }
 }

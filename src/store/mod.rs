@@ -234,6 +234,19 @@ impl Store {
         Ok(())
     }
 
+    /// When the oldest record still in the log was written (`stats`
+    /// `oldest_age`), or None for an empty log. Read under the writer lock:
+    /// the cleaner may be overwriting the tail's bytes otherwise.
+    pub fn oldest_record_time(&self) -> Option<u32> {
+        let w = self.lock();
+        let (head, tail) = (w.log.head(), w.log.tail());
+        let pos = self.log.skip_gap(tail);
+        if pos >= head {
+            return None;
+        }
+        self.log.read_header(pos).map(|h| h.time).filter(|&t| t != 0)
+    }
+
     pub fn snapshot(&self) -> StoreSnapshot {
         let s = &self.stats;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
