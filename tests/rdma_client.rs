@@ -410,11 +410,11 @@ fn vm_rc_connections_past_the_memory_budget_are_refused_until_one_closes() {
     let per: u64 = s.connect().stats("settings")["rdma_rc_connection_bytes"].parse().unwrap();
     assert_eq!(s.connect().stats("settings")["rdma_rc_memory"], (3u64 << 20).to_string());
     let v = vec![7u8; 300 << 10];
-    let mut c1 = Client::connect(&url).unwrap();
+    let mut c1 = connect(&url);
     c1.set(b"big1", &v, 0, 0).unwrap();
     assert_eq!(c1.stats().rc_calls, 1, "the set went over RC");
     assert_eq!((stat(&s, "rdma_rc_open"), stat(&s, "rdma_rc_pinned_bytes")), (1, per));
-    let mut c2 = Client::connect(&url).unwrap();
+    let mut c2 = connect(&url);
     let e = c2.set(b"big2", &v, 0, 0).unwrap_err().to_string();
     assert!(e.contains("capacity of 0"), "refused with the protocol's refusal: {e}");
     assert_eq!(stat(&s, "rdma_rc_refused"), 1);
@@ -483,13 +483,13 @@ fn vm_the_side_channel_tells_nothing_to_a_client_without_the_token() {
 fn vm_a_late_rc_reply_is_not_taken_for_the_next_get() {
     require_vm();
     let (_s, url) = rdma_server(&["-m", "16"]);
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     let a: Vec<u8> = vec![b'a'; 200 * 1024];
     let b: Vec<u8> = vec![b'b'; 200 * 1024];
     c.set(b"big-a", &a, 1, 0).unwrap();
     c.set(b"big-b", &b, 2, 0).unwrap();
-    let opts = ClientOptions { expire_rc_calls: 1, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut late = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { expire_rc_calls: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut late = Client::with_options(&[&url], o).unwrap();
     // The UD get is flagged NEEDS_RC; the RC call gives up at once: an
     // error, and its reply comes late.
     assert!(late.get(b"big-a").is_err(), "the first RC call gives up at once");
@@ -509,12 +509,11 @@ fn vm_a_late_rc_reply_is_not_taken_for_the_next_get() {
 fn vm_a_late_ud_reply_is_not_taken_for_the_next_get() {
     require_vm();
     let (_s, url) = rdma_server(&[]);
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     c.set(b"x", b"value-x", 0, 0).unwrap();
     c.set(b"y", b"value-y", 0, 0).unwrap();
-    let opts =
-        ClientOptions { expire_attempts: 1, retries: 0, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut late = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { expire_attempts: 1, retries: 0, timeout: Duration::from_millis(300), ..opts() };
+    let mut late = Client::with_options(&[&url], o).unwrap();
     assert!(late.get(b"x").is_err(), "the only attempt gives up at once");
     assert_eq!(late.get(b"y").unwrap().map(|i| i.value), Some(b"value-y".to_vec()));
     assert_eq!(late.get(b"x").unwrap().map(|i| i.value), Some(b"value-x".to_vec()));
@@ -529,13 +528,13 @@ fn vm_a_late_ud_reply_is_not_taken_for_the_next_get() {
 fn vm_a_retried_multi_get_returns_each_hit_once() {
     require_vm();
     let (_s, url) = rdma_server(&[]);
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("mg:{i}").into_bytes()).collect();
     for k in &keys {
         c.set(k, &[b'v'; 150], 0, 0).unwrap();
     }
-    let opts = ClientOptions { drop_noop_replies: 1, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut lossy = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { drop_noop_replies: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut lossy = Client::with_options(&[&url], o).unwrap();
     let mut req = Vec::new();
     for k in &keys {
         wire::request(&mut req, wire::opcode::GETKQ, 0, &[], k, &[]);
