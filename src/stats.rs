@@ -303,7 +303,7 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
     v.extend(more.into_iter().map(|(k, val)| (k.to_string(), val)));
     if let Some(r) = store.recovery() {
         // `-e`: what the start found in the memory file (src/store/recover.rs).
-        let restart: [(&str, String); 8] = [
+        let restart: [(&str, String); 9] = [
             ("restart_from_file", (r.from_file as u8).to_string()),
             ("restart_records", r.records.to_string()),
             ("restart_bytes", r.bytes.to_string()),
@@ -311,6 +311,7 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
             ("restart_dropped_bytes", r.dropped_bytes.to_string()),
             ("restart_cut", r.cut.as_deref().unwrap_or("none").replace(' ', "_")),
             ("restart_scan_us", r.scan_us.to_string()),
+            ("restart_scan_cpu_us", r.scan_cpu_us.to_string()),
             ("restart_us", r.total_us.to_string()),
         ];
         v.extend(restart.into_iter().map(|(k, val)| (k.to_string(), val)));

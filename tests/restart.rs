@@ -16,6 +16,29 @@ use std::time::{Duration, Instant};
 /// Bytes before the log in the file (`log::control::CONTROL_SIZE`).
 const CONTROL_SIZE: u64 = 4096 + 64 * 64;
 
+/// Removes what a test leaves (memory file directories, shm links and slot
+/// directories of servers killed with -9) when it ends, pass or fail.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// The files `shm://NAME` leaves in /dev/shm, and the memory files' directories.
+fn cleanup(url: Option<&str>, files: &[&Path]) -> Cleanup {
+    let mut v: Vec<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+    if let Some(name) = url.and_then(|u| u.strip_prefix("shm://")) {
+        v.push(PathBuf::from(format!("/dev/shm/logmemcached-{name}")));
+        v.push(PathBuf::from(format!("/dev/shm/logmemcached-{name}.slots")));
+    }
+    Cleanup(v)
+}
+
 fn memfile(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("lmc-restart-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -93,6 +116,7 @@ fn served(c: &mut Client, want: &Reads) {
 fn every_acknowledged_write_is_served_after_kill9_sigterm_and_sigusr1() {
     for sig in ["KILL", "TERM", "USR1"] {
         let f = memfile(&format!("stop-{sig}"));
+        let _clean = cleanup(None, &[&f]);
         let s = start(&f, &[]);
         let mut c = s.connect();
         let want = workload(&mut c);
@@ -127,6 +151,7 @@ fn every_acknowledged_write_is_served_after_kill9_sigterm_and_sigusr1() {
 #[test]
 fn a_delayed_flush_still_fires_after_a_restart() {
     let f = memfile("flush");
+    let _clean = cleanup(None, &[&f]);
     let mut s = start(&f, &[]);
     let mut c = s.connect();
     assert_eq!(c.cmd("set old 0 0 1\r\no\r\n"), "STORED\r\n");
@@ -165,6 +190,7 @@ fn a_torn_tail_is_dropped_and_reported() {
     // Garble one value byte; zero the whole record (as if never written).
     for (tag, garble) in [("flip", true), ("zero", false)] {
         let f = memfile(&format!("torn-{tag}"));
+        let _clean = cleanup(None, &[&f]);
         let mut s = start(&f, &[]);
         let mut c = s.connect();
         for i in 0..50 {
@@ -214,6 +240,8 @@ fn refused(f: &Path, args: &[&str]) -> String {
 #[test]
 fn a_file_of_other_settings_a_version_or_not_ours_is_refused() {
     let f = memfile("refuse");
+    let h = memfile("held");
+    let _clean = cleanup(None, &[&f, &h]);
     let s = start(&f, &["-I", "512k"]);
     let mut c = s.connect();
     assert_eq!(c.cmd("set k 0 0 1\r\nv\r\n"), "STORED\r\n");
@@ -234,7 +262,6 @@ fn a_file_of_other_settings_a_version_or_not_ours_is_refused() {
     // Refused files are left as they were.
     assert_eq!(std::fs::read(&g).unwrap(), vec![0xa5u8; 1 << 20]);
     // A file another server holds is refused too.
-    let h = memfile("held");
     let _s = start(&h, &[]);
     let e = refused(&h, &["-m", "8"]);
     assert!(e.contains("in use by another process"), "{e}");
@@ -272,6 +299,7 @@ fn replicas_keep_their_data_across_the_primary_restart_and_their_own() {
     let url = format!("shm://t{}-restart", std::process::id());
     let pf = memfile("repl-p");
     let rf = memfile("repl-r");
+    let _clean = cleanup(Some(&url), &[&pf, &rf]);
     let mut p = start(&pf, &["--replication-listen", &url]);
     let mut r = start(&rf, &["--replica-of", &url]);
     let mut pc = p.connect();
@@ -319,6 +347,7 @@ fn replicas_keep_their_data_across_the_primary_restart_and_their_own() {
 fn a_replica_beyond_what_its_restarted_primary_recovered_resyncs() {
     let url = format!("shm://t{}-cut", std::process::id());
     let pf = memfile("cut-p");
+    let _clean = cleanup(Some(&url), &[&pf]);
     let mut p = start(&pf, &["--replication-listen", &url]);
     let mut r = Server::start(&["-m", "8", "--replica-of", &url]);
     let mut pc = p.connect();

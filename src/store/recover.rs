@@ -40,6 +40,20 @@ pub struct Recovery {
     /// The scan and index rebuild alone, and the whole open (mapping included).
     pub scan_us: u64,
     pub total_us: u64,
+    /// CPU time the scan's thread spent (on a shared host, what a core did).
+    pub scan_cpu_us: u64,
+}
+
+/// This thread's CPU time in microseconds (0 if unknown).
+fn thread_cpu_us() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_THREAD) {
+        Ok(u) => {
+            let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+            us(u.user_time()) + us(u.system_time())
+        }
+        Err(_) => 0,
+    }
 }
 
 impl Store {
@@ -96,6 +110,7 @@ impl Store {
     /// Rebuild the index, flush point and CAS floor from the log's records.
     fn rebuild(&self) -> Recovery {
         let t = Instant::now();
+        let cpu0 = thread_cpu_us();
         let mut w = self.lock();
         // From the control block's point: the Flush record that set it may
         // be below the tail; later Flush records in the scan move it.
@@ -119,6 +134,7 @@ impl Store {
             cut: scan.cut,
             scan_us: t.elapsed().as_micros() as u64,
             total_us: 0,
+            scan_cpu_us: thread_cpu_us().saturating_sub(cpu0),
         }
     }
 
