@@ -43,6 +43,10 @@ pub struct Mode {
     pub promote: Promote,
     /// Restarts from memory files are one of the faults (needs `-e`).
     pub restarts: bool,
+    /// The checker's own test: after each promotion, behind the model's
+    /// back, delete one acknowledged key and store a never-written version
+    /// of another on the new primary; the run must report both.
+    pub sabotage: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -112,6 +116,8 @@ pub struct Report {
     /// window's start (the bound's margin), in ms.
     pub min_margin_ms: Option<f64>,
     pub restarts_verified: u64,
+    /// The longest a replica took to report the new primary after `replica follow`.
+    pub max_follow_ms: f64,
     pub warm_replica_restarts: u64,
     pub log: Vec<String>,
 }
@@ -328,6 +334,11 @@ impl Injector {
         for r in self.cluster.replicas() {
             ok(self.cluster.admin(r, &format!("replica follow {url}\r\n"), Duration::from_secs(30)), "replica follow")?;
         }
+        // `replica follow` answers once the request is queued; the replica
+        // loop takes it between two polls (or ends a reconnect backoff).
+        for r in self.cluster.replicas() {
+            self.wait_following(r, &url)?;
+        }
         let standby_left = self.cluster.replicas().iter().any(|&r| self.cluster.nodes[r].standby);
         let standby = self.mode.promote == Promote::Standby && !standby_left;
         self.cluster.start(old, Role::ReplicaOf(url), standby, from_file)?;
@@ -346,7 +357,32 @@ impl Injector {
         if !self.mode.sync && allowed.is_none() {
             return Err(format!("no lag sample of n{new} before the kill"));
         }
+        if self.mode.sabotage {
+            self.sabotage()?;
+        }
         self.checkpoint(allowed);
+        Ok(())
+    }
+
+    /// See [`Mode::sabotage`]: two changes no client acknowledged.
+    fn sabotage(&mut self) -> Result<(), String> {
+        let p = self.cluster.primary;
+        let mut c = self.cluster.conn(p).map_err(|e| format!("sabotage: {e}"))?;
+        let names: Vec<String> =
+            self.load.names.iter().filter(|(_, k)| *k == Kind::Regular).map(|(n, _)| n.clone()).collect();
+        let got =
+            c.gets(&names.iter().map(String::as_str).collect::<Vec<_>>()).map_err(|e| format!("sabotage: {e}"))?;
+        let mut held = names.iter().filter(|n| got.contains_key(*n));
+        let (Some(gone), Some(bogus)) = (held.next(), held.next()) else {
+            return Err("sabotage: fewer than two keys are held".into());
+        };
+        let (value, flags) = model::value_of(bogus, 4_000_000_000);
+        let mut req = format!("set {bogus} {flags} 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\n");
+        let a = c.cmd(format!("delete {gone}\r\n").as_bytes()).map_err(|e| format!("sabotage: {e}"))?;
+        let b = c.cmd(&req).map_err(|e| format!("sabotage: {e}"))?;
+        self.note(format!("sabotage: deleted {gone} ({a}), stored a never-written version of {bogus} ({b})"));
         Ok(())
     }
 
@@ -389,6 +425,29 @@ impl Injector {
                 return Err(format!("replica n{r} did not settle: {st:?}"));
             }
             std::thread::sleep(Duration::from_millis(50)); // polling its progress
+        }
+    }
+
+    /// Until replica `r` reports it follows `url`, connected; how long
+    /// that took goes into the report.
+    fn wait_following(&mut self, r: usize, url: &str) -> Result<(), String> {
+        let t = Instant::now();
+        let limit = self.scaled(Duration::from_secs(10));
+        loop {
+            let st = self.cluster.stats(r, "replication").unwrap_or_default();
+            let on = st.get("primary").map(String::as_str) == Some(url);
+            if on && st.get("connected").map(String::as_str) == Some("1") {
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                self.report.max_follow_ms = self.report.max_follow_ms.max(ms);
+                return Ok(());
+            }
+            if t.elapsed() > limit {
+                return Err(format!(
+                    "n{r} did not follow {url} within {} ms of `replica follow`: {st:?}",
+                    limit.as_millis()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2)); // polling its status
         }
     }
 
