@@ -177,6 +177,7 @@ impl Injector {
         for i in 1..=self.cfg.replicas {
             let standby = self.mode.promote == Promote::Standby && i == 1;
             self.cluster.start(i, Role::ReplicaOf(url.clone()), standby, false)?;
+            self.wait_following(i, &url)?;
         }
         self.converge_only();
         let (p, r) = (self.cluster.ep(0), self.cluster.replica_eps());
@@ -235,7 +236,9 @@ impl Injector {
         self.load.set_topo(self.cluster.ep(self.cluster.primary), self.cluster.replica_eps());
         std::thread::sleep(delay); // the schedule: how long it stays down
         let url = self.cluster.nodes[self.cluster.primary].url.clone();
-        self.cluster.start(r, Role::ReplicaOf(url), standby, from_file)?;
+        self.cluster.start(r, Role::ReplicaOf(url.clone()), standby, from_file)?;
+        // Its replica thread may start after its port answers.
+        self.wait_following(r, &url)?;
         self.load.set_topo(self.cluster.ep(self.cluster.primary), self.cluster.replica_eps());
         self.checkpoint(None);
         if from_file {
@@ -341,7 +344,8 @@ impl Injector {
         }
         let standby_left = self.cluster.replicas().iter().any(|&r| self.cluster.nodes[r].standby);
         let standby = self.mode.promote == Promote::Standby && !standby_left;
-        self.cluster.start(old, Role::ReplicaOf(url), standby, from_file)?;
+        self.cluster.start(old, Role::ReplicaOf(url.clone()), standby, from_file)?;
+        self.wait_following(old, &url)?;
         let window = samples.remove(&new);
         if let Some(w) = &window {
             if promoted_head < w.applied {
@@ -428,8 +432,8 @@ impl Injector {
         }
     }
 
-    /// Until replica `r` reports it follows `url`, connected; how long
-    /// that took goes into the report.
+    /// Until replica `r` reports it follows `url`, connected (after a
+    /// start or `replica follow`); the longest wait goes into the report.
     fn wait_following(&mut self, r: usize, url: &str) -> Result<(), String> {
         let t = Instant::now();
         let limit = self.scaled(Duration::from_secs(10));
