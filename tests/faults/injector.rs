@@ -189,6 +189,7 @@ impl Injector {
     pub fn run(&mut self) {
         let deadline = self.t0 + Duration::from_secs_f64(self.cfg.secs);
         let mut deck: Vec<Fault> = Vec::new();
+        let mut first = true;
         while Instant::now() < deadline && self.load.violations.count() == 0 {
             // The load runs meanwhile: this wait is the schedule.
             let gap = Duration::from_millis(300 + self.rng.below(1200));
@@ -201,6 +202,13 @@ impl Injector {
                 for i in (1..deck.len()).rev() {
                     deck.swap(i, self.rng.below(i as u64 + 1) as usize);
                 }
+                if first && self.mode.restarts {
+                    // Even the shortest run restarts the primary from its file.
+                    let at = deck.iter().position(|&f| f == Fault::RestartPrimary).unwrap_or(0);
+                    let last = deck.len() - 1;
+                    deck.swap(at, last);
+                }
+                first = false;
             }
             let f = deck.pop().unwrap_or(Fault::KillReplica);
             let from_file = f == Fault::RestartPrimary || (self.mode.restarts && self.rng.chance(50));

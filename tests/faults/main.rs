@@ -195,7 +195,6 @@ fn async_without_the_drain_loses_only_writes_within_the_lag() {
 }
 
 #[test]
-#[ignore = "needs -e (the persist branch): un-ignore once it is merged"]
 fn restarts_from_memory_files_serve_every_acknowledged_write() {
     campaign(Mode {
         name: "restart",
