@@ -41,6 +41,7 @@ mod injector;
 mod load;
 mod model;
 mod net;
+mod regress;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
