@@ -116,6 +116,8 @@ pub struct Report {
     /// window's start (the bound's margin), in ms.
     pub min_margin_ms: Option<f64>,
     pub restarts_verified: u64,
+    /// Primary restarts slower than --promote-after: the standby took over.
+    pub takeovers: u64,
     /// The longest a replica took to report the new primary after `replica follow`.
     pub max_follow_ms: f64,
     pub warm_replica_restarts: u64,
@@ -276,19 +278,7 @@ impl Injector {
     fn kill_primary(&mut self, from_file: bool) -> Result<(), String> {
         let old = self.cluster.primary;
         let head = self.cluster.stats(old, "replication").map(|s| net::num(&s, "head")).unwrap_or(0);
-        let mut samples = BTreeMap::new();
-        for r in self.cluster.replicas() {
-            let t = Instant::now();
-            if let Ok(st) = self.cluster.stats(r, "replication") {
-                let (lag_us, lag_bytes) = (net::num(&st, "lag_us"), net::num(&st, "lag_bytes"));
-                self.report.max_lag_us = self.report.max_lag_us.max(lag_us);
-                self.report.max_lag_bytes = self.report.max_lag_bytes.max(lag_bytes);
-                let back = Duration::from_micros(lag_us) + self.cfg.slack;
-                let start = t.checked_sub(back).unwrap_or(self.t0);
-                let applied = net::num(&st, "applied");
-                samples.insert(r, Window { start, sampled: t, lag_us, lag_bytes, applied, primary_head: head });
-            }
-        }
+        let mut samples = self.sample_lags(head);
         self.cluster.kill9(old);
         let killed = Instant::now();
         let lags: Vec<String> =
@@ -403,20 +393,81 @@ impl Injector {
     fn restart_primary(&mut self) -> Result<(), String> {
         let p = self.cluster.primary;
         let head = self.cluster.stats(p, "replication").map(|s| net::num(&s, "head")).unwrap_or(0);
+        let mut samples = self.sample_lags(head);
         self.note(format!("kill -9 primary n{p} (head {head}); restart it from its memory file"));
         self.cluster.kill9(p);
+        let killed = Instant::now();
         self.load.set_topo(None, self.cluster.replica_eps());
         self.cluster.start(p, Role::Primary, false, true)?;
+        let took = killed.elapsed();
         let st = self.cluster.stats(p, "replication").map_err(|e| format!("stats on n{p}: {e}"))?;
         self.note(format!(
-            "n{p} restarted: role {:?}, epoch {}, head {}",
+            "n{p} restarted in {} ms: role {:?}, epoch {}, head {}",
+            took.as_millis(),
             st.get("role"),
             net::num(&st, "epoch"),
             net::num(&st, "head")
         ));
+        // A restart slower than the standby's --promote-after lets it take
+        // over (and fence the restarted primary): correct, and then this is
+        // a failover. Once its timeout and drain have certainly passed,
+        // whichever happened has happened.
+        let standby = self.cluster.replicas().into_iter().find(|&r| self.cluster.nodes[r].standby);
+        let timeout = Duration::from_millis(self.cfg.promote_after_ms);
+        if let Some(sb) = standby.filter(|_| took + Duration::from_millis(50) >= timeout) {
+            let settle =
+                timeout + Duration::from_millis(if self.mode.drain { 300 } else { 0 }) + Duration::from_secs(1);
+            std::thread::sleep(self.scaled(settle).saturating_sub(killed.elapsed())); // its timer, not a condition
+            let role = self.cluster.stats(sb, "replication").ok().and_then(|s| s.get("role").cloned());
+            if role.as_deref() == Some("primary") {
+                return self.standby_took_over(p, sb, samples.remove(&sb));
+            }
+        }
         self.report.restarts_verified += 1;
         self.checkpoint(None);
         Ok(())
+    }
+
+    /// The standby `sb` promoted itself while the primary `old` restarted:
+    /// `old` (fenced) comes back from its file as a replica of `sb`, the
+    /// other replicas follow `sb`, and the loss is held to `window`.
+    fn standby_took_over(&mut self, old: usize, sb: usize, window: Option<Window>) -> Result<(), String> {
+        self.note(format!("the standby n{sb} took over while n{old} restarted (--promote-after); n{old} is fenced"));
+        self.report.takeovers += 1;
+        self.cluster.nodes[sb].standby = false;
+        self.cluster.primary = sb;
+        let url = self.cluster.nodes[sb].url.clone();
+        self.cluster.kill9(old);
+        for r in self.cluster.replicas() {
+            ok(self.cluster.admin(r, &format!("replica follow {url}\r\n"), Duration::from_secs(30)), "replica follow")?;
+            self.wait_following(r, &url)?;
+        }
+        self.cluster.start(old, Role::ReplicaOf(url.clone()), true, true)?;
+        self.wait_following(old, &url)?;
+        let allowed = if self.mode.sync { None } else { window };
+        if !self.mode.sync && allowed.is_none() {
+            return Err(format!("no lag sample of n{sb} before the kill"));
+        }
+        self.checkpoint(allowed);
+        Ok(())
+    }
+
+    /// Each replica's lag just before a kill of the primary (its head `head`).
+    fn sample_lags(&mut self, head: u64) -> BTreeMap<usize, Window> {
+        let mut samples = BTreeMap::new();
+        for r in self.cluster.replicas() {
+            let t = Instant::now();
+            if let Ok(st) = self.cluster.stats(r, "replication") {
+                let (lag_us, lag_bytes) = (net::num(&st, "lag_us"), net::num(&st, "lag_bytes"));
+                self.report.max_lag_us = self.report.max_lag_us.max(lag_us);
+                self.report.max_lag_bytes = self.report.max_lag_bytes.max(lag_bytes);
+                let back = Duration::from_micros(lag_us) + self.cfg.slack;
+                let start = t.checked_sub(back).unwrap_or(self.t0);
+                let applied = net::num(&st, "applied");
+                samples.insert(r, Window { start, sampled: t, lag_us, lag_bytes, applied, primary_head: head });
+            }
+        }
+        samples
     }
 
     /// Wait until replica `r` has applied all it will of a dead primary

@@ -29,7 +29,7 @@
 //!   from theirs. Restarts are also one of the faults of the other modes
 //!   whenever the binary has `-e`.
 //!
-//! Env: LOGMEMCACHED_FAULTS_SECS (per mode), _SEED, _WORKERS, _VERBOSE
+//! Env: LOGMEMCACHED_FAULTS_SECS (per mode), _SEED, _WORKERS, _PROMOTE_AFTER_MS, _VERBOSE
 //! (print the fault log as it happens), _KEEP (keep node logs);
 //! LOGMEMCACHED_REPL_TRANSPORT=rdma runs over verbs (the VM suite).
 
@@ -95,7 +95,8 @@ fn run(mut mode: Mode) -> (&'static str, u64, std::path::PathBuf, Vec<String>, V
         replicas: 2,
         mb: if vm { 16 } else { 32 },
         slack: Duration::from_millis(if vm { 500 } else { 50 }),
-        promote_after_ms: if vm { 3000 } else { 1000 },
+        promote_after_ms: env_f64("LOGMEMCACHED_FAULTS_PROMOTE_AFTER_MS")
+            .map_or(if vm { 3000 } else { 1000 }, |v| v as u64),
         scale: if vm { 4.0 } else { 1.0 },
     };
     eprintln!(
@@ -128,7 +129,7 @@ fn run(mut mode: Mode) -> (&'static str, u64, std::path::PathBuf, Vec<String>, V
     eprintln!(
         "FAULTS mode={name} seed={seed} secs={} faults={} writes_acked={} writes_unknown={} writes_refused={} \
          writes_lost={} lost_bytes={} reads_checked={} replica_reads={} audits={} keys_audited={} max_lag_us={} \
-         max_lag_bytes={} min_loss_margin_ms={} max_follow_ms={:.1} restarts_verified={} warm_replica_restarts={} violations={}\n  faults: {}",
+         max_lag_bytes={} min_loss_margin_ms={} max_follow_ms={:.1} restarts_verified={} takeovers_during_restart={} warm_replica_restarts={} violations={}\n  faults: {}",
         cfg.secs,
         r.faults_total(),
         n(&t.writes_acked),
@@ -145,6 +146,7 @@ fn run(mut mode: Mode) -> (&'static str, u64, std::path::PathBuf, Vec<String>, V
         r.min_margin_ms.map_or("-".into(), |m| format!("{m:.1}")),
         r.max_follow_ms,
         r.restarts_verified,
+        r.takeovers,
         r.warm_replica_restarts,
         load.violations.count(),
         faults.join(", ")
