@@ -490,6 +490,9 @@ impl<'a> Follower<'a> {
                 }
                 Some(a) => a,
             };
+            // Published even when nothing is left to pull: after a restart
+            // from a memory file we may already hold the primary's head.
+            self.status.applied.store(applied, Ordering::Release);
             self.incarnation = Some(c.incarnation);
             self.status.incarnation.store(c.incarnation, Ordering::Relaxed);
             if self.store.log().follows() != c.incarnation {
