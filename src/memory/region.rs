@@ -522,6 +522,32 @@ mod tests {
     }
 
     #[test]
+    fn a_memory_file_is_0600_kept_across_mappings_and_huge_only_on_hugetlbfs() {
+        let dir = std::env::temp_dir().join(format!("lmc-memfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m");
+        {
+            let (r, existed) = Region::open_memory_file(&p, 1, HugePages::Off).unwrap();
+            assert!(!existed);
+            assert_eq!(r.len(), HUGE_PAGE);
+            r.write(&mut r.take_writer().unwrap(), 4096, b"kept");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        let (r, existed) = Region::open_memory_file(&p, 1, HugePages::Off).unwrap();
+        assert!(existed);
+        let mut b = [0u8; 4];
+        r.read(4096, &mut b);
+        assert_eq!(&b, b"kept", "the bytes outlive the mapping");
+        drop(r);
+        if !is_hugetlbfs(&p) {
+            let err = Region::open_memory_file(&p, 1, HugePages::Require).err().map(|e| e.to_string());
+            assert!(err.unwrap_or_default().contains("not on a hugetlbfs mount"));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn file_region_is_seen_by_a_readonly_mapping() {
         let dir = std::env::temp_dir().join(format!("lmc-region-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
