@@ -36,6 +36,21 @@ thread_local! {
     static DEFERRED: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
+/// Puts back the caller's deferring scope (carrying this one's end into
+/// it, if it is one), even if the request unwinds: a panic must not leave
+/// the thread's later writes deferred with nobody to hold their replies.
+struct Restore(Option<u64>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let outer = self.0;
+        DEFERRED.with(|d| {
+            let inner = d.get().unwrap_or(0);
+            d.set(outer.map(|o| o.max(inner)));
+        });
+    }
+}
+
 impl Store {
     /// Install `--sync-replicas` (once, before serving).
     pub fn set_sync_wait(&self, s: Box<dyn SyncReplicas>) {
@@ -55,9 +70,10 @@ impl Store {
         if !self.syncs() {
             return (f(), None);
         }
-        let outer = DEFERRED.with(|d| d.replace(Some(0)));
+        let guard = Restore(DEFERRED.with(|d| d.replace(Some(0))));
         let r = f();
-        let end = DEFERRED.with(|d| d.replace(outer)).filter(|&e| e > 0);
+        let end = DEFERRED.with(|d| d.get()).filter(|&e| e > 0);
+        drop(guard);
         (r, end)
     }
 
@@ -149,6 +165,22 @@ pub(super) mod tests {
         // Outside a deferring scope the write waits in the request again.
         at.store(u64::MAX, Ordering::Release);
         assert!(s.set(&SetArgs::new(SetMode::Set, b"k", b"w", 0, 0)).is_ok());
+    }
+
+    #[test]
+    fn a_scope_is_put_back_after_a_panic_and_a_nested_one_carries_its_end_out() {
+        let s = store(4);
+        s.set_sync_wait(Box::new(Confirmed(Arc::new(AtomicU64::new(0)), Duration::ZERO)));
+        let set = |k: &[u8]| s.set(&SetArgs::new(SetMode::Set, k, b"v", 0, 0));
+        let (_, end) = s.deferring(|| s.deferring(|| set(b"inner")));
+        assert_eq!(end, Some(s.log().head()), "the outer scope holds for the inner write");
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.deferring(|| -> () { panic!("a request that panics") })
+        }));
+        assert!(unwound.is_err());
+        // Outside any scope again: the write waits in the request (and,
+        // confirmed by nobody within zero time, says so).
+        assert_eq!(set(b"after"), Err(StoreError::NotReplicated));
     }
 
     #[test]
