@@ -86,6 +86,8 @@ pub struct Settings {
     /// before each of them waits for its client to read (see
     /// [`default_output_budget`] and `Buffers`).
     pub output_budget: usize,
+    /// `-e PATH` (`--memory-file`): the log lives in this file.
+    pub memory_file: Option<std::path::PathBuf>,
 }
 
 /// One connection's cap on the reply bytes it holds: past it the connection
@@ -119,6 +121,7 @@ impl Default for Settings {
             admin_socket_mode: 0o600,
             auth_token: None,
             output_budget: default_output_budget(64 << 20, 1024),
+            memory_file: None,
         }
     }
 }

@@ -193,20 +193,45 @@ fn vm_64_concurrent_endpoints() {
         .map(|t| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let mut clients: Vec<Client> = (0..PER_THREAD).map(|_| connect(&url)).collect();
+                // 64 endpoints share two emulated CPUs (about 20x slower than
+                // the host): an answer can take longer than the default
+                // 200 ms attempt, and retries apply once whatever the timing.
+                let patient = ClientOptions { timeout: Duration::from_secs(1), ..opts() };
+                let mut clients: Vec<Client> =
+                    (0..PER_THREAD).map(|_| Client::with_options(&[url.as_str()], patient.clone()).unwrap()).collect();
                 for r in 0..ROUNDS {
                     for (i, c) in clients.iter_mut().enumerate() {
                         let key = format!("ep:{t}:{i}");
-                        c.set(key.as_bytes(), format!("{r}").as_bytes(), 0, 0).unwrap();
-                        assert_eq!(c.get(key.as_bytes()).unwrap().map(|x| x.value), Some(format!("{r}").into_bytes()));
-                        c.incr(b"shared-counter", 1, Some(1), 0).unwrap();
+                        let t0 = Instant::now();
+                        let fail = |op: &str, e: logmemcached::error::Error, c: &Client| {
+                            format!(
+                                "thread {t} client {i} round {r}: {op} after {:?}: {e}; client {:?}",
+                                t0.elapsed(),
+                                c.stats()
+                            )
+                        };
+                        c.set(key.as_bytes(), format!("{r}").as_bytes(), 0, 0).map_err(|e| fail("set", e, c))?;
+                        let got = c.get(key.as_bytes()).map_err(|e| fail("get", e, c))?;
+                        assert_eq!(got.map(|x| x.value), Some(format!("{r}").into_bytes()));
+                        c.incr(b"shared-counter", 1, Some(1), 0).map_err(|e| fail("incr", e, c))?;
                     }
                 }
-                clients.iter().map(|c| c.stats().retries).sum::<u64>()
+                Ok::<u64, String>(clients.iter().map(|c| c.stats().retries).sum::<u64>())
             })
         })
         .collect();
-    let retries: u64 = handles.into_iter().map(|h| h.join().expect("client thread")).sum();
+    let joined: Vec<_> = handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+    if let Some(Err(first)) = joined.iter().find(|r| r.is_err()) {
+        // Say what the server saw: drops, queued sends and evictions tell a
+        // lost reply from a request that never arrived.
+        let counters: Vec<String> =
+            ["rdma_requests", "rdma_replies", "rdma_drops", "rdma_retries", "rdma_peer_evictions", "rdma_send_queued"]
+                .iter()
+                .map(|n| format!("{n} {}", stat(&s, n)))
+                .collect();
+        panic!("{first}; server: {}", counters.join(", "));
+    }
+    let retries: u64 = joined.into_iter().map(|r| r.unwrap_or(0)).sum();
     let mut c = connect(&url);
     let total = (THREADS * PER_THREAD * ROUNDS) as u64;
     // The first incr creates the counter with 1; every other adds 1: exactly once each.

@@ -38,7 +38,8 @@
 //!   delete, invalidate, flush_all;
 //! - `touch.rs`: touch, gat;
 //! - `arith.rs`: incr / decr and the counter parse;
-//! - `replica.rs`: applying a primary's records, resync, epochs, promotion.
+//! - `replica.rs`: applying a primary's records, resync, epochs, promotion;
+//! - `recover.rs`: a store over a memory file (`-e`), rebuilt from its log.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -53,6 +54,7 @@ mod arith;
 mod expiry;
 mod meta;
 mod read;
+mod recover;
 mod replica;
 mod sync;
 mod touch;
@@ -61,6 +63,7 @@ mod write;
 
 pub use arith::parse_counter;
 pub use expiry::{absolute_expiry, Clock, REALTIME_MAXDELTA};
+pub use recover::Recovery;
 pub use sync::SyncReplicas;
 pub use types::{
     ApplyError, ArithArgs, ArithExpiry, ArithOutcome, DeleteOutcome, ItemMeta, MetaGet, MetaGetArgs, ReadOpts, SetArgs,
@@ -101,6 +104,8 @@ pub struct Store {
     /// (`sync.rs`). Installed once at start.
     sync: std::sync::OnceLock<Box<dyn SyncReplicas>>,
     stats: StoreStats,
+    /// A store over a memory file (`-e`): what opening it found.
+    recovery: std::sync::OnceLock<Recovery>,
 }
 
 /// The key rule every protocol shares: 1..=250 bytes, any bytes, as
@@ -144,6 +149,13 @@ impl Store {
         // The log holds -m bytes however many huge pages the region took, so
         // `bytes` never exceeds `limit_maxbytes`.
         let log = Arc::new(Log::create_with_capacity(region, 1, cfg.memory_bytes as u64));
+        log.record_settings(cfg.memory_bytes as u64, cfg.max_item_size as u64);
+        Store::over(log, cfg)
+    }
+
+    /// A store over `log` as it stands (a fresh one, or one reopened from a
+    /// memory file, whose head, tail and epoch the writer takes over).
+    fn over(log: Arc<Log>, cfg: &StoreConfig) -> Result<Store> {
         if (cfg.max_item_size as u64) + record::HEADER_LEN as u64 + MAX_KEY_LEN as u64 > log.capacity() / 2 {
             crate::bail!(
                 "-I {} bytes is too large for a {} MiB log: an item may use at most half of it; raise -m or lower -I",
@@ -165,6 +177,7 @@ impl Store {
             fenced: AtomicBool::new(false),
             sync: std::sync::OnceLock::new(),
             stats: StoreStats::default(),
+            recovery: std::sync::OnceLock::new(),
         })
     }
 
