@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod binary;
+pub mod held;
 pub mod meta;
 pub mod text;
 

@@ -12,15 +12,13 @@
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::{Duration, Instant};
-
-use crossbeam_utils::Backoff;
+use std::time::Duration;
 
 use super::shm::{now_us, open_trusted, slot_path, SLOT_FILE_INCARNATION, SLOT_STALE_US};
 use crate::log::control::{self, MAX_REPLICAS, SLOT_LEN};
 use crate::log::Log;
 use crate::memory::region::Region;
-use crate::store::Store;
+use crate::store::{Store, SyncReplicas};
 
 /// How often the heartbeat moves (and the slots are checked for fencing).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(5);
@@ -135,15 +133,32 @@ impl SlotTable {
         self.all().into_iter().filter(|s| s.fresh(now)).collect()
     }
 
-    /// Live replicas at `epoch` that have applied everything below `end`.
-    fn count_caught_up(&self, epoch: u64, end: u64) -> usize {
+    /// The position below which `k` live replicas at `epoch` hold
+    /// everything: the k-th highest `applied` among them (0 if fewer).
+    fn confirmed_by(&self, epoch: u64, k: usize) -> u64 {
+        if k == 0 {
+            return u64::MAX;
+        }
         let now = now_us();
-        let ok = |s: &SlotView| s.fresh(now) && s.epoch == epoch && s.applied >= end;
+        let mut applied = [0u64; 2 * MAX_REPLICAS];
+        let mut n = 0;
+        let mut note = |s: &SlotView| {
+            if s.fresh(now) && s.epoch == epoch && n < applied.len() {
+                applied[n] = s.applied;
+                n += 1;
+            }
+        };
         let region = self.log.region();
-        let in_block = (0..MAX_REPLICAS).filter(|&i| ok(&read_slot(region, control::slot_offset(i), i))).count();
+        (0..MAX_REPLICAS).for_each(|i| note(&read_slot(region, control::slot_offset(i), i)));
         let files = self.files.read().unwrap_or_else(|e| e.into_inner());
         let ours = self.incarnation();
-        in_block + files.iter().flatten().filter(|f| f.follows(ours) && ok(&read_slot(&f.map, 0, 0))).count()
+        files.iter().flatten().filter(|f| f.follows(ours)).for_each(|f| note(&read_slot(&f.map, 0, 0)));
+        if n < k {
+            return 0;
+        }
+        let live = &mut applied[..n];
+        live.sort_unstable_by(|a, b| b.cmp(a));
+        live[k - 1]
     }
 }
 
@@ -210,22 +225,64 @@ impl Drop for Ticker {
     }
 }
 
-/// `--sync-replicas K --sync-timeout T`: a wait until K live replicas at our
-/// epoch have applied everything below `end`. Spins, then yields (a
-/// `Backoff`'s snooze): the wait is bounded by T and short in the common case
-/// (replicas are microseconds behind).
-pub fn sync_waiter(slots: Arc<SlotTable>, k: usize, timeout: Duration) -> Box<dyn Fn(u64) -> bool + Send + Sync> {
-    Box::new(move |end| {
-        let deadline = Instant::now() + timeout;
-        let backoff = Backoff::new();
-        loop {
-            if slots.count_caught_up(slots.log.epoch(), end) >= k {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            backoff.snooze();
-        }
-    })
+/// `--sync-replicas K --sync-timeout T`: how far K live replicas at our
+/// epoch have applied the log, read from their progress slots. The store
+/// holds a write's reply until this passes the write's end (group commit,
+/// in the TCP workers' poll loops) or waits for it in the request, bounded
+/// by T (the other callers): see `store::sync`.
+pub fn sync_waiter(slots: Arc<SlotTable>, k: usize, timeout: Duration) -> Box<dyn SyncReplicas> {
+    Box::new(SyncBy { slots, k, timeout })
+}
+
+struct SyncBy {
+    slots: Arc<SlotTable>,
+    k: usize,
+    timeout: Duration,
+}
+
+impl SyncReplicas for SyncBy {
+    fn confirmed(&self) -> u64 {
+        self.slots.confirmed_by(self.slots.log.epoch(), self.k)
+    }
+    fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::region::HugePages;
+    use crate::store::StoreConfig;
+
+    #[test]
+    fn confirmed_is_the_kth_highest_fresh_slot_at_our_epoch() {
+        let store =
+            Store::new(&StoreConfig { memory_bytes: 4 << 20, max_item_size: 1 << 10, hugepages: HugePages::Off })
+                .expect("store");
+        let log = store.log().clone();
+        let slots = Arc::new(SlotTable::new(log.clone(), None));
+        let epoch = log.epoch();
+        // As an rdma replica WRITEs its own slot.
+        let put = |i: usize, applied: u64, epoch: u64, age_us: u64| {
+            let base = control::slot_offset(i);
+            let set = |o: usize, v: u64| log.region().atomic_u64(base + o).store(v, Ordering::Release);
+            set(control::SLOT_REPLICA_ID, 1 + i as u64);
+            set(control::SLOT_APPLIED, applied);
+            set(control::SLOT_EPOCH, epoch);
+            set(control::SLOT_UPDATED_US, now_us() - age_us);
+        };
+        let two = sync_waiter(slots.clone(), 2, Duration::from_millis(5));
+        assert_eq!(two.confirmed(), 0, "no replica");
+        put(0, 500, epoch, 0);
+        assert_eq!(two.confirmed(), 0, "one of two");
+        put(1, 300, epoch, 0);
+        put(2, 900, epoch + 1, 0);
+        put(3, 800, epoch, SLOT_STALE_US * 10);
+        assert_eq!(two.confirmed(), 300, "the second highest of the fresh slots at our epoch");
+        assert_eq!(sync_waiter(slots.clone(), 1, Duration::ZERO).confirmed(), 500);
+        put(4, 700, epoch, 0);
+        assert_eq!(two.confirmed(), 500);
+        assert_eq!(two.timeout(), Duration::from_millis(5));
+    }
 }

@@ -18,11 +18,23 @@
 //! And each connection produces at most `EVENT_QUANTUM`, and runs at most
 //! `REQUESTS_PER_EVENT` requests, per readiness event before it gives way to
 //! the worker's other connections.
+//!
+//! Under `--sync-replicas K` a write's reply is held (group commit): the
+//! store applies the write without waiting and says where its records end;
+//! the reply stays in the output, and every reply after it on this
+//! connection behind it (order is kept), until the worker sees K replicas'
+//! progress pass that end (`settle`, from its poll loop) or the
+//! `--sync-timeout` run out, when the write's error reply takes its place
+//! (`protocol::held`). A quiet write (binary SETQ..., text `noreply`) holds
+//! an empty reply the same way: later replies (a NOOP) still wait for it,
+//! and a binary one still gets its error. Other connections never wait.
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
+use crate::protocol::held::Unconfirmed;
 use crate::protocol::{self, Ctx, Session, Step};
 use crate::runtime::{Buffers, CONN_OUTPUT_CAP};
 
@@ -40,6 +52,9 @@ const REQUESTS_PER_EVENT: u32 = 64;
 /// The scratch output a worker keeps between replies; a larger one (a big
 /// multi-get) is shrunk back to this after use.
 const SCRATCH_OUT_KEEP: usize = 256 << 10;
+/// Held replies a connection may have before it takes no more requests: a
+/// quiet write's holds no bytes, so the output cap alone would not bound them.
+const MAX_HELD: usize = 1024;
 
 /// A worker's buffers, lent to whichever connection it serves.
 pub struct Scratch {
@@ -76,6 +91,23 @@ pub struct Conn {
     closing: bool,
     /// The peer closed its side; handle what is buffered, then close.
     eof: bool,
+    /// Replies held for `--sync-replicas`, in output order.
+    held: VecDeque<Held>,
+    /// A paused request (a multi-`gat`) that wrote: where its reply starts
+    /// in `out` and its last write's end, held once it completes.
+    open_hold: Option<(usize, u64)>,
+}
+
+/// A write's reply waiting for `--sync-replicas`.
+struct Held {
+    /// Its reply is `out[start..start + len]` (empty for a quiet write).
+    start: usize,
+    len: usize,
+    /// It goes once K replicas hold the log below this...
+    end: u64,
+    /// ...or, past this, `error` goes in its place.
+    deadline: Instant,
+    error: Unconfirmed,
 }
 
 /// What the worker should do with the connection after an event.
@@ -116,18 +148,76 @@ impl Conn {
             requests_left: 0,
             closing: false,
             eof: false,
+            held: VecDeque::new(),
+            open_hold: None,
         }
     }
 
+    /// Unsent reply bytes, held ones included (they count against the bounds).
     fn pending_out(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// Where the output that may be sent now ends: at the first held reply.
+    fn sendable_end(&self) -> usize {
+        match (self.held.front(), self.open_hold) {
+            (Some(h), _) => h.start,
+            (None, Some((start, _))) => start,
+            (None, None) => self.out.len(),
+        }
+    }
+
+    /// Whether replies wait for `--sync-replicas` (the worker then calls
+    /// [`Conn::settle`] on every poll).
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Release the held replies at the front that K replicas now hold (all
+    /// below `confirmed`), and replace those whose wait ran out by `now`
+    /// with their error. Returns whether any went: the connection is to be
+    /// served again then, to send them.
+    pub fn settle(&mut self, confirmed: u64, now: Instant, ctx: &Ctx) -> bool {
+        let mut changed = false;
+        while let Some(h) = self.held.front() {
+            if h.end <= confirmed {
+                self.held.pop_front();
+            } else if now >= h.deadline {
+                let Some(h) = self.held.pop_front() else { break };
+                let mut error = Vec::new();
+                h.error.write(&mut error);
+                let (old, new) = (h.len, error.len());
+                self.out.splice(h.start..h.start + h.len, error);
+                for later in self.held.iter_mut() {
+                    later.start = later.start + new - old;
+                }
+                if let Some((start, _)) = self.open_hold.as_mut() {
+                    *start = *start + new - old;
+                }
+                ctx.store.note_sync_timeout();
+            } else {
+                break;
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// The output's first `by` bytes (sent) are gone: move the holds with it.
+    fn shift_holds(&mut self, by: usize) {
+        for h in self.held.iter_mut() {
+            h.start -= by;
+        }
+        if let Some((start, _)) = self.open_hold.as_mut() {
+            *start -= by;
+        }
     }
 
     /// How many more reply bytes this connection may produce now (0: one
     /// reply, or one hit), or why it must wait for its client to read.
     fn room(&self, ctx: &Ctx) -> Result<usize, Wait> {
         let pending = self.pending_out();
-        if pending >= CONN_OUTPUT_CAP {
+        if pending >= CONN_OUTPUT_CAP || self.held.len() >= MAX_HELD {
             return Err(Wait::Cap);
         }
         let total = ctx.rt.buffers.output.load(std::sync::atomic::Ordering::Relaxed) as usize;
@@ -175,7 +265,9 @@ impl Conn {
         if self.closing || (self.eof && pending == 0 && !self.stalled) {
             return if pending == 0 { Next::Close } else { Next::Write };
         }
-        if pending > 0 || self.stalled {
+        // Output all held is not waiting for the socket: the worker serves
+        // this connection again when its holds settle.
+        if self.out_pos < self.sendable_end() || self.stalled {
             Next::Write
         } else {
             Next::Read
@@ -263,10 +355,26 @@ impl Conn {
             // Service time: parse start to reply in `out`, recorded under
             // the command the protocol says it ran.
             let t0 = Instant::now();
-            match protocol::step(&mut self.session, &input[pos..], &mut self.out, ctx) {
+            let before = self.out.len();
+            let (step, wrote) =
+                ctx.store.deferring(|| protocol::step(&mut self.session, &input[pos..], &mut self.out, ctx));
+            if let Some(end) = wrote {
+                let open = self.open_hold.get_or_insert((before, 0));
+                open.1 = open.1.max(end);
+            }
+            match step {
                 Step::Consumed { len, kind } => {
                     ctx.stats.latency.record(kind, t0.elapsed());
                     self.requests_left = self.requests_left.saturating_sub(1);
+                    if let Some((start, end)) = self.open_hold.take() {
+                        self.held.push_back(Held {
+                            start,
+                            len: self.out.len() - start,
+                            end,
+                            deadline: Instant::now() + ctx.store.sync_timeout(),
+                            error: Unconfirmed::of(self.session.protocol, &input[pos..pos + len]),
+                        });
+                    }
                     pos += len
                 }
                 // Bytes swallowed after a refused value are not a request.
@@ -294,11 +402,15 @@ impl Conn {
     }
 
     fn flush(&mut self, ctx: &Ctx) {
-        while self.pending_out() > 0 {
-            match self.stream.write(&self.out[self.out_pos..]) {
+        loop {
+            let end = self.sendable_end();
+            if self.out_pos >= end {
+                break;
+            }
+            match self.stream.write(&self.out[self.out_pos..end]) {
                 Ok(0) => {
                     self.closing = true;
-                    self.out_pos = self.out.len();
+                    self.drop_output();
                 }
                 Ok(n) => {
                     self.out_pos += n;
@@ -309,10 +421,17 @@ impl Conn {
                 Err(_) => {
                     // The peer is gone: nothing more can be delivered.
                     self.closing = true;
-                    self.out_pos = self.out.len();
+                    self.drop_output();
                 }
             }
         }
+    }
+
+    /// Nothing more can be delivered: forget the output, held replies too.
+    fn drop_output(&mut self) {
+        self.out_pos = self.out.len();
+        self.held.clear();
+        self.open_hold = None;
     }
 
     /// Hand empty buffers back (the output to the worker's scratch, the input
@@ -321,6 +440,9 @@ impl Conn {
     /// to date.
     fn give_back(&mut self, ctx: &Ctx, scratch: &mut Scratch) {
         if self.out_pos == self.out.len() {
+            // Holds left here are empty (quiet writes'), at the end.
+            let sent = self.out_pos;
+            self.shift_holds(sent);
             self.out.clear();
             self.out_pos = 0;
             if scratch.out.capacity() == 0 {
@@ -335,6 +457,8 @@ impl Conn {
             // A client reading slowly while we keep producing must not make
             // the buffer grow by what it has already taken.
             self.out.drain(..self.out_pos);
+            let sent = self.out_pos;
+            self.shift_holds(sent);
             self.out_pos = 0;
             if self.out.capacity() > 2 * self.out.len() {
                 self.out.shrink_to(self.out.len() + READ_CHUNK);
@@ -363,3 +487,7 @@ impl Conn {
 #[cfg(test)]
 #[path = "conn_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "conn_hold_tests.rs"]
+mod hold_tests;

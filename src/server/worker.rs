@@ -10,8 +10,14 @@
 //! takes its listener out of the epoll set for `ACCEPT_BACKOFF` (the epoll
 //! timeout brings it back) rather than spin on a listener that stays
 //! readable; connections wait in the backlog meanwhile, as in memcached.
+//!
+//! Under `--sync-replicas` connections hold write replies (see conn.rs):
+//! every iteration reads the replicas' progress once and settles each
+//! holding connection against it, so one replica round trip releases every
+//! write waiting on the worker. Replica progress raises no event, so while
+//! any reply is held the worker does not block for more than `HOLD_POLL`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
@@ -35,6 +41,8 @@ const RDMA: u64 = u64::MAX - 2;
 const ACCEPTS_PER_EVENT: usize = 64;
 /// How long a worker stops accepting after accept ran out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest a worker blocks while replies are held for replicas.
+const HOLD_POLL: Duration = Duration::from_millis(1);
 
 pub struct Worker {
     id: usize,
@@ -54,6 +62,10 @@ pub struct Worker {
     accept_failing: bool,
     /// This worker's UD QP and RC connections (`--rdma-listen`).
     rdma: Option<super::rdma::WorkerRdma>,
+    /// Connections holding replies for `--sync-replicas`, and a list of
+    /// them kept for reuse while settling.
+    holding: HashSet<u64>,
+    settling: Vec<u64>,
 }
 
 impl Worker {
@@ -76,6 +88,8 @@ impl Worker {
             accept_paused_until: None,
             accept_failing: false,
             rdma: None,
+            holding: HashSet::new(),
+            settling: Vec::new(),
         })
     }
 
@@ -99,6 +113,9 @@ impl Worker {
         let mut idle = 0u32;
         let (mode, budget) = (self.shared.rt.settings.poll, self.shared.rt.settings.idle_spins);
         while !self.shared.is_shutting_down() {
+            if self.settle() {
+                idle = 0;
+            }
             let mut block = mode == PollMode::Adaptive && idle >= budget;
             if let Some(r) = self.rdma.as_mut() {
                 let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
@@ -107,7 +124,12 @@ impl Worker {
                     block = false;
                 }
             }
-            let timeout = match (block, self.accept_paused_until) {
+            let wake = match (self.accept_paused_until, self.holding.is_empty()) {
+                (t, true) => t,
+                (Some(t), false) => Some(t.min(Instant::now() + HOLD_POLL)),
+                (None, false) => Some(Instant::now() + HOLD_POLL),
+            };
+            let timeout = match (block, wake) {
                 (false, _) => EpollTimeout::ZERO,
                 (true, None) => EpollTimeout::NONE,
                 // Round up: waking early would only wait again.
@@ -236,6 +258,34 @@ impl Worker {
         self.serve(token);
     }
 
+    /// Settle every connection holding replies against the replicas'
+    /// progress, read once; serve those whose replies went. Returns whether
+    /// any did.
+    fn settle(&mut self) -> bool {
+        if self.holding.is_empty() {
+            return false;
+        }
+        let confirmed = self.store.sync_confirmed();
+        let now = Instant::now();
+        let mut tokens = std::mem::take(&mut self.settling);
+        tokens.clear();
+        tokens.extend(self.holding.iter().copied());
+        let mut any = false;
+        for &token in &tokens {
+            let Some((conn, _)) = self.conns.get_mut(&token) else {
+                self.holding.remove(&token);
+                continue;
+            };
+            let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
+            if conn.settle(confirmed, now, &ctx) {
+                any = true;
+                self.serve(token);
+            }
+        }
+        self.settling = tokens;
+        any
+    }
+
     fn serve(&mut self, token: u64) {
         let Some((conn, registered)) = self.conns.get_mut(&token) else { return };
         let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
@@ -247,10 +297,16 @@ impl Worker {
                 conn.release(&ctx);
                 let _ = self.epoll.delete(conn.stream.as_fd());
                 self.conns.remove(&token);
+                self.holding.remove(&token);
                 self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
         };
+        if conn.holding() {
+            self.holding.insert(token);
+        } else if !self.holding.is_empty() {
+            self.holding.remove(&token);
+        }
         // epoll_ctl only when the interest changes: it is a syscall per request otherwise.
         if interest != *registered {
             let mut ev = EpollEvent::new(interest, token);

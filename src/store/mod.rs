@@ -7,8 +7,8 @@
 //! log; the cleaner (inside an append) needs that shard's write lock to unlink
 //! a record before its space is reused. Lock order: writer, then shard.
 //! Methods named `*_locked` expect the caller to hold the write lock (most
-//! take its `&mut Writer`); the `--sync-replicas` wait (`replicated`) runs
-//! after it is dropped.
+//! take its `&mut Writer`); the `--sync-replicas` step (`replicated`, in
+//! `sync.rs`) runs after it is dropped.
 //!
 //! An item is its Set record (value, flags, CAS, write time) plus what the
 //! index entry adds: its latest expiry and its access state. A touch (touch,
@@ -27,7 +27,9 @@
 //!
 //! Files:
 //! - `mod.rs`: the `Store`, its construction, the writer lock, role
-//!   (read-only, fenced), the `--sync-replicas` wait, `snapshot`;
+//!   (read-only, fenced), `snapshot`;
+//! - `sync.rs`: `--sync-replicas`: group commit (a write notes its end for
+//!   its caller to hold the reply) or a bounded wait in the request;
 //! - `types.rs`: request, outcome and error types, item metadata, counters;
 //! - `expiry.rs`: the clock, exptime rules, liveness (expired, flushed);
 //! - `read.rs`: get and the shared read path under the shard lock;
@@ -54,6 +56,7 @@ mod meta;
 mod read;
 mod recover;
 mod replica;
+mod sync;
 mod touch;
 mod types;
 mod write;
@@ -61,6 +64,7 @@ mod write;
 pub use arith::parse_counter;
 pub use expiry::{absolute_expiry, Clock, REALTIME_MAXDELTA};
 pub use recover::Recovery;
+pub use sync::SyncReplicas;
 pub use types::{
     ApplyError, ArithArgs, ArithExpiry, ArithOutcome, DeleteOutcome, ItemMeta, MetaGet, MetaGetArgs, ReadOpts, SetArgs,
     SetMode, SetOutcome, StoreError, StoreSnapshot, StoreStats,
@@ -96,9 +100,9 @@ pub struct Store {
     primary_max_cas: AtomicU64,
     /// Set when a higher epoch fenced this primary.
     fenced: AtomicBool,
-    /// `--sync-replicas`: waits until replicas hold everything below the
-    /// given position; false on timeout. Installed once at start.
-    sync_wait: std::sync::OnceLock<Box<dyn Fn(u64) -> bool + Send + Sync>>,
+    /// `--sync-replicas`: how far K replicas hold the log, and the timeout
+    /// (`sync.rs`). Installed once at start.
+    sync: std::sync::OnceLock<Box<dyn SyncReplicas>>,
     stats: StoreStats,
     /// A store over a memory file (`-e`): what opening it found.
     recovery: std::sync::OnceLock<Recovery>,
@@ -171,7 +175,7 @@ impl Store {
             flush_at: AtomicU32::new(0),
             primary_max_cas: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
-            sync_wait: std::sync::OnceLock::new(),
+            sync: std::sync::OnceLock::new(),
             stats: StoreStats::default(),
             recovery: std::sync::OnceLock::new(),
         })
@@ -210,23 +214,6 @@ impl Store {
 
     pub fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)
-    }
-
-    /// Install the `--sync-replicas` wait (once, before serving).
-    pub fn set_sync_wait(&self, f: Box<dyn Fn(u64) -> bool + Send + Sync>) {
-        let _ = self.sync_wait.set(f);
-    }
-
-    /// After a write whose records end at `end`: wait for the replicas the
-    /// operator asked for. Called without the write lock held.
-    fn replicated(&self, end: u64) -> std::result::Result<(), StoreError> {
-        match self.sync_wait.get() {
-            Some(wait) if !wait(end) => {
-                self.stats.sync_timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(StoreError::NotReplicated)
-            }
-            _ => Ok(()),
-        }
     }
 
     fn check_role(&self) -> std::result::Result<(), StoreError> {

@@ -409,7 +409,8 @@ mod tests {
     /// A store whose `--sync-replicas` wait always times out.
     fn unconfirmed() -> Store {
         let s = store(4);
-        s.set_sync_wait(Box::new(|_| false));
+        let never = crate::store::sync::tests::Confirmed(Default::default(), std::time::Duration::ZERO);
+        s.set_sync_wait(Box::new(never));
         s
     }
 

@@ -68,8 +68,11 @@ impl Server {
         // server binds it; then the server exits and we try another.
         for _ in 0..5 {
             let port = free_port();
+            // Two workers unless the test names its own count.
+            let threads: &[&str] = if args.contains(&"-t") { &[] } else { &["-t", "2"] };
             let child = program()
-                .args(["serve", "-p", &port.to_string(), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2"])
+                .args(["serve", "-p", &port.to_string(), "-l", "127.0.0.1", "--hugepages", "off"])
+                .args(threads)
                 .args(args)
                 .stdin(Stdio::null())
                 .stderr(Stdio::inherit())

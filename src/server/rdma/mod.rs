@@ -232,6 +232,14 @@ fn run_frames(input: &[u8], frames: &[Range<usize>], out: &mut Vec<u8>, ctx: &Ct
         // The message's framing was checked, so each request is complete;
         // Close (quit, or a request the opcode does not allow) has already
         // written its answer, and there is no stream to close.
+        //
+        // `--sync-replicas` is not group commit here: a write waits in the
+        // request, for at most `--sync-timeout` (store/sync.rs), stalling this
+        // worker meanwhile. A datagram's replies are one message, sent as a
+        // whole, and a client retries one that is late, so holding them would
+        // need a per-client queue and the reply cache to learn of it; RDMA
+        // writes under --sync-replicas are rare. TCP holds replies instead
+        // (server/conn.rs).
         let _ = protocol::step(&mut session, req, out, ctx);
         if let Some(max) = max_frame {
             if out.len() - before > max {
