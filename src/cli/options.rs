@@ -324,12 +324,14 @@ impl ServeArgs {
                         "auto" => BindingProtocol::Auto,
                         "binary" => BindingProtocol::Binary,
                         "ascii" => BindingProtocol::Ascii,
-                        _ => return Err(Fail::usage(
-                            EX_USAGE,
-                            format!(
+                        _ => {
+                            return Err(Fail::usage(
+                                EX_USAGE,
+                                format!(
                                 "Invalid value for binding protocol: {v}\n -- should be one of auto, binary, or ascii"
                             ),
-                        )),
+                            ))
+                        }
                     }
                 }
                 Id::MaxItemSize => a.max_item_size = parse_size(v).map_err(|e| Fail::usage(1, format!("-I: {e}")))?,

@@ -79,6 +79,9 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
     for n in &a.ext.notices {
         logmemcached::log_notice!("{n}");
     }
+    for n in not_enforced_yet(&a) {
+        logmemcached::log_warn!("{n}: accepted and recorded in the settings, but this build does not act on it yet");
+    }
     // memcached refuses to run as root without -u; that would break every
     // root-run setup of ours (tests, containers), so it is a warning here.
     let user = match (&a.user, daemon::is_root()) {
@@ -241,6 +244,29 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
     }
     drop(pidfile);
     Ok(served?)
+}
+
+/// Flags whose setting the layers below consume (the protocol, the
+/// store, the warm restart) and that this build parses but does not yet act
+/// on: said at start rather than silently ignored. Remove a line here when
+/// its layer honours the setting.
+fn not_enforced_yet(a: &ServeArgs) -> Vec<&'static str> {
+    use logmemcached::runtime::BindingProtocol;
+    [
+        (!a.evictions, "-M (Settings.evictions)"),
+        (!a.cas_enabled, "-C (Settings.cas_enabled)"),
+        (a.auth_file.is_some(), "-Y (Settings.auth_file)"),
+        (a.protocol != BindingProtocol::Auto && a.auth_file.is_none(), "-B (Settings.protocol)"),
+        (a.detail_delimiter.is_some(), "-D (Settings.detail_delimiter)"),
+        (!a.dumping_enabled, "-X (Settings.disable_dumping)"),
+        (!a.watch_enabled, "-W (Settings.disable_watch)"),
+        (a.memory_file.is_some(), "-e (Settings.memory_file)"),
+        (a.ext.idle_timeout > 0, "-o idle_timeout (Settings.idle_timeout)"),
+        (a.ext.track_sizes, "-o track_sizes (Settings.track_sizes)"),
+    ]
+    .into_iter()
+    .filter_map(|(set, what)| set.then_some(what))
+    .collect()
 }
 
 /// Spin before blocking only when there is a core the workers do not use:
