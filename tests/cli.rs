@@ -195,6 +195,9 @@ fn memcached_syntaxes_set_the_same_settings() {
         }
         d.stop();
         assert!(!pidfile.exists(), "{all:?}: the pidfile outlived the server");
+        // -d -v keeps a file as stderr: the daemon's log went there.
+        let log = std::fs::read_to_string(t.0.join(format!("{i}.stderr"))).unwrap();
+        assert!(log.contains(&format!("serving on 127.0.0.1:{port}")), "{all:?}: stderr file {log:?}");
     }
 }
 
@@ -524,4 +527,23 @@ fn debian_memcached_conf_through_our_wrapper() {
     stop(child);
     let logged = std::fs::read_to_string(&log).expect("the logfile");
     assert!(logged.contains("serving on 127.0.0.1:"), "logfile holds {logged:?}");
+}
+
+/// `-b`: the listen backlog the kernel reports for the socket (`ss`'s
+/// Send-Q of a listening socket), and `-R` is accepted.
+#[test]
+fn listen_backlog() {
+    if !common::peer("ss (iproute2)", common::have("ss", "-V")) {
+        return;
+    }
+    let t = TempDir::new("backlog");
+    let port = free_port();
+    let mut d =
+        Daemon::start(&t.0.join("b.pid"), &["-p", &port.to_string(), "-b", "7", "-R", "3", "-t", "1", "-m", "8"]);
+    let out = run("ss", &["-ltnH", &format!("sport = :{port}")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlogs: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(backlogs, ["7"], "ss -ltn: {text}");
+    assert_eq!(set_get(tcp(port)), "STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n", "with -R 3");
+    d.stop();
 }

@@ -475,6 +475,15 @@ mod tests {
         assert_eq!(serve(&["-Y", "f"]).unwrap().protocol, BindingProtocol::Ascii, "-Y implies ascii");
         assert_eq!(serve(&["-D", "#"]).unwrap().detail_delimiter, Some(b'#'));
         assert!(!serve(&["-M", "-C"]).map(|a| a.evictions || a.cas_enabled).unwrap());
+        for form in [&["-e", "/dev/shm/lm"][..], &["--memory-file=/dev/shm/lm"], &["-e/dev/shm/lm"]] {
+            assert_eq!(serve(form).unwrap().memory_file, Some(PathBuf::from("/dev/shm/lm")), "{form:?}");
+        }
+        let a =
+            serve(&["-R", "5", "-b", "9", "-s", "/tmp/x.sock", "-a", "0660", "-X", "-W", "-Y", "/etc/auth"]).unwrap();
+        assert_eq!((a.reqs_per_event, a.backlog, a.unix_mask), (5, 9, 0o660));
+        assert_eq!(a.unix_socket, Some(PathBuf::from("/tmp/x.sock")));
+        assert!(!a.dumping_enabled && !a.watch_enabled && a.auth_file.is_some());
+        assert_eq!(serve(&["-L", "--hugepages", "off"]).unwrap().hugepages, HugePages::Off, "the last word wins");
     }
 
     #[test]
