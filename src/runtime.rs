@@ -97,6 +97,8 @@ pub struct Settings {
     pub reqs_per_event: u32,
     /// `-Y FILE`: the ascii authentication file (`user:pass` lines).
     pub auth_file: Option<std::path::PathBuf>,
+    /// Its entries, loaded at start: text clients must authenticate.
+    pub ascii_auth: Option<Arc<crate::auth::ascii::AsciiAuth>>,
     /// `-D CHAR`: the key prefix delimiter of `stats detail`.
     pub detail_delimiter: u8,
     /// `-D` also turns `stats detail` on from the start.
@@ -173,6 +175,7 @@ impl Default for Settings {
             cas_enabled: true,
             reqs_per_event: DEFAULT_REQS_PER_EVENT,
             auth_file: None,
+            ascii_auth: None,
             detail_delimiter: b':',
             detail_enabled: false,
             disable_dumping: false,

@@ -547,3 +547,110 @@ fn listen_backlog() {
     assert_eq!(set_get(tcp(port)), "STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n", "with -R 3");
     d.stop();
 }
+
+/// One reply: a line, or VALUE lines through END.
+fn reply(r: &mut BufReader<TcpStream>) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            all.push_str("<closed>");
+            return all;
+        }
+        all.push_str(&line);
+        if !(line.starts_with("VALUE ") || all.starts_with("VALUE ")) || line == "END\r\n" {
+            return all;
+        }
+        if line.starts_with("VALUE ") {
+            let mut data = String::new();
+            r.read_line(&mut data).unwrap();
+            all.push_str(&data);
+        }
+    }
+}
+
+/// The replies to each request, sent one at a time on one connection.
+fn session(port: u16, requests: &[&str]) -> Vec<String> {
+    let s = tcp(port);
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    requests
+        .iter()
+        .map(|q| {
+            w.write_all(q.as_bytes()).unwrap();
+            reply(&mut r)
+        })
+        .collect()
+}
+
+/// `-Y FILE`: memcached's ascii authentication, reply for reply the same as
+/// Debian's memcached given the same file.
+#[test]
+fn ascii_auth_as_memcached() {
+    let t = TempDir::new("auth");
+    let file = t.0.join("auth");
+    std::fs::write(&file, "alice:secret\nbob:pw2\n").unwrap();
+    let f = file.to_str().unwrap();
+    let sessions: &[&[&str]] = &[
+        &["get a\r\n", "version\r\n", "set a 0 0 1\r\nv\r\n", "set auth x 0 11\r\nalice wrong\r\n", "get a\r\n"],
+        &["set auth x 0 12\r\nalice secret\r\n", "set a 0 0 1\r\nv\r\n", "get a\r\n", "delete a\r\n"],
+        &["set auth x 0 9\r\nbob   pw2\r\n", "get a\r\n"],
+    ];
+    let port = free_port();
+    let mut d = Daemon::start(&t.0.join("y.pid"), &["-p", &port.to_string(), "-m", "8", "-Y", f]);
+    let ours: Vec<Vec<String>> = sessions.iter().map(|s| session(port, s)).collect();
+    d.stop();
+    assert_eq!(ours[0][0], "CLIENT_ERROR unauthenticated\r\n");
+    assert_eq!(ours[1][..3], ["STORED\r\n", "STORED\r\n", "VALUE a 0 1\r\nv\r\nEND\r\n"]);
+    if !common::peer("memcached", common::have("memcached", "-V")) {
+        return;
+    }
+    let port = free_port();
+    let mut theirs = Command::new("memcached")
+        .args(["-u", "memcache", "-U", "0", "-l", "127.0.0.1", "-p", &port.to_string(), "-Y", f])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("starting memcached");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline && theirs.try_wait().unwrap().is_none(), "memcached did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let want: Vec<Vec<String>> = sessions.iter().map(|s| session(port, s)).collect();
+    let _ = theirs.kill();
+    let _ = theirs.wait();
+    assert_eq!(ours, want, "ours, then memcached's");
+}
+
+/// `-B ascii`: a binary request is read as text (memcached answers it as
+/// an unknown command); `-B binary`: text is not served.
+#[test]
+fn binding_protocol() {
+    let t = TempDir::new("proto");
+    let port = free_port();
+    let mut d = Daemon::start(&t.0.join("b.pid"), &["-p", &port.to_string(), "-m", "8", "-B", "ascii"]);
+    let mut s = tcp(port);
+    let mut noop = [0u8; 24];
+    noop[0] = 0x80;
+    noop[1] = 0x0a;
+    s.write_all(&noop).unwrap();
+    s.write_all(b"\r\nversion\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let mut first = String::new();
+    r.read_line(&mut first).unwrap();
+    assert!(
+        first.starts_with("ERROR") || first.starts_with("CLIENT_ERROR"),
+        "a binary request under -B ascii: {first:?}"
+    );
+    d.stop();
+    let port = free_port();
+    let mut d = Daemon::start(&t.0.join("c.pid"), &["-p", &port.to_string(), "-m", "8", "-B", "binary"]);
+    let mut s = tcp(port);
+    // A whole binary header's worth: read as one, with a bad magic.
+    s.write_all(b"version\r\nversion\r\nversion\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(!got.starts_with(b"VERSION"), "text served under -B binary: {:?}", String::from_utf8_lossy(&got));
+    d.stop();
+}

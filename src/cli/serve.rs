@@ -32,6 +32,7 @@ fn settings(a: &ServeArgs, token: Option<AuthToken>) -> Settings {
         cas_enabled: a.cas_enabled,
         reqs_per_event: a.reqs_per_event,
         auth_file: a.auth_file.clone(),
+        ascii_auth: None,
         detail_delimiter: a.detail_delimiter.unwrap_or(d.detail_delimiter),
         detail_enabled: a.detail_delimiter.is_some(),
         disable_dumping: !a.dumping_enabled,
@@ -107,7 +108,11 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
     }
     let token = a.auth_token_file.as_deref().map(AuthToken::load).transpose().context("--auth-token-file")?;
     let shm_group = a.shm_group.as_deref().map(replication::shm::parse_group).transpose()?;
-    let settings = settings(&a, token.clone());
+    let mut settings = settings(&a, token.clone());
+    // memcached reads the -Y file at start and refuses to run without it.
+    if let Some(p) = &a.auth_file {
+        settings.ascii_auth = Some(Arc::new(logmemcached::auth::ascii::AsciiAuth::load(p)?));
+    }
     // Before anything opens descriptors of its own: fail early, as memcached does.
     server::ensure_fd_limit(&settings)?;
     let listeners = a
@@ -251,12 +256,9 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
 /// on: said at start rather than silently ignored. Remove a line here when
 /// its layer honours the setting.
 fn not_enforced_yet(a: &ServeArgs) -> Vec<&'static str> {
-    use logmemcached::runtime::BindingProtocol;
     [
         (!a.evictions, "-M (Settings.evictions)"),
         (!a.cas_enabled, "-C (Settings.cas_enabled)"),
-        (a.auth_file.is_some(), "-Y (Settings.auth_file)"),
-        (a.protocol != BindingProtocol::Auto && a.auth_file.is_none(), "-B (Settings.protocol)"),
         (a.detail_delimiter.is_some(), "-D (Settings.detail_delimiter)"),
         (!a.dumping_enabled, "-X (Settings.disable_dumping)"),
         (!a.watch_enabled, "-W (Settings.disable_watch)"),
