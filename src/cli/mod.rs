@@ -104,7 +104,7 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
                 Err(early) => {
                     return match early.status {
                         Ok(()) => {
-                            println!("{}", early.output);
+                            say(&format!("{}\n", early.output));
                             Ok(())
                         }
                         Err(()) => Err(Fail::usage(1, early.output.trim_end().to_string())),
@@ -123,20 +123,20 @@ fn dispatch(args: &[String]) -> Result<(), Fail> {
 fn serve_with(args: &[String]) -> Result<(), Fail> {
     match options::ServeArgs::parse(args)? {
         options::Action::Help => {
-            print!("{}", options::help());
+            say(&options::help());
             Ok(())
         }
         options::Action::Version => {
-            println!("logmemcached {}", logmemcached::runtime::VERSION);
+            say(&format!("logmemcached {}\n", logmemcached::runtime::VERSION));
             Ok(())
         }
         options::Action::License => {
-            println!(
+            say(&format!(
                 "logmemcached {} is distributed under the BSD 3-Clause license (Cargo.toml: license);\n\
                  it speaks memcached's protocols and takes memcached's flags (memcached: BSD license, \
-                 Copyright 2003 Danga Interactive, Inc.).",
+                 Copyright 2003 Danga Interactive, Inc.).\n",
                 logmemcached::runtime::VERSION
-            );
+            ));
             Ok(())
         }
         options::Action::Serve(a) => match daemon::stage() {
@@ -148,4 +148,11 @@ fn serve_with(args: &[String]) -> Result<(), Fail> {
             _ => serve::serve(*a),
         },
     }
+}
+
+/// Print to stdout; a closed stdout (`logmemcached -h | head -1`) is not
+/// an error worth a panic.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
