@@ -513,6 +513,11 @@ fn debian_memcached_conf_through_our_wrapper() {
         "cas_enabled",
         "shutdown_command",
         "flush_enabled",
+        "binding_protocol",
+        "auth_enabled_ascii",
+        "domain_socket",
+        "umask",
+        "tcp_backlog",
     ] {
         assert_eq!(ours.get(k), theirs.get(k), "stats settings {k}: ours vs memcached's from the same conf");
     }
