@@ -323,7 +323,7 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("shutdown_command", if s.enable_shutdown { "yes" } else { "no" }.into()),
         ("num_threads", s.threads.to_string()),
         ("detail_enabled", "no".into()),
-        ("cas_enabled", "yes".into()),
+        ("cas_enabled", if s.cas_enabled { "yes" } else { "no" }.into()),
         ("binding_protocol", s.protocol.as_str().into()),
         ("auth_enabled_sasl", "no".into()),
         ("auth_enabled_ascii", if s.ascii_auth.is_some() { "yes" } else { "no" }.into()),

@@ -659,3 +659,48 @@ fn binding_protocol() {
     assert!(!got.starts_with(b"VERSION"), "text served under -B binary: {:?}", String::from_utf8_lossy(&got));
     d.stop();
 }
+
+/// `-C`: CAS 0 shown, and every compare-and-swap fails, reply for reply as
+/// Debian's memcached with `-C`.
+#[test]
+fn disable_cas_as_memcached() {
+    let requests: &[&str] = &[
+        "set a 0 0 1\r\nv\r\n",
+        "gets a\r\n",
+        "cas a 0 0 1 0\r\nw\r\n",
+        "cas a 0 0 1 5\r\nx\r\n",
+        "get a\r\n",
+        "mg a c\r\n",
+        "ms a 1 c\r\ny\r\n",
+        "ms a 1 C5\r\nz\r\n",
+        "cas zz 0 0 1 0\r\nw\r\n",
+        "gets a\r\n",
+    ];
+    let t = TempDir::new("nocas");
+    let port = free_port();
+    let mut d = Daemon::start(&t.0.join("c.pid"), &["-p", &port.to_string(), "-m", "8", "-C"]);
+    let ours = session(port, requests);
+    let cas_line = settings(tcp(port)).get("cas_enabled").cloned();
+    d.stop();
+    assert_eq!(ours[1], "VALUE a 0 1 0\r\nv\r\nEND\r\n");
+    assert_eq!(ours[2], "EXISTS\r\n");
+    assert_eq!(cas_line.as_deref(), Some("no"));
+    if !common::peer("memcached", common::have("memcached", "-V")) {
+        return;
+    }
+    let port = free_port();
+    let mut theirs = Command::new("memcached")
+        .args(["-u", "memcache", "-U", "0", "-l", "127.0.0.1", "-p", &port.to_string(), "-C"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("starting memcached");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline && theirs.try_wait().unwrap().is_none(), "memcached did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let want = session(port, requests);
+    let _ = theirs.kill();
+    let _ = theirs.wait();
+    assert_eq!(ours, want, "ours, then memcached's");
+}

@@ -258,7 +258,6 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
 fn not_enforced_yet(a: &ServeArgs) -> Vec<&'static str> {
     [
         (!a.evictions, "-M (Settings.evictions)"),
-        (!a.cas_enabled, "-C (Settings.cas_enabled)"),
         (a.detail_delimiter.is_some(), "-D (Settings.detail_delimiter)"),
         (!a.dumping_enabled, "-X (Settings.disable_dumping)"),
         (!a.watch_enabled, "-W (Settings.disable_watch)"),

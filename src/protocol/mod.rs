@@ -31,6 +31,29 @@ pub struct Ctx<'a> {
     pub rt: &'a Runtime,
 }
 
+impl Ctx<'_> {
+    /// The CAS a client is shown: 0 under `-C` (memcached's items then
+    /// carry none).
+    pub fn shown_cas(&self, cas: u64) -> u64 {
+        if self.rt.settings.cas_enabled {
+            cas
+        } else {
+            0
+        }
+    }
+
+    /// The CAS a request compares with: under `-C` a compare never matches
+    /// (EXISTS, or NOT_FOUND for a missing key), as memcached's; 0 stays
+    /// "unconditional".
+    pub fn compared_cas(&self, cas: u64) -> u64 {
+        if self.rt.settings.cas_enabled || cas == 0 {
+            cas
+        } else {
+            u64::MAX
+        }
+    }
+}
+
 /// The result of one attempt to handle the front of a connection's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
