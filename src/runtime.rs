@@ -52,11 +52,70 @@ impl PollMode {
     }
 }
 
+/// Which protocols a connection may speak (memcached's `-B`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingProtocol {
+    /// Chosen per connection from its first byte.
+    Auto,
+    /// Text (and meta) only: every byte is read as text.
+    Ascii,
+    /// Binary only: every byte is read as a binary header.
+    Binary,
+}
+
+impl BindingProtocol {
+    /// memcached's `stats settings` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingProtocol::Auto => "auto-negotiate",
+            BindingProtocol::Ascii => "ascii",
+            BindingProtocol::Binary => "binary",
+        }
+    }
+}
+
 /// The settings `stats settings` reports; fixed at start.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// `-p`: the TCP port (0: no TCP listener, as memcached).
     pub port: u16,
+    /// `-l`: the listen addresses as memcached's `inter` (comma separated:
+    /// `ADDR`, `ADDR:PORT`, `[V6]:PORT`, `*`).
     pub listen: String,
+    /// `-s PATH`: a UNIX socket instead of TCP; `-a`: its mode.
+    pub unix_socket: Option<std::path::PathBuf>,
+    pub unix_mask: u32,
+    /// `-b`: the listen backlog.
+    pub backlog: u32,
+    /// `-B`: which protocols connections may speak.
+    pub protocol: BindingProtocol,
+    /// Not `-M`: the log's cleaner may evict live items to make room.
+    pub evictions: bool,
+    /// Not `-C`: clients see CAS values and may compare-and-swap.
+    pub cas_enabled: bool,
+    /// `-R`: requests one connection runs per readiness event.
+    pub reqs_per_event: u32,
+    /// `-Y FILE`: the ascii authentication file (`user:pass` lines).
+    pub auth_file: Option<std::path::PathBuf>,
+    /// Its entries, loaded at start: text clients must authenticate.
+    pub ascii_auth: Option<Arc<crate::auth::ascii::AsciiAuth>>,
+    /// `-D CHAR`: the key prefix delimiter of `stats detail`.
+    pub detail_delimiter: u8,
+    /// `-D` also turns `stats detail` on from the start.
+    pub detail_enabled: bool,
+    /// `-X`: no `stats cachedump` / `lru_crawler metadump`.
+    pub disable_dumping: bool,
+    /// `-W`: no `watch`.
+    pub disable_watch: bool,
+    /// `-e PATH` (`--memory-file`): the log lives in this file.
+    pub memory_file: Option<std::path::PathBuf>,
+    /// `-o idle_timeout=S`: close connections idle this long (0: never).
+    pub idle_timeout: u32,
+    /// `-o track_sizes`: `stats sizes` reports the size histogram.
+    pub track_sizes: bool,
+    /// `-o watcher_logbuf_size`, `worker_logbuf_size`, in bytes.
+    pub watcher_logbuf_size: usize,
+    pub worker_logbuf_size: usize,
     pub memory_bytes: usize,
     pub threads: usize,
     pub conn_limit: usize,
@@ -86,9 +145,11 @@ pub struct Settings {
     /// before each of them waits for its client to read (see
     /// [`default_output_budget`] and `Buffers`).
     pub output_budget: usize,
-    /// `-e PATH` (`--memory-file`): the log lives in this file.
-    pub memory_file: Option<std::path::PathBuf>,
 }
+
+/// Requests a connection runs per readiness event unless `-R` says
+/// otherwise (memcached's default is 20; this server's loop was tuned at 64).
+pub const DEFAULT_REQS_PER_EVENT: u32 = 64;
 
 /// One connection's cap on the reply bytes it holds: past it the connection
 /// takes no more requests (and a multi-get stops between hits) until its
@@ -106,6 +167,24 @@ impl Default for Settings {
         Settings {
             port: 11211,
             listen: "127.0.0.1".into(),
+            unix_socket: None,
+            unix_mask: 0o700,
+            backlog: 1024,
+            protocol: BindingProtocol::Auto,
+            evictions: true,
+            cas_enabled: true,
+            reqs_per_event: DEFAULT_REQS_PER_EVENT,
+            auth_file: None,
+            ascii_auth: None,
+            detail_delimiter: b':',
+            detail_enabled: false,
+            disable_dumping: false,
+            disable_watch: false,
+            memory_file: None,
+            idle_timeout: 0,
+            track_sizes: false,
+            watcher_logbuf_size: 256 << 10,
+            worker_logbuf_size: 64 << 10,
             memory_bytes: 64 << 20,
             threads: 4,
             conn_limit: 1024,
@@ -121,7 +200,6 @@ impl Default for Settings {
             admin_socket_mode: 0o600,
             auth_token: None,
             output_budget: default_output_budget(64 << 20, 1024),
-            memory_file: None,
         }
     }
 }

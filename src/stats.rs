@@ -338,10 +338,15 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("shutdown_command", if s.enable_shutdown { "yes" } else { "no" }.into()),
         ("num_threads", s.threads.to_string()),
         ("detail_enabled", "no".into()),
-        ("cas_enabled", "yes".into()),
-        ("binding_protocol", "auto-negotiate".into()),
+        ("cas_enabled", if s.cas_enabled { "yes" } else { "no" }.into()),
+        ("binding_protocol", s.protocol.as_str().into()),
         ("auth_enabled_sasl", "no".into()),
-        ("auth_enabled_ascii", "no".into()),
+        ("auth_enabled_ascii", if s.ascii_auth.is_some() { "yes" } else { "no" }.into()),
+        // memcached's names for -s, -a, -b and -R.
+        ("domain_socket", s.unix_socket.as_ref().map_or_else(|| "NULL".into(), |p| p.display().to_string())),
+        ("umask", format!("{:o}", s.unix_mask)),
+        ("tcp_backlog", s.backlog.to_string()),
+        ("reqs_per_event", s.reqs_per_event.to_string()),
         ("item_size_max", s.max_item_size.to_string()),
         // Over the connection limit a client gets an error and is closed at once.
         ("maxconns_fast", "yes".into()),

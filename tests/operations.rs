@@ -78,12 +78,26 @@ fn systemd_units_verify() {
     }
     cp(Path::new(BIN), &r.join("usr/local/bin/logmemcached"));
     cp(&Path::new(ROOT).join("hugepages/logmemcached-hugepages"), &r.join("usr/local/sbin/logmemcached-hugepages"));
-    let units = ["logmemcached.service", "logmemcached@.service", "logmemcached-hugepages.service"];
+    cp(
+        &Path::new(ROOT).join("systemd/logmemcached-memcached-wrapper"),
+        &r.join("usr/local/lib/logmemcached/logmemcached-memcached-wrapper"),
+    );
+    let units = [
+        "logmemcached.service",
+        "logmemcached@.service",
+        "logmemcached-hugepages.service",
+        "logmemcached-memcached.service",
+    ];
     for u in units {
         cp(&Path::new(ROOT).join("systemd").join(u), &r.join("etc/systemd/system").join(u));
     }
     // The template is verified through an instance, as systemd loads it.
-    for u in ["logmemcached.service", "logmemcached@primary.service", "logmemcached-hugepages.service"] {
+    for u in [
+        "logmemcached.service",
+        "logmemcached@primary.service",
+        "logmemcached-hugepages.service",
+        "logmemcached-memcached.service",
+    ] {
         let out = Command::new("systemd-analyze")
             .args(["verify", "--man=no", &format!("--root={}", r.display()), u])
             .output()
@@ -129,6 +143,20 @@ fn units_have_the_required_settings() {
     }
     let t = std::fs::read_to_string(Path::new(ROOT).join("systemd/logmemcached@.service")).unwrap();
     assert!(t.contains("EnvironmentFile=/etc/logmemcached/%i.conf"));
+    // ProtectSystem=strict: the --admin-socket needs a directory of its own.
+    assert!(t.contains("RuntimeDirectory=logmemcached/%i\n"));
+    let t = std::fs::read_to_string(Path::new(ROOT).join("systemd/logmemcached.service")).unwrap();
+    assert!(t.contains("RuntimeDirectory=logmemcached\n"));
+    // memcached's place: Debian's conf through the wrapper, Debian's pidfile.
+    let t = std::fs::read_to_string(Path::new(ROOT).join("systemd/logmemcached-memcached.service")).unwrap();
+    for needle in [
+        "ExecStart=/usr/local/lib/logmemcached/logmemcached-memcached-wrapper /etc/memcached.conf",
+        "PIDFile=/run/memcached/memcached.pid",
+        "Conflicts=memcached.service",
+        "CAP_SETUID",
+    ] {
+        assert!(t.contains(needle), "logmemcached-memcached.service lacks {needle}");
+    }
 }
 
 /// sysusers.d creates the service user (in a scratch root, not this host).

@@ -31,6 +31,7 @@
 //! [`gate`] runs the server end: bounded concurrent handshakes, a timeout on
 //! every read and write and a deadline on the whole handshake.
 
+pub mod ascii;
 pub mod gate;
 
 use std::fmt;

@@ -7,6 +7,7 @@
 //! text commands whose name starts with `m`).
 
 pub mod admin;
+mod ascii_auth;
 pub mod binary;
 pub mod held;
 pub mod meta;
@@ -18,7 +19,7 @@ mod admin_tests;
 mod kind_tests;
 
 pub use crate::latency::Kind;
-use crate::runtime::Runtime;
+use crate::runtime::{BindingProtocol, Runtime};
 use crate::stats::WorkerStats;
 use crate::store::Store;
 
@@ -29,6 +30,29 @@ pub struct Ctx<'a> {
     pub stats: &'a WorkerStats,
     /// The process: settings, every worker's stats, role, verbosity.
     pub rt: &'a Runtime,
+}
+
+impl Ctx<'_> {
+    /// The CAS a client is shown: 0 under `-C` (memcached's items then
+    /// carry none).
+    pub fn shown_cas(&self, cas: u64) -> u64 {
+        if self.rt.settings.cas_enabled {
+            cas
+        } else {
+            0
+        }
+    }
+
+    /// The CAS a request compares with: under `-C` a compare never matches
+    /// (EXISTS, or NOT_FOUND for a missing key), as memcached's; 0 stays
+    /// "unconditional".
+    pub fn compared_cas(&self, cas: u64) -> u64 {
+        if self.rt.settings.cas_enabled || cas == 0 {
+            cas
+        } else {
+            u64::MAX
+        }
+    }
 }
 
 /// The result of one attempt to handle the front of a connection's input.
@@ -78,11 +102,13 @@ pub struct Session {
     pub out_limit: usize,
     /// Where a paused multi-get carries on.
     pub resume: Option<text::Resume>,
+    /// Logged in (`-Y`: see ascii_auth.rs); unused without `-Y`.
+    pub authenticated: bool,
 }
 
 impl Default for Session {
     fn default() -> Session {
-        Session { protocol: None, swallow: 0, admin: false, out_limit: usize::MAX, resume: None }
+        Session { protocol: None, swallow: 0, admin: false, out_limit: usize::MAX, resume: None, authenticated: false }
     }
 }
 
@@ -104,8 +130,20 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         return Step::Discarded(n);
     }
     let Some(&first) = input.first() else { return Step::NeedMore };
-    let protocol =
-        *session.protocol.get_or_insert(if first == binary::REQUEST_MAGIC { Protocol::Binary } else { Protocol::Text });
+    // `-B`: one protocol for every connection, or chosen by the first byte.
+    let protocol = *session.protocol.get_or_insert(match ctx.rt.settings.protocol {
+        BindingProtocol::Ascii => Protocol::Text,
+        BindingProtocol::Binary => Protocol::Binary,
+        BindingProtocol::Auto if first == binary::REQUEST_MAGIC => Protocol::Binary,
+        BindingProtocol::Auto => Protocol::Text,
+    });
+    if let Some(auth) = &ctx.rt.settings.ascii_auth {
+        // Text only: `-Y` implies `-B ascii`; a binary session here is an
+        // RDMA client's, which its endpoint's token admitted.
+        if !session.authenticated && !session.admin && protocol == Protocol::Text {
+            return ascii_auth::step(session, input, out, auth);
+        }
+    }
     match protocol {
         Protocol::Text => text::step(session, input, out, ctx),
         Protocol::Binary => binary::step(session, input, out, ctx),

@@ -97,7 +97,7 @@ pub fn start(path: &Path, mode: u32, store: Arc<Store>, rt: Arc<Runtime>) -> Res
 
 /// A socket file left by a server that is gone is removed; anything else
 /// at `path` is an error (never delete what is not ours to delete).
-fn clear_stale(path: &Path) -> Result<()> {
+pub(super) fn clear_stale(path: &Path) -> Result<()> {
     let m = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),

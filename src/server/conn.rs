@@ -16,7 +16,7 @@
 //! connection that holds nothing may always produce one reply (one hit of a
 //! multi-get), whatever the budget, so none waits forever on the others.
 //! And each connection produces at most `EVENT_QUANTUM`, and runs at most
-//! `REQUESTS_PER_EVENT` requests, per readiness event before it gives way to
+//! `-R` requests, per readiness event before it gives way to
 //! the worker's other connections.
 //!
 //! Under `--sync-replicas K` a write's reply is held (group commit): the
@@ -31,9 +31,9 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::time::Instant;
 
+use super::listen::Stream;
 use crate::protocol::held::Unconfirmed;
 use crate::protocol::{self, Ctx, Session, Step};
 use crate::runtime::{Buffers, CONN_OUTPUT_CAP};
@@ -44,11 +44,10 @@ use crate::runtime::{Buffers, CONN_OUTPUT_CAP};
 pub const READ_CHUNK: usize = 16 << 10;
 /// Reply bytes a connection may produce per readiness event (at least one
 /// reply, or one hit), and requests it may run, before it yields to the
-/// worker's other connections (memcached's `-R`, 20 requests): a worker
-/// serves every ready connection in turn, so these bound how long one
-/// waits for the others.
+/// worker's other connections (the requests are memcached's `-R`,
+/// `Settings::reqs_per_event`, 64 unless told): a worker serves every ready
+/// connection in turn, so these bound how long one waits for the others.
 const EVENT_QUANTUM: usize = 256 << 10;
-const REQUESTS_PER_EVENT: u32 = 64;
 /// The scratch output a worker keeps between replies; a larger one (a big
 /// multi-get) is shrunk back to this after use.
 const SCRATCH_OUT_KEEP: usize = 256 << 10;
@@ -69,7 +68,7 @@ impl Default for Scratch {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Input kept between readiness events; `input[in_pos..]` is unhandled.
     input: Vec<u8>,
     in_pos: usize,
@@ -133,7 +132,7 @@ enum Wait {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream) -> Conn {
+    pub fn new(stream: Stream) -> Conn {
         Conn {
             stream,
             input: Vec::new(),
@@ -245,7 +244,7 @@ impl Conn {
         // What the socket takes now is room to produce in.
         self.flush(ctx);
         self.quantum_end = self.out.len() + EVENT_QUANTUM;
-        self.requests_left = REQUESTS_PER_EVENT;
+        self.requests_left = ctx.rt.settings.reqs_per_event;
         if self.in_pos < self.input.len() {
             let input = std::mem::take(&mut self.input);
             self.in_pos += self.handle(&input[self.in_pos..], ctx);

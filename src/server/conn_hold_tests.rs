@@ -43,7 +43,7 @@ fn pair() -> (Conn, TcpStream) {
     let (server, _) = l.accept().expect("accept");
     server.set_nonblocking(true).expect("nonblocking");
     client.set_nonblocking(true).expect("nonblocking");
-    (Conn::new(server), client)
+    (Conn::new(crate::server::listen::Stream::Tcp(server)), client)
 }
 
 /// What the client has received (loopback delivers as the server sends).

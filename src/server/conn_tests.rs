@@ -38,7 +38,7 @@ fn pair() -> (Conn, TcpStream) {
     server.set_nonblocking(true).expect("nonblocking");
     let client = TcpStream::from(fd);
     client.set_nonblocking(true).expect("nonblocking");
-    (Conn::new(server), client)
+    (Conn::new(crate::server::listen::Stream::Tcp(server)), client)
 }
 
 fn send(client: &mut TcpStream, bytes: &[u8]) {

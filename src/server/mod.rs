@@ -9,12 +9,12 @@
 
 pub mod admin;
 mod conn;
+pub mod listen;
 pub mod notify;
 pub mod rdma;
 mod signals;
 mod worker;
 
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -82,43 +82,11 @@ impl Shared {
     }
 }
 
-/// Bind one listening socket per worker (127.0.0.1:11211 by default), all
-/// on the same port with SO_REUSEPORT: the kernel spreads new connections
-/// across the workers, where one shared socket let whichever worker polled
-/// first take most of them. SO_REUSEPORT would also let a second server of
-/// the same user join the port silently, so a plain socket claims the port
-/// first: if anything listens there already, that bind fails as memcached's
-/// would.
-pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
-    use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
-    use std::net::ToSocketAddrs;
-    let addr = format!("{}:{}", settings.listen, settings.port);
-    let sa = addr
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {addr}"))?
-        .next()
-        .ok_or_else(|| crate::error::Error::new(format!("{addr} resolves to no address")))?;
-    let family = if sa.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    {
-        let probe =
-            socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).context("creating a socket")?;
-        socket::setsockopt(&probe, sockopt::ReuseAddr, &true).context("SO_REUSEADDR")?;
-        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&probe), &SockaddrStorage::from(sa))
-            .with_context(|| format!("listening on {addr} (is another server using this port?)"))?;
-    }
-    (0..settings.threads.max(1))
-        .map(|_| -> Result<TcpListener> {
-            let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
-                .context("creating the listening socket")?;
-            socket::setsockopt(&fd, sockopt::ReuseAddr, &true).context("SO_REUSEADDR")?;
-            socket::setsockopt(&fd, sockopt::ReusePort, &true).context("SO_REUSEPORT")?;
-            socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(sa))
-                .with_context(|| format!("listening on {addr}"))?;
-            socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))
-                .with_context(|| format!("listening on {addr}"))?;
-            Ok(TcpListener::from(fd))
-        })
-        .collect()
+/// Bind the TCP listeners (`-l`, `-p`, `-b`): for each worker, one socket
+/// per address (see `listen.rs`); none under `-s`, whose socket
+/// `listen::bind_unix` adds after privileges are dropped.
+pub fn bind(settings: &Settings) -> Result<Vec<Vec<listen::Listener>>> {
+    listen::bind_tcp(settings)
 }
 
 /// Descriptors the server needs besides its `-c` connections: stdio, each
@@ -155,7 +123,7 @@ pub fn ensure_fd_limit(settings: &Settings) -> Result<u64> {
 }
 
 /// Serve until shutdown is requested. Returns once every worker has stopped.
-pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
+pub fn serve(listeners: Vec<Vec<listen::Listener>>, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
     let mut handles = Vec::new();
     // `--admin-socket`: its file goes when this returns.
     let _admin = match &shared.rt.settings.admin_socket {
@@ -193,7 +161,11 @@ pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>
     }
     // The listener was bound before: connections queue from now on.
     let s = &shared.rt.settings;
-    notify::ready(&format!("serving on {}:{} with {} threads", s.listen, s.port, s.threads));
+    let on = match &s.unix_socket {
+        Some(p) => p.display().to_string(),
+        None => format!("{}:{}", s.listen, s.port),
+    };
+    notify::ready(&format!("serving on {on} with {} threads", s.threads));
     let mut first_err = None;
     for h in handles {
         match h.join() {

@@ -18,7 +18,6 @@
 //! any reply is held the worker does not block for more than `HOLD_POLL`.
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,16 +26,20 @@ use std::time::{Duration, Instant};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::conn::{Conn, Next, Scratch};
+use super::listen::{Listener, Stream};
 use super::Shared;
 use crate::error::{Context, Result};
 use crate::protocol::Ctx;
 use crate::runtime::PollMode;
 use crate::store::Store;
 
-const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
 /// The RDMA endpoint's completion channel (see rdma/mod.rs).
 const RDMA: u64 = u64::MAX - 2;
+/// Listener `i` (one per `-l` address, or the `-s` socket) is `LISTENER - i`;
+/// connection tokens count up from 0 and never get near.
+const LISTENER: u64 = u64::MAX - 16;
+const MAX_LISTENERS: usize = 1 << 20;
 /// Connections a worker accepts per readiness of its listener.
 const ACCEPTS_PER_EVENT: usize = 64;
 /// How long a worker stops accepting after accept ran out of descriptors.
@@ -47,7 +50,9 @@ const HOLD_POLL: Duration = Duration::from_millis(1);
 pub struct Worker {
     id: usize,
     epoll: Epoll,
-    listener: TcpListener,
+    /// This worker's listeners: its own SO_REUSEPORT socket per address, or
+    /// its descriptor of the UNIX socket.
+    listeners: Vec<Listener>,
     store: Arc<Store>,
     shared: Arc<Shared>,
     /// Each connection with the epoll interest currently registered for it.
@@ -69,17 +74,24 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(id: usize, listener: TcpListener, store: Arc<Store>, shared: Arc<Shared>) -> Result<Worker> {
+    pub fn new(id: usize, listeners: Vec<Listener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<Worker> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("creating epoll")?;
-        // This worker's own SO_REUSEPORT socket: only its connections wake it.
-        epoll.add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER)).context("watching the listener")?;
+        if listeners.len() > MAX_LISTENERS {
+            crate::bail!("{} listen addresses: at most {MAX_LISTENERS}", listeners.len());
+        }
+        // This worker's own SO_REUSEPORT sockets: only its connections wake it.
+        for (i, l) in listeners.iter().enumerate() {
+            epoll
+                .add(l.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER - i as u64))
+                .context("watching the listener")?;
+        }
         epoll
             .add(shared.wakers[id].as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER))
             .context("watching the shutdown eventfd")?;
         Ok(Worker {
             id,
             epoll,
-            listener,
+            listeners,
             store,
             shared,
             conns: HashMap::new(),
@@ -151,7 +163,9 @@ impl Worker {
             idle = 0;
             for ev in &events[..n] {
                 match ev.data() {
-                    LISTENER => self.accept_all(),
+                    t if t <= LISTENER && t > LISTENER - self.listeners.len() as u64 => {
+                        self.accept_all((LISTENER - t) as usize)
+                    }
                     // Shutdown, or the RDMA side channel (a closed RC
                     // connection): the loop looks at both. Reset the counter,
                     // or the level-triggered eventfd would keep waking us.
@@ -179,9 +193,9 @@ impl Worker {
     /// Accept what the listener has, up to `ACCEPTS_PER_EVENT`: the
     /// listener is level-triggered, so the rest come next poll, after the
     /// connections already open have had their turn.
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, which: usize) {
         for _ in 0..ACCEPTS_PER_EVENT {
-            match self.listener.accept() {
+            match self.listeners[which].accept() {
                 Ok((stream, peer)) => {
                     self.accept_failing = false;
                     // -vv, as memcached: one line per connection opened.
@@ -200,7 +214,10 @@ impl Worker {
                         crate::log_warn!("accept failed: {e}; not accepting for {ACCEPT_BACKOFF:?} at a time");
                     }
                     self.accept_failing = true;
-                    if self.epoll.delete(self.listener.as_fd()).is_ok() {
+                    if self.accept_paused_until.is_none() {
+                        for l in &self.listeners {
+                            let _ = self.epoll.delete(l.as_fd());
+                        }
                         self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
                     }
                     return;
@@ -220,9 +237,11 @@ impl Worker {
     fn resume_accepting(&mut self) -> Result<()> {
         match self.accept_paused_until {
             Some(t) if Instant::now() >= t => {
-                self.epoll
-                    .add(self.listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
-                    .context("watching the listener again")?;
+                for (i, l) in self.listeners.iter().enumerate() {
+                    self.epoll
+                        .add(l.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER - i as u64))
+                        .context("watching the listener again")?;
+                }
                 self.accept_paused_until = None;
                 Ok(())
             }
@@ -230,7 +249,7 @@ impl Worker {
         }
     }
 
-    fn admit(&mut self, mut stream: std::net::TcpStream) {
+    fn admit(&mut self, mut stream: Stream) {
         let limit = self.shared.rt.settings.conn_limit as u64;
         if self.shared.rt.connections.curr.fetch_add(1, Ordering::AcqRel) >= limit {
             self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
@@ -240,8 +259,7 @@ impl Worker {
             return;
         }
         self.shared.rt.connections.total.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.set_nodelay(true);
-        if stream.set_nonblocking(true).is_err() {
+        if stream.prepare().is_err() {
             self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
             return;
         }

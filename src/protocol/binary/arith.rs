@@ -18,7 +18,7 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
         key: req.key,
         incr,
         delta,
-        cas: req.h.cas,
+        cas: ctx.compared_cas(req.h.cas),
         initial: (expiration != u32::MAX).then_some((initial, expiration as i64)),
         new_exptime: None,
     };
@@ -30,7 +30,7 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
                 ctx.stats.decr_hits.incr()
             }
             if !req.quiet {
-                req.reply(out, status::SUCCESS, cas, &[], &[], &value.to_be_bytes());
+                req.reply(out, status::SUCCESS, ctx.shown_cas(cas), &[], &[], &value.to_be_bytes());
             }
         }
         Ok(ArithOutcome::NotFound) => {

@@ -5,7 +5,7 @@ use crate::protocol::Ctx;
 use crate::store::DeleteOutcome;
 
 pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
-    match ctx.store.delete(req.key, req.h.cas) {
+    match ctx.store.delete(req.key, ctx.compared_cas(req.h.cas)) {
         Ok(DeleteOutcome::Deleted) => {
             ctx.stats.delete_hits.incr();
             req.ok(out, 0);

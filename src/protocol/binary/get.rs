@@ -8,7 +8,7 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
     let with_key = req.op == opcode::GETK;
     ctx.stats.cmd_get.incr();
     let hit = ctx.store.get(req.key, ReadOpts { value: true, note_access: true }, out, |m, out| {
-        write_hit_header(req, out, m.flags, m.cas, m.value_len, with_key);
+        write_hit_header(req, out, m.flags, ctx.shown_cas(m.cas), m.value_len, with_key);
     });
     if hit.is_some() {
         ctx.stats.get_hits.incr();

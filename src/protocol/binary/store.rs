@@ -28,7 +28,7 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
         mode = SetMode::Set;
     }
     let mut args = SetArgs::new(mode, req.key, req.value, flags, exptime);
-    args.cas = cas;
+    args.cas = ctx.compared_cas(cas);
     ctx.stats.cmd_set.incr();
     let appending = matches!(mode, SetMode::Append | SetMode::Prepend);
     match ctx.store.set(&args) {
@@ -36,7 +36,7 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
             if cas != 0 && !appending {
                 ctx.stats.cas_hits.incr();
             }
-            req.ok(out, new)
+            req.ok(out, ctx.shown_cas(new))
         }
         Ok(SetOutcome::Exists) => {
             if !appending {

@@ -13,7 +13,7 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
         ctx.store.get_and_touch(req.key, exptime, ReadOpts { value: with_value, note_access: true }, out, |m, out| {
             // touch answers the flags and CAS but not the value.
             let len = if with_value { m.value_len } else { 0 };
-            get::write_hit_header(req, out, m.flags, m.cas, len, with_key);
+            get::write_hit_header(req, out, m.flags, ctx.shown_cas(m.cas), len, with_key);
         });
     match r {
         Ok(Some(_)) => ctx.stats.touch_hits.incr(),

@@ -27,7 +27,7 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
         key: &f.key,
         incr,
         delta: f.delta.unwrap_or(1),
-        cas: f.cas.unwrap_or(0),
+        cas: ctx.compared_cas(f.cas.unwrap_or(0)),
         initial,
         new_exptime: f.ttl,
     };
@@ -56,7 +56,7 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
             }
             for t in ftok {
                 match t[0] {
-                    b'c' => out.extend_from_slice(format!(" c{cas}").as_bytes()),
+                    b'c' => out.extend_from_slice(format!(" c{}", ctx.shown_cas(cas)).as_bytes()),
                     b't' => out.extend_from_slice(format!(" t{}", ttl(cur, now)).as_bytes()),
                     // Each of T and N (N: only on a created item) sets the
                     // expiry in memcached's loop; t shows the one so far.

@@ -16,7 +16,7 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     if flags::opaque_too_long(ftok) {
         return line(out, "CLIENT_ERROR opaque token too long");
     }
-    let cas = f.cas.unwrap_or(0);
+    let cas = ctx.compared_cas(f.cas.unwrap_or(0));
     let r = if f.invalidate {
         // I: mark stale (new CAS, optional new TTL) instead of removing.
         ctx.store.invalidate(&f.key, cas, f.ttl)

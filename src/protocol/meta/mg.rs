@@ -30,7 +30,7 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     } else {
         ctx.stats.cmd_get.incr();
     }
-    let r = ctx.store.meta_get(&f.key, &args, out, |m, out| header(out, m, ftok, &f));
+    let r = ctx.store.meta_get(&f.key, &args, out, |m, out| header(out, m, ftok, &f, ctx));
     match r {
         Ok(Some(_)) => {
             if f.value {
@@ -60,7 +60,7 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
 }
 
 /// The status line of a hit, flags in the order they were asked for.
-fn header(out: &mut Vec<u8>, m: &MetaGet, ftok: &[&[u8]], f: &flags::MetaFlags) {
+fn header(out: &mut Vec<u8>, m: &MetaGet, ftok: &[&[u8]], f: &flags::MetaFlags, ctx: &Ctx) {
     let it = &m.item;
     if f.value {
         out.extend_from_slice(format!("VA {}", it.value_len).as_bytes());
@@ -84,7 +84,7 @@ fn header(out: &mut Vec<u8>, m: &MetaGet, ftok: &[&[u8]], f: &flags::MetaFlags) 
             }
             b's' => format!(" s{}", it.value_len),
             b't' => format!(" t{}", ttl(expiry, m.now)),
-            b'c' => format!(" c{}", it.cas),
+            b'c' => format!(" c{}", ctx.shown_cas(it.cas)),
             b'f' => format!(" f{}", it.flags),
             b'l' => format!(" l{}", m.now.saturating_sub(it.last_access)),
             b'h' => format!(" h{}", it.fetched as u8),

@@ -75,7 +75,7 @@ pub(super) fn handle(
         (m, _) => (m, 0),
     };
     let mut args = SetArgs::new(mode, &f.key, value, f.client_flags, f.ttl.unwrap_or(0));
-    args.cas = cas;
+    args.cas = ctx.compared_cas(cas);
     args.invalidate = f.invalidate && cas != 0 && mode == SetMode::Set;
     args.key_binary = f.key_binary;
     // memcached 1.6.18 accepts N on ms but does not vivify an append.
@@ -106,7 +106,7 @@ pub(super) fn handle(
                 out.extend_from_slice(t);
             }
             b'k' => push_key(out, &f.key, f.key_binary),
-            b'c' => out.extend_from_slice(format!(" c{new_cas}").as_bytes()),
+            b'c' => out.extend_from_slice(format!(" c{}", ctx.shown_cas(new_cas)).as_bytes()),
             _ => {}
         }
     }

@@ -56,16 +56,16 @@ pub struct Resume {
 }
 
 /// The line before a hit's data.
-fn value_header(out: &mut Vec<u8>, key: &[u8], m: &ItemMeta, with_cas: bool) {
+fn value_header(out: &mut Vec<u8>, key: &[u8], m: &ItemMeta, cas: Option<u64>) {
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
     out.push(b' ');
     push_u64(out, m.flags as u64);
     out.push(b' ');
     push_u64(out, m.value_len as u64);
-    if with_cas {
+    if let Some(cas) = cas {
         out.push(b' ');
-        push_u64(out, m.cas);
+        push_u64(out, cas);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -138,7 +138,8 @@ fn produce(mut r: Resume, line: &[u8], session: &mut Session, out: &mut Vec<u8>,
     while let Some((s, e)) = next_token(line, r.at) {
         let key = &line[s..e];
         r.at = e;
-        let header = |m: &ItemMeta, out: &mut Vec<u8>| value_header(out, key, m, with_cas);
+        let header =
+            |m: &ItemMeta, out: &mut Vec<u8>| value_header(out, key, m, with_cas.then(|| ctx.shown_cas(m.cas)));
         let hit = if r.kind.touches() {
             ctx.stats.cmd_touch.incr();
             match ctx.store.get_and_touch(key, r.exptime, opts, out, header) {

@@ -91,7 +91,7 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
         // Our store reads CAS 0 as "unconditional"; memcached's items never
         // have CAS 0, so `cas ... 0` must fail (EXISTS or NOT_FOUND). No
         // item can carry u64::MAX, which gives exactly that.
-        args.cas = if cas_unique == 0 { u64::MAX } else { cas_unique };
+        args.cas = ctx.compared_cas(if cas_unique == 0 { u64::MAX } else { cas_unique });
     }
     let line: &[u8] = match ctx.store.set(&args) {
         Ok(SetOutcome::Stored { .. }) => {
