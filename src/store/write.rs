@@ -258,12 +258,13 @@ impl Store {
     }
 
     /// flush_all [delay]: 0 drops everything now; a delay makes everything
-    /// written before then die at that time.
+    /// written before then die at that time; memcached's rules for a delay
+    /// that is a past time are `apply_flush`'s.
     pub fn flush_all(&self, delay: i64) -> std::result::Result<(), StoreError> {
         self.check_role()?;
         let mut w = self.lock();
         let now = self.clock.now();
-        let at = if delay > 0 { absolute_expiry(delay, now) } else { 0 };
+        let at = self.flush_point(delay, now);
         let rec = NewRecord { kind: Kind::Flush, item_flags: 0, client_flags: 0, cas: 0, expiry: at, time: now };
         self.append_locked(&mut w, rec, b"", &[])?;
         self.apply_flush(at, now);
