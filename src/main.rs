@@ -254,6 +254,8 @@ fn serve(a: ServeArgs) -> Result<()> {
         admin_socket_mode: a.admin_socket_mode,
         auth_token: token.clone(),
         output_budget: a.output_budget.unwrap_or_else(|| default_output_budget(a.memory_limit << 20, a.conn_limit)),
+        // -D, -X, -W: the command-line branch sets these.
+        ..Settings::default()
     };
     // Before anything opens descriptors of its own: fail early, as memcached does.
     server::ensure_fd_limit(&settings)?;

@@ -86,6 +86,12 @@ pub struct Settings {
     /// before each of them waits for its client to read (see
     /// [`default_output_budget`] and `Buffers`).
     pub output_budget: usize,
+    /// `-D`: the key prefix delimiter of `stats detail` (default `:`).
+    pub detail_delimiter: u8,
+    /// `-X`: item dumps (`lru_crawler metadump`, `stats cachedump`) refused.
+    pub disable_dumping: bool,
+    /// `-W`: the `watch` command refused.
+    pub disable_watch: bool,
 }
 
 /// One connection's cap on the reply bytes it holds: past it the connection
@@ -119,6 +125,9 @@ impl Default for Settings {
             admin_socket_mode: 0o600,
             auth_token: None,
             output_budget: default_output_budget(64 << 20, 1024),
+            detail_delimiter: b':',
+            disable_dumping: false,
+            disable_watch: false,
         }
     }
 }

@@ -271,6 +271,8 @@ impl Store {
             bytes: self.index.bytes(),
             evictions: l(&s.evictions),
             evicted_unfetched: l(&s.evicted_unfetched),
+            evicted_nonzero: l(&s.evicted_nonzero),
+            evicted_time: l(&s.evicted_time),
             expired_unfetched: l(&s.expired_unfetched),
             reclaimed: l(&s.reclaimed),
             records_appended: l(&s.records_appended),

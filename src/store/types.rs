@@ -197,6 +197,11 @@ pub struct StoreStats {
     pub total_items: AtomicU64,
     pub evictions: AtomicU64,
     pub evicted_unfetched: AtomicU64,
+    /// Evictions of items that had an expiry (memcached's `evicted_nonzero`).
+    pub evicted_nonzero: AtomicU64,
+    /// Seconds since the last evicted item was last accessed (memcached's
+    /// `evicted_time`).
+    pub evicted_time: AtomicU64,
     pub expired_unfetched: AtomicU64,
     pub reclaimed: AtomicU64,
     pub records_appended: AtomicU64,
@@ -212,6 +217,8 @@ pub struct StoreSnapshot {
     pub bytes: u64,
     pub evictions: u64,
     pub evicted_unfetched: u64,
+    pub evicted_nonzero: u64,
+    pub evicted_time: u64,
     pub expired_unfetched: u64,
     pub reclaimed: u64,
     pub records_appended: u64,

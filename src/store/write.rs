@@ -80,6 +80,11 @@ impl Store {
                 let fetched = e.fetched.load(Ordering::Relaxed);
                 if self.alive(e.expiry(), h.time, now) {
                     stats.evictions.fetch_add(1, Ordering::Relaxed);
+                    if e.expiry() != 0 {
+                        stats.evicted_nonzero.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let idle = now.saturating_sub(e.last_access.load(Ordering::Relaxed));
+                    stats.evicted_time.store(idle as u64, Ordering::Relaxed);
                     if !fetched {
                         stats.evicted_unfetched.fetch_add(1, Ordering::Relaxed);
                     }

@@ -31,6 +31,7 @@
 //!   no limit).
 
 mod arith;
+mod crawler;
 mod delete;
 mod flush;
 mod misc;
@@ -142,6 +143,10 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         }
         b"stats" => {
             stats::step(&tokens, out, ctx);
+            Kind::Other
+        }
+        b"lru_crawler" => {
+            crawler::step(&tokens, out, ctx);
             Kind::Other
         }
         b"version" => {
