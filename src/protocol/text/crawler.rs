@@ -99,6 +99,30 @@ fn uriencode(key: &[u8], out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use crate::memory::region::HugePages;
+    use crate::protocol::{step, Ctx, Session};
+    use crate::runtime::{Runtime, Settings};
+    use crate::store::{SetArgs, SetMode, Store, StoreConfig};
+
+    fn dump(settings: Settings) -> String {
+        let cfg = StoreConfig { memory_bytes: 4 << 20, max_item_size: 64 << 10, hugepages: HugePages::Off };
+        let store = Store::new(&cfg).unwrap();
+        store.set(&SetArgs::new(SetMode::Set, b"a b", b"v", 3, 0)).unwrap();
+        let rt = Runtime::new(Settings { threads: 1, ..settings }, 0);
+        let ctx = Ctx { store: &store, stats: &rt.workers[0], rt: &rt };
+        let mut out = Vec::new();
+        step(&mut Session::default(), b"lru_crawler metadump all\r\n", &mut out, &ctx);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn metadump_lists_items_unless_dumping_is_disabled() {
+        let d = dump(Settings::default());
+        assert!(d.starts_with("key=a%20b exp=-1 la=") && d.ends_with(" fetch=no cls=1 size=67\nEND\r\n"), "{d}");
+        let refused = dump(Settings { disable_dumping: true, ..Settings::default() });
+        assert_eq!(refused, "ERROR metadump not allowed\r\n", "-X");
+    }
+
     #[test]
     fn keys_are_uri_encoded_as_memcached_does() {
         let mut out = Vec::new();
