@@ -147,6 +147,8 @@ pub fn report(group: &str, rt: &Runtime, store: &Store) -> Option<Vec<StatLine>>
         "sizes" => Some(vec![("sizes_status".into(), "disabled".into())]),
         "replication" => rt.replication.get().map(|r| r.stats()),
         "latency" => Some(crate::latency::report(&rt.workers)),
+        // memcached without external storage configured: no lines.
+        "extstore" => Some(Vec::new()),
         _ => None,
     }
 }

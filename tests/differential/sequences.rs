@@ -161,3 +161,65 @@ fn a_two_megabyte_cache_starts_and_stores_a_megabyte_like_memcached() {
     assert_eq!(got.len(), 3, "the megabyte is there");
     assert_eq!(got[1].len(), 1_000_000);
 }
+
+/// memcached 1.6's tuning and other commands a log gives no meaning to,
+/// answered as memcached answers (argument checks included).
+#[test]
+fn tuning_and_other_commands_agree_with_memcached() {
+    if !common::peer(MEMCACHED, std::path::Path::new(MEMCACHED).exists()) {
+        return;
+    }
+    let mc = Memcached::start();
+    let lm = Server::start(&["-m", "64"]);
+    let (mut a, mut b) = (Conns::new(mc.port), Conns::new(lm.port));
+    let lines = [
+        "cache_memlimit 64",
+        "cache_memlimit 64 noreply",
+        "cache_memlimit 1",
+        "cache_memlimit",
+        "cache_memlimit x",
+        "cache_memlimit -5",
+        "slabs reassign 1 1",
+        "slabs reassign 0 1",
+        "slabs reassign 2 1",
+        "slabs reassign -1 1",
+        "slabs reassign 1 39",
+        "slabs reassign 1 40",
+        "slabs reassign a 1",
+        "slabs reassign 1",
+        "slabs reassign 1 2 3",
+        "slabs automove 0",
+        "slabs automove 2",
+        "slabs automove 3",
+        "slabs automove x",
+        "slabs",
+        "lru mode flat",
+        "lru mode segmented",
+        "lru mode foo",
+        "lru mode",
+        "lru tune 10 25 0.1 2",
+        "lru tune 10 25 0.1 2 5",
+        "lru tune 10 25 0.1",
+        "lru tune a b c d",
+        "lru temp_ttl 10",
+        "lru temp_ttl -1",
+        "lru temp_ttl x",
+        "lru",
+        "extstore foo",
+        "misbehave",
+        "debugtime 10",
+        "mcp_config_pools",
+        "stats extstore",
+        "stats proxy",
+        "stats detail",
+        "stats detail foo",
+    ];
+    let ops: Vec<(Op, Option<&[&str]>)> = lines.iter().map(|l| (text(l, None), None)).collect();
+    check(&mut a, &mut b, &ops);
+    // A limit other than -m: memcached resizes; the log cannot (one region
+    // mapped at start), and says so.
+    let r = run(&mut b, &text("cache_memlimit 100", None));
+    assert_eq!(r.len(), 1);
+    assert!(r[0].starts_with("SERVER_ERROR cache_memlimit cannot resize the log"), "{r:?}");
+    assert_eq!(run(&mut a, &text("cache_memlimit 100", None)), ["OK"]);
+}
