@@ -235,6 +235,8 @@ pub struct Runtime {
     /// RC admissions of the RDMA endpoint.
     pub rdma: Arc<RdmaControl>,
     shutdown: OnceLock<ShutdownHook>,
+    /// `stats detail`: per-prefix counters, off until `stats detail on`.
+    pub detail: crate::stats::detail::PrefixStats,
 }
 
 impl Runtime {
@@ -255,6 +257,7 @@ impl Runtime {
             replication: OnceLock::new(),
             rdma: Arc::new(RdmaControl::default()),
             shutdown: OnceLock::new(),
+            detail: Default::default(),
         }
     }
 

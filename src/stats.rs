@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::runtime::Runtime;
+
+pub mod detail;
 use crate::store::Store;
 
 /// A counter with one writing thread.
@@ -366,7 +368,7 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("evictions", "on".into()),
         ("shutdown_command", if s.enable_shutdown { "yes" } else { "no" }.into()),
         ("num_threads", s.threads.to_string()),
-        ("detail_enabled", "no".into()),
+        ("detail_enabled", if rt.detail.enabled() { "yes" } else { "no" }.into()),
         ("cas_enabled", "yes".into()),
         ("binding_protocol", "auto-negotiate".into()),
         ("auth_enabled_sasl", "no".into()),

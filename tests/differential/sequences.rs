@@ -223,3 +223,87 @@ fn tuning_and_other_commands_agree_with_memcached() {
     assert!(r[0].starts_with("SERVER_ERROR cache_memlimit cannot resize the log"), "{r:?}");
     assert_eq!(run(&mut a, &text("cache_memlimit 100", None)), ["OK"]);
 }
+
+fn bin_op(op: u8, key: &str, value: &str) -> Op {
+    let extras = if matches!(op, 0x01..=0x03) { vec![0, 0, 0, 5, 0, 0, 0, 0] } else { vec![] };
+    Op::Bin { op, key: key.into(), extras, value: value.into(), cas: CasPick::None, quiet: false }
+}
+
+/// A dump's lines in order of prefix (memcached's order is its hash table's).
+fn sorted_dump(lines: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for l in lines {
+        // A binary reply carries the dump in its body, lines escaped.
+        match l.find(" body=\"") {
+            Some(p) => {
+                all.push(l[..p].to_string());
+                let body = l[p + 7..].trim_end_matches('"').replace("\\r\\n", "\n");
+                all.extend(body.lines().map(String::from));
+            }
+            None => all.push(l.clone()),
+        }
+    }
+    all.sort();
+    all
+}
+
+/// `stats detail on|off|dump` in text and binary: the same per-prefix
+/// counts as memcached for every command memcached counts (and none for
+/// those it does not).
+#[test]
+fn stats_detail_agrees_with_memcached() {
+    if !common::peer(MEMCACHED, std::path::Path::new(MEMCACHED).exists()) {
+        return;
+    }
+    let mc = Memcached::start();
+    let lm = Server::start(&["-m", "64"]);
+    let (mut a, mut b) = (Conns::new(mc.port), Conns::new(lm.port));
+    let t = |l: &str, d: Option<&str>| (text(l, d), None);
+    let m = |l: &str, d: Option<&str>| (meta(l, d, "", CasPick::None), None);
+    let ops: Vec<(Op, Option<&[&str]>)> = vec![
+        (text("stats detail dump", None), Some(&["END"])),
+        (text("set a:0 0 0 1", Some("v")), Some(&["STORED"])),
+        (text("stats detail on", None), Some(&["OK"])),
+        t("set a:1 0 0 1", Some("v")),
+        t("get a:1 b:1 nodelim", None),
+        t("gets a:1", None),
+        t("gat 0 c:1 a:1", None),
+        t("delete d:1", None),
+        t("delete a:0", None),
+        t("cas e:1 0 0 1 1", Some("v")),
+        t("append f:1 0 0 1", Some("v")),
+        t("prepend a:1 0 0 1", Some("v")),
+        t("add a:1 0 0 1", Some("v")),
+        t("incr g:1 1", None),
+        t("touch h:1 1", None),
+        t("set nodelim 0 0 1", Some("v")),
+        t("set :empty 0 0 1", Some("v")),
+        m("mg i:1 v", None),
+        m("ms j:1 1", Some("v")),
+        m("md k:1", None),
+        (bin_op(0x00, "l:1", ""), None),
+        (bin_op(0x01, "m:1", "v"), None),
+        (bin_op(0x04, "n:1", ""), None),
+        (bin_op(0x0c, "m:1", ""), None),
+        (bin_op(0x10, "detail on", ""), None),
+        (bin_op(0x10, "detail foo", ""), None),
+    ];
+    check(&mut a, &mut b, &ops);
+    for dump in [text("stats detail dump", None), bin_op(0x10, "detail dump", "")] {
+        let (ra, rb) = (run(&mut a, &dump), run(&mut b, &dump));
+        assert_eq!(sorted_dump(&ra), sorted_dump(&rb), "{dump:?}\n    memcached:    {ra:?}\n    logmemcached: {rb:?}");
+        assert!(ra.concat().contains("PREFIX a get 3 hit 3 set 3 del 1"), "{ra:?}");
+    }
+    // Off: nothing more is counted; the counts stay.
+    let ops: Vec<(Op, Option<&[&str]>)> = vec![
+        (text("stats detail off", None), Some(&["OK"])),
+        t("get a:1", None),
+        (bin_op(0x10, "detail off", ""), None),
+        (bin_op(0x00, "a:1", ""), None),
+    ];
+    check(&mut a, &mut b, &ops);
+    let dump = text("stats detail dump", None);
+    let (ra, rb) = (run(&mut a, &dump), run(&mut b, &dump));
+    assert_eq!(sorted_dump(&ra), sorted_dump(&rb));
+    assert!(ra.contains(&"PREFIX a get 3 hit 3 set 3 del 1".to_string()), "{ra:?}");
+}

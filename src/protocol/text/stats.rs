@@ -13,10 +13,13 @@ pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
             return reply(out, false, b"RESET");
         }
         b"detail" => {
-            // Per-prefix statistics are not kept; memcached's usage message
-            // for a malformed request, a plain refusal otherwise.
+            // memcached's usage message for anything else.
             return match t.get(2) {
-                b"on" | b"off" | b"dump" => reply(out, false, b"CLIENT_ERROR stats detail not supported"),
+                b"on" | b"off" => {
+                    ctx.rt.detail.set_enabled(t.get(2) == b"on");
+                    reply(out, false, b"OK")
+                }
+                b"dump" => out.extend_from_slice(&ctx.rt.detail.dump()),
                 _ => reply(out, false, b"CLIENT_ERROR usage: stats detail on|off|dump"),
             };
         }
