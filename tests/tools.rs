@@ -284,3 +284,48 @@ fn lru_crawler_answers_as_memcached() {
         assert_eq!(b.cmd(&req), a.cmd(&req), "{req}");
     }
 }
+
+const MEMCASLAP: &str = "/usr/bin/memcaslap";
+
+/// A field `name: N` of memcaslap's report.
+fn caslap_field(report: &str, name: &str) -> u64 {
+    let prefix = format!("{name}: ");
+    report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("memcaslap's report has no {name}:\n{report}"))
+}
+
+/// memcaslap (libmemcached-tools) in its modes: text, multi-get
+/// (`--division`), binary (`-B`). Each run's own counts must be what the
+/// server counted, with no protocol error. (UDP is not served: `-U 0` is
+/// the only UDP setting, so memcaslap's `--udp` is not run.)
+#[test]
+fn memcaslap_modes_are_served_and_counted() {
+    if !peer(MEMCASLAP, std::path::Path::new(MEMCASLAP).exists()) {
+        return;
+    }
+    let lm = Server::start(&["-m", "64"]);
+    let mut c = Client::connect(lm.port);
+    for mode in [&[][..], &["--division=10"][..], &["-B"][..], &["-B", "--division=10"][..]] {
+        let before = c.stats("");
+        let out = Command::new(MEMCASLAP)
+            .args(["-s", &format!("127.0.0.1:{}", lm.port), "-x", "3000", "-T", "1", "-c", "4"])
+            .args(mode)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running memcaslap");
+        let report = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "memcaslap {mode:?}: {report}{}", String::from_utf8_lossy(&out.stderr));
+        let after = c.stats("");
+        let delta = |k: &str| after[k].parse::<u64>().unwrap() - before[k].parse::<u64>().unwrap();
+        let (gets, sets, misses) =
+            (caslap_field(&report, "cmd_get"), caslap_field(&report, "cmd_set"), caslap_field(&report, "get_misses"));
+        assert!(gets > 0 && sets > 0, "memcaslap {mode:?} did work: {report}");
+        assert_eq!(delta("protocol_errors"), 0, "memcaslap {mode:?}");
+        assert_eq!(delta("cmd_set"), sets, "memcaslap {mode:?}: {report}");
+        assert_eq!(delta("cmd_get"), gets, "memcaslap {mode:?}: {report}");
+        assert_eq!(delta("get_misses"), misses, "memcaslap {mode:?}: {report}");
+        assert_eq!(delta("get_hits"), gets - misses, "memcaslap {mode:?}");
+    }
+}
