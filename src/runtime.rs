@@ -237,6 +237,8 @@ pub struct Runtime {
     shutdown: OnceLock<ShutdownHook>,
     /// `stats detail`: per-prefix counters, off until `stats detail on`.
     pub detail: crate::stats::detail::PrefixStats,
+    /// `stats conns`: the open connections (the server registers them).
+    pub conn_table: crate::stats::conns::ConnTable,
 }
 
 impl Runtime {
@@ -258,6 +260,7 @@ impl Runtime {
             rdma: Arc::new(RdmaControl::default()),
             shutdown: OnceLock::new(),
             detail: Default::default(),
+            conn_table: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::runtime::Runtime;
 
+pub mod conns;
 pub mod detail;
 use crate::store::Store;
 
@@ -151,6 +152,7 @@ pub fn report(group: &str, rt: &Runtime, store: &Store) -> Option<Vec<StatLine>>
         "latency" => Some(crate::latency::report(&rt.workers)),
         // memcached without external storage configured: no lines.
         "extstore" => Some(Vec::new()),
+        "conns" => Some(rt.conn_table.report()),
         _ => None,
     }
 }

@@ -25,7 +25,9 @@ use super::Shared;
 use crate::error::{Context, Result};
 use crate::protocol::Ctx;
 use crate::runtime::PollMode;
+use crate::stats::conns::{tcp_addr, ConnInfo};
 use crate::store::Store;
+use std::os::fd::AsRawFd;
 
 const LISTENER: u64 = u64::MAX;
 const WAKER: u64 = u64::MAX - 1;
@@ -44,6 +46,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     /// Each connection with the epoll interest currently registered for it.
     conns: HashMap<u64, (Conn, EpollFlags)>,
+    /// Each connection's entry in the runtime's `stats conns` table.
+    conn_info: HashMap<u64, Arc<ConnInfo>>,
     next_token: u64,
     /// Read and reply buffers lent to the connection being served.
     scratch: Scratch,
@@ -61,6 +65,9 @@ impl Worker {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("creating epoll")?;
         // This worker's own SO_REUSEPORT socket: only its connections wake it.
         epoll.add(listener.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER)).context("watching the listener")?;
+        if let Ok(a) = listener.local_addr() {
+            shared.rt.conn_table.add_listener(listener.as_raw_fd(), tcp_addr(a));
+        }
         epoll
             .add(shared.wakers[id].as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER))
             .context("watching the shutdown eventfd")?;
@@ -71,6 +78,7 @@ impl Worker {
             store,
             shared,
             conns: HashMap::new(),
+            conn_info: HashMap::new(),
             next_token: 0,
             scratch: Scratch::default(),
             accept_paused_until: None,
@@ -231,6 +239,9 @@ impl Worker {
             self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
             return;
         }
+        let (peer, local) = (conn.stream.peer_addr(), conn.stream.local_addr());
+        let (peer, local) = (peer.map(tcp_addr).unwrap_or_default(), local.map(tcp_addr).unwrap_or_default());
+        self.conn_info.insert(token, self.shared.rt.conn_table.register(conn.stream.as_raw_fd(), peer, local));
         self.conns.insert(token, (conn, interest));
         // Clients often send their first request with the connect; serve it now.
         self.serve(token);
@@ -239,13 +250,19 @@ impl Worker {
     fn serve(&mut self, token: u64) {
         let Some((conn, registered)) = self.conns.get_mut(&token) else { return };
         let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
-        let interest = match conn.on_ready(&ctx, &mut self.scratch) {
+        let info = self.conn_info.get(&token);
+        info.inspect(|i| i.serving(true));
+        let next = conn.on_ready(&ctx, &mut self.scratch);
+        info.inspect(|i| i.serving(false));
+        let interest = match next {
             Next::Read => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
             // Not reading while replies are pending is the backpressure.
             Next::Write => EpollFlags::EPOLLOUT,
             Next::Close => {
                 conn.release(&ctx);
                 let _ = self.epoll.delete(conn.stream.as_fd());
+                self.shared.rt.conn_table.unregister(conn.stream.as_raw_fd());
+                self.conn_info.remove(&token);
                 self.conns.remove(&token);
                 self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
                 return;

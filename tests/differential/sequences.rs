@@ -307,3 +307,52 @@ fn stats_detail_agrees_with_memcached() {
     assert_eq!(sorted_dump(&ra), sorted_dump(&rb));
     assert!(ra.contains(&"PREFIX a get 3 hit 3 set 3 del 1".to_string()), "{ra:?}");
 }
+
+/// `stats conns`: memcached's block per listener and per connection, the
+/// asking connection `conn_parse_cmd`, an idle one `conn_read`, each with
+/// its peer's address; a closed one is gone.
+#[test]
+fn stats_conns_has_memcached_shape() {
+    if !common::peer(MEMCACHED, std::path::Path::new(MEMCACHED).exists()) {
+        return;
+    }
+    let mc = Memcached::start();
+    let lm = Server::start(&["-m", "64"]);
+    for port in [mc.port, lm.port] {
+        let mut idle = Client::connect(port);
+        assert!(idle.cmd("version\r\n").starts_with("VERSION "));
+        let mut c = Client::connect(port);
+        let stats = c.stats("conns");
+        let addr = |s: &TcpStream| format!("tcp:{}", s.local_addr().unwrap());
+        let fd_of = |a: &str| {
+            stats
+                .iter()
+                .find(|(k, v)| k.ends_with(":addr") && *v == a)
+                .map(|(k, _)| k.trim_end_matches(":addr").to_string())
+        };
+        let (me, other) =
+            (fd_of(&addr(&c.stream)).expect("the asking connection"), fd_of(&addr(&idle.stream)).unwrap());
+        let listen = format!("tcp:127.0.0.1:{port}");
+        assert_eq!(stats[&format!("{me}:state")], "conn_parse_cmd", "port {port}: {stats:?}");
+        // memcached's idle connection may still be finishing its reply
+        // (conn_mwrite, conn_new_cmd) when asked; ours is between events.
+        let idle_state = &stats[&format!("{other}:state")];
+        if port == lm.port {
+            assert_eq!(idle_state, "conn_read", "{stats:?}");
+        } else {
+            assert!(idle_state.starts_with("conn_") && idle_state != "conn_parse_cmd", "{stats:?}");
+        }
+        assert_eq!(stats[&format!("{me}:listen_addr")], listen);
+        assert!(stats[&format!("{other}:secs_since_last_cmd")].parse::<u64>().unwrap() <= 2);
+        assert!(stats.iter().any(|(k, v)| k.ends_with(":state") && v == "conn_listening"), "{stats:?}");
+        assert!(stats.iter().any(|(k, v)| k.ends_with(":addr") && *v == listen), "the listener: {stats:?}");
+        let idle_addr = addr(&idle.stream);
+        drop(idle);
+        // The closed connection leaves the table (once the server saw it close).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.stats("conns").values().any(|v| *v == idle_addr) {
+            assert!(Instant::now() < deadline, "port {port}: a closed connection stays listed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
