@@ -329,3 +329,105 @@ fn memcaslap_modes_are_served_and_counted() {
         assert_eq!(delta("get_hits"), gets - misses, "memcaslap {mode:?}");
     }
 }
+
+const NUTCRACKER: &str = "/usr/sbin/nutcracker";
+
+/// twemproxy (Debian's nutcracker) on a free port in front of `servers`,
+/// killed (by its pid) on drop.
+struct Nutcracker {
+    port: u16,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Nutcracker {
+    fn start(servers: &[u16]) -> Nutcracker {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("lm-nutcracker-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // ketama with md5, as libmemcached's weighted ketama; no server
+        // names, so each point is named "host:port-j" as libmemcached does.
+        let mut conf = format!(
+            "pool:\n  listen: 127.0.0.1:{port}\n  hash: md5\n  distribution: ketama\n  timeout: 5000\n  \
+             auto_eject_hosts: false\n  servers:\n"
+        );
+        for p in servers {
+            conf.push_str(&format!("   - 127.0.0.1:{p}:1\n"));
+        }
+        let conf_path = dir.join("nutcracker.yml");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(NUTCRACKER)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-o")
+            .arg(dir.join("nutcracker.log"))
+            .arg("-p")
+            .arg(dir.join("nutcracker.pid"))
+            .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawning nutcracker");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nutcracker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nutcracker { port, child, dir }
+    }
+}
+
+impl Drop for Nutcracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// twemproxy with ketama in front of three logmemcached servers: keys
+/// shard across all three, each on the server our own client's ketama
+/// (libmemcached's) names, and multi-gets through the proxy return every key.
+#[test]
+fn nutcracker_shards_by_ketama_over_three_servers() {
+    if !peer(NUTCRACKER, std::path::Path::new(NUTCRACKER).exists()) {
+        return;
+    }
+    let servers: Vec<Server> = (0..3).map(|_| Server::start(&["-m", "16"])).collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
+    let proxy = Nutcracker::start(&ports);
+    let mut c = Client::connect(proxy.port);
+    let keys: Vec<String> = (0..300).map(|i| format!("shard:{i}")).collect();
+    for k in &keys {
+        assert_eq!(c.cmd(&format!("set {k} 0 0 {}\r\n{k}\r\n", k.len())), "STORED\r\n", "{k}");
+    }
+    // Every server holds some, and each key is where libmemcached's ketama puts it.
+    let ring = logmemcached::client::ketama::Ketama::new(
+        &ports.iter().map(|p| ("127.0.0.1".to_string(), *p)).collect::<Vec<_>>(),
+    );
+    let mut direct: Vec<Client> = ports.iter().map(|p| Client::connect(*p)).collect();
+    let mut per_server = [0usize; 3];
+    for k in &keys {
+        let owner = ring.server_for(k.as_bytes());
+        assert!(direct[owner].gets(k).is_some(), "{k} is not on server {owner}, where ketama puts it");
+        per_server[owner] += 1;
+    }
+    assert!(per_server.iter().all(|&n| n > 30), "keys shard across all three: {per_server:?}");
+    for (i, d) in direct.iter_mut().enumerate() {
+        assert_eq!(d.stats("")["curr_items"], per_server[i].to_string(), "server {i}");
+    }
+    // Multi-gets through the proxy (which splits them per server) return every key.
+    for chunk in keys.chunks(50) {
+        c.send(format!("get {}\r\n", chunk.join(" ")).as_bytes());
+        let lines = c.until("END\r\n");
+        let got: Vec<&str> =
+            lines.iter().filter_map(|l| l.strip_prefix("VALUE ")).map(|l| l.split(' ').next().unwrap()).collect();
+        let mut want: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        want.sort();
+        assert_eq!(got_sorted, want);
+    }
+    for s in &mut direct {
+        assert_eq!(s.stats("")["protocol_errors"], "0");
+    }
+}
