@@ -239,6 +239,8 @@ pub struct Runtime {
     pub detail: crate::stats::detail::PrefixStats,
     /// `stats conns`: the open connections (the server registers them).
     pub conn_table: crate::stats::conns::ConnTable,
+    /// `stats sizes_enable|sizes_disable`: whether `stats sizes` answers.
+    pub sizes_enabled: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -261,6 +263,7 @@ impl Runtime {
             shutdown: OnceLock::new(),
             detail: Default::default(),
             conn_table: Default::default(),
+            sizes_enabled: Default::default(),
         }
     }
 

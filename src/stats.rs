@@ -147,7 +147,7 @@ pub fn report(group: &str, rt: &Runtime, store: &Store) -> Option<Vec<StatLine>>
         "settings" => Some(settings(rt)),
         "items" => Some(items(rt, store)),
         "slabs" => Some(slabs(rt, store)),
-        "sizes" => Some(vec![("sizes_status".into(), "disabled".into())]),
+        "sizes" => Some(sizes(rt, store)),
         "replication" => rt.replication.get().map(|r| r.stats()),
         "latency" => Some(crate::latency::report(&rt.workers)),
         // memcached without external storage configured: no lines.
@@ -155,6 +155,22 @@ pub fn report(group: &str, rt: &Runtime, store: &Store) -> Option<Vec<StatLine>>
         "conns" => Some(rt.conn_table.report()),
         _ => None,
     }
+}
+
+/// `stats sizes`: memcached's histogram of item sizes in 32-byte buckets
+/// (`STAT <bucket top> <items>`), computed from the index's live items
+/// (memcached keeps it as items come and go; the same counts when enabled
+/// before the items were stored, as with `-o track_sizes`). Disabled until
+/// `stats sizes_enable`, as in memcached.
+fn sizes(rt: &Runtime, store: &Store) -> Vec<StatLine> {
+    if !rt.sizes_enabled.load(Ordering::Relaxed) {
+        return vec![("sizes_status".into(), "disabled".into())];
+    }
+    let mut hist = std::collections::BTreeMap::<usize, u64>::new();
+    store.for_each_item(|key, m| {
+        *hist.entry(crate::store::memcached_item_size(key.len(), m).div_ceil(32) * 32).or_default() += 1;
+    });
+    hist.into_iter().map(|(b, n)| (b.to_string(), n.to_string())).collect()
 }
 
 /// `stats reset`: the per-worker command counters start again from zero.

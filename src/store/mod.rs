@@ -59,8 +59,8 @@ mod write;
 pub use arith::parse_counter;
 pub use expiry::{absolute_expiry, Clock, REALTIME_MAXDELTA};
 pub use types::{
-    ApplyError, ArithArgs, ArithExpiry, ArithOutcome, DeleteOutcome, ItemMeta, MetaGet, MetaGetArgs, ReadOpts, SetArgs,
-    SetMode, SetOutcome, StoreError, StoreSnapshot, StoreStats,
+    memcached_item_size, ApplyError, ArithArgs, ArithExpiry, ArithOutcome, DeleteOutcome, ItemMeta, MetaGet,
+    MetaGetArgs, ReadOpts, SetArgs, SetMode, SetOutcome, StoreError, StoreSnapshot, StoreStats,
 };
 
 /// The single writer's state, behind the write lock.

@@ -146,6 +146,12 @@ pub struct ItemMeta {
     pub key_binary: bool,
 }
 
+/// memcached's size of an item (`me`, metadump, `stats sizes`): its header,
+/// CAS, key + NUL, value + CRLF, and the flags if any.
+pub fn memcached_item_size(key_len: usize, m: &ItemMeta) -> usize {
+    48 + 8 + key_len + 1 + m.value_len as usize + 2 + if m.flags != 0 { 4 } else { 0 }
+}
+
 /// What meta `mg` asks of the store besides a plain read.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MetaGetArgs {

@@ -356,3 +356,34 @@ fn stats_conns_has_memcached_shape() {
         }
     }
 }
+
+/// `stats sizes`: disabled until `stats sizes_enable` (which, as
+/// memcached, answers its status line without END); then the 32-byte
+/// histogram of the items stored, following deletes and replacements.
+#[test]
+fn stats_sizes_agrees_with_memcached() {
+    if !common::peer(MEMCACHED, std::path::Path::new(MEMCACHED).exists()) {
+        return;
+    }
+    let mc = Memcached::start();
+    let lm = Server::start(&["-m", "64"]);
+    let (mut a, mut b) = (Conns::new(mc.port), Conns::new(lm.port));
+    let hundred = "x".repeat(100);
+    let t = |l: &str, d: Option<&str>| (text(l, d), None);
+    let ops: Vec<(Op, Option<&[&str]>)> = vec![
+        (text("stats sizes", None), Some(&["STAT sizes_status disabled", "END"])),
+        (text("stats sizes_enable", None), Some(&["STAT sizes_status enabled"])),
+        (text("stats sizes", None), Some(&["END"])),
+        t("set a 0 0 1", Some("1")),
+        t("set b 0 0 100", Some(&hundred)),
+        t("set c 5 0 100", Some(&hundred)),
+        t("set d 0 0 3", Some("abc")),
+        (text("stats sizes", None), None),
+        t("delete a", None),
+        t("set d 0 0 100", Some(&hundred)),
+        (text("stats sizes", None), None),
+        (text("stats sizes_disable", None), Some(&["STAT sizes_status disabled"])),
+        (text("stats sizes", None), Some(&["STAT sizes_status disabled", "END"])),
+    ];
+    check(&mut a, &mut b, &ops);
+}

@@ -20,10 +20,7 @@ pub(crate) fn slab_class(ntotal: usize) -> usize {
     cls
 }
 
-/// memcached's item size: header, CAS, key + NUL, value + CRLF, flags if any.
-pub(crate) fn item_size(key_len: usize, m: &crate::store::ItemMeta) -> usize {
-    48 + 8 + key_len + 1 + m.value_len as usize + 2 + if m.flags != 0 { 4 } else { 0 }
-}
+pub(crate) use crate::store::memcached_item_size as item_size;
 
 pub(super) fn me(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     if tokens.len() < 2 || tokens[1].len() > flags::MAX_KEY_LEN {

@@ -8,6 +8,13 @@ use super::{reply, reply_error, Ctx, ERROR};
 pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
     let group = t.get(1);
     match group {
+        // memcached answers these with the status line alone (no END).
+        b"sizes_enable" | b"sizes_disable" => {
+            let on = group == b"sizes_enable";
+            ctx.rt.sizes_enabled.store(on, std::sync::atomic::Ordering::Relaxed);
+            let status: &[u8] = if on { b"STAT sizes_status enabled" } else { b"STAT sizes_status disabled" };
+            return reply(out, false, status);
+        }
         b"reset" => {
             crate::stats::reset(ctx.rt);
             return reply(out, false, b"RESET");
