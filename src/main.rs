@@ -150,6 +150,12 @@ struct ServeArgs {
     #[argh(option, from_str_fn(parse_size))]
     output_budget: Option<usize>,
 
+    /// keep the log in this file (tmpfs, hugetlbfs or a DAX mount), so a
+    /// restart, after a graceful stop or a crash, serves what it held; a file
+    /// made with another -m or -I is refused (memcached's -e)
+    #[argh(option, short = 'e')]
+    memory_file: Option<std::path::PathBuf>,
+
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
     verbose: u32,
@@ -254,6 +260,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         admin_socket_mode: a.admin_socket_mode,
         auth_token: token.clone(),
         output_budget: a.output_budget.unwrap_or_else(|| default_output_budget(a.memory_limit << 20, a.conn_limit)),
+        memory_file: a.memory_file,
         // -D, -X, -W: the command-line branch sets these.
         ..Settings::default()
     };
@@ -288,19 +295,21 @@ fn serve(a: ServeArgs) -> Result<()> {
         Url::Shm(name) => Some(name.clone()),
         _ => None,
     });
+    // With -e the memory file is the region, and the shm name links to it.
     let region_file = shm_name.as_deref().map(|n| replication::shm::region_path(n, a.hugepages != HugePages::Off));
-    let store = Arc::new(
-        Store::open(
-            &StoreConfig {
-                memory_bytes: settings.memory_bytes,
-                max_item_size: settings.max_item_size,
-                hugepages: settings.hugepages,
-            },
-            region_file.as_deref(),
-        )
-        .context("creating the item log")?,
-    );
-    if let (Some(p), Some(g)) = (&region_file, shm_group) {
+    let cfg = StoreConfig {
+        memory_bytes: settings.memory_bytes,
+        max_item_size: settings.max_item_size,
+        hugepages: settings.hugepages,
+    };
+    let store = Arc::new(match &settings.memory_file {
+        Some(f) => Store::open_memory_file(&cfg, f).context("-e")?,
+        None => Store::open(&cfg, region_file.as_deref()).context("creating the item log")?,
+    });
+    if let (Some(n), Some(f)) = (&shm_name, &settings.memory_file) {
+        replication::shm::link_region(n, a.hugepages != HugePages::Off, f)?;
+    }
+    if let (Some(p), Some(g)) = (settings.memory_file.as_ref().or(region_file.as_ref()), shm_group) {
         replication::shm::share_with_group(p, g)?;
     }
     if let Some(n) = &shm_name {
@@ -369,9 +378,17 @@ fn serve(a: ServeArgs) -> Result<()> {
         l.stop();
     }
     repl.shutdown();
-    if let (Some(p), Some(n)) = (region_file, shm_name) {
-        // Replicas that still map it keep their copy; new ones must not find a dead log.
-        replication::shm::remove_files(&n, &p, shm_group);
+    match (region_file, shm_name, rt.settings.memory_file.is_some()) {
+        (Some(p), Some(n), false) => {
+            // Replicas that still map it keep their copy; new ones must not find a dead log.
+            replication::shm::remove_files(&n, &p, shm_group);
+        }
+        (Some(p), Some(_), true) => {
+            // The memory file stays, and so do the slot files: a restart
+            // continues the history its replicas (still mapping the file) hold.
+            let _ = std::fs::remove_file(p);
+        }
+        _ => {}
     }
     served
 }

@@ -92,6 +92,8 @@ pub struct Settings {
     pub disable_dumping: bool,
     /// `-W`: the `watch` command refused.
     pub disable_watch: bool,
+    /// `-e PATH` (`--memory-file`): the log lives in this file.
+    pub memory_file: Option<std::path::PathBuf>,
 }
 
 /// One connection's cap on the reply bytes it holds: past it the connection
@@ -128,6 +130,7 @@ impl Default for Settings {
             detail_delimiter: b':',
             disable_dumping: false,
             disable_watch: false,
+            memory_file: None,
         }
     }
 }

@@ -365,6 +365,21 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
         ("poll_mode", rt.settings.poll.as_str().into()),
     ];
     v.extend(more.into_iter().map(|(k, val)| (k.to_string(), val)));
+    if let Some(r) = store.recovery() {
+        // `-e`: what the start found in the memory file (src/store/recover.rs).
+        let restart: [(&str, String); 9] = [
+            ("restart_from_file", (r.from_file as u8).to_string()),
+            ("restart_records", r.records.to_string()),
+            ("restart_bytes", r.bytes.to_string()),
+            ("restart_items", r.items.to_string()),
+            ("restart_dropped_bytes", r.dropped_bytes.to_string()),
+            ("restart_cut", r.cut.as_deref().unwrap_or("none").replace(' ', "_")),
+            ("restart_scan_us", r.scan_us.to_string()),
+            ("restart_scan_cpu_us", r.scan_cpu_us.to_string()),
+            ("restart_us", r.total_us.to_string()),
+        ];
+        v.extend(restart.into_iter().map(|(k, val)| (k.to_string(), val)));
+    }
     v
 }
 
@@ -402,6 +417,7 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         // As memcached prints an unset domain_socket.
         ("admin_socket", s.admin_socket.as_ref().map_or_else(|| "NULL".into(), |p| p.display().to_string())),
         ("admin_socket_mode", format!("{:04o}", s.admin_socket_mode)),
+        ("memory_file", s.memory_file.as_ref().map_or_else(|| "NULL".into(), |p| p.display().to_string())),
         // The RDMA endpoint's budgets (src/server/rdma/mod.rs): RC buffer
         // memory for the whole server; client state and queued replies per worker.
         ("rdma_rc_memory", s.rdma.rc_memory.to_string()),

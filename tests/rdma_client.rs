@@ -193,20 +193,45 @@ fn vm_64_concurrent_endpoints() {
         .map(|t| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let mut clients: Vec<Client> = (0..PER_THREAD).map(|_| connect(&url)).collect();
+                // 64 endpoints share two emulated CPUs (about 20x slower than
+                // the host): an answer can take longer than the default
+                // 200 ms attempt, and retries apply once whatever the timing.
+                let patient = ClientOptions { timeout: Duration::from_secs(1), ..opts() };
+                let mut clients: Vec<Client> =
+                    (0..PER_THREAD).map(|_| Client::with_options(&[url.as_str()], patient.clone()).unwrap()).collect();
                 for r in 0..ROUNDS {
                     for (i, c) in clients.iter_mut().enumerate() {
                         let key = format!("ep:{t}:{i}");
-                        c.set(key.as_bytes(), format!("{r}").as_bytes(), 0, 0).unwrap();
-                        assert_eq!(c.get(key.as_bytes()).unwrap().map(|x| x.value), Some(format!("{r}").into_bytes()));
-                        c.incr(b"shared-counter", 1, Some(1), 0).unwrap();
+                        let t0 = Instant::now();
+                        let fail = |op: &str, e: logmemcached::error::Error, c: &Client| {
+                            format!(
+                                "thread {t} client {i} round {r}: {op} after {:?}: {e}; client {:?}",
+                                t0.elapsed(),
+                                c.stats()
+                            )
+                        };
+                        c.set(key.as_bytes(), format!("{r}").as_bytes(), 0, 0).map_err(|e| fail("set", e, c))?;
+                        let got = c.get(key.as_bytes()).map_err(|e| fail("get", e, c))?;
+                        assert_eq!(got.map(|x| x.value), Some(format!("{r}").into_bytes()));
+                        c.incr(b"shared-counter", 1, Some(1), 0).map_err(|e| fail("incr", e, c))?;
                     }
                 }
-                clients.iter().map(|c| c.stats().retries).sum::<u64>()
+                Ok::<u64, String>(clients.iter().map(|c| c.stats().retries).sum::<u64>())
             })
         })
         .collect();
-    let retries: u64 = handles.into_iter().map(|h| h.join().expect("client thread")).sum();
+    let joined: Vec<_> = handles.into_iter().map(|h| h.join().expect("client thread")).collect();
+    if let Some(Err(first)) = joined.iter().find(|r| r.is_err()) {
+        // Say what the server saw: drops, queued sends and evictions tell a
+        // lost reply from a request that never arrived.
+        let counters: Vec<String> =
+            ["rdma_requests", "rdma_replies", "rdma_drops", "rdma_retries", "rdma_peer_evictions", "rdma_send_queued"]
+                .iter()
+                .map(|n| format!("{n} {}", stat(&s, n)))
+                .collect();
+        panic!("{first}; server: {}", counters.join(", "));
+    }
+    let retries: u64 = joined.into_iter().map(|r| r.unwrap_or(0)).sum();
     let mut c = connect(&url);
     let total = (THREADS * PER_THREAD * ROUNDS) as u64;
     // The first incr creates the counter with 1; every other adds 1: exactly once each.
@@ -410,11 +435,11 @@ fn vm_rc_connections_past_the_memory_budget_are_refused_until_one_closes() {
     let per: u64 = s.connect().stats("settings")["rdma_rc_connection_bytes"].parse().unwrap();
     assert_eq!(s.connect().stats("settings")["rdma_rc_memory"], (3u64 << 20).to_string());
     let v = vec![7u8; 300 << 10];
-    let mut c1 = Client::connect(&url).unwrap();
+    let mut c1 = connect(&url);
     c1.set(b"big1", &v, 0, 0).unwrap();
     assert_eq!(c1.stats().rc_calls, 1, "the set went over RC");
     assert_eq!((stat(&s, "rdma_rc_open"), stat(&s, "rdma_rc_pinned_bytes")), (1, per));
-    let mut c2 = Client::connect(&url).unwrap();
+    let mut c2 = connect(&url);
     let e = c2.set(b"big2", &v, 0, 0).unwrap_err().to_string();
     assert!(e.contains("capacity of 0"), "refused with the protocol's refusal: {e}");
     assert_eq!(stat(&s, "rdma_rc_refused"), 1);
@@ -483,13 +508,13 @@ fn vm_the_side_channel_tells_nothing_to_a_client_without_the_token() {
 fn vm_a_late_rc_reply_is_not_taken_for_the_next_get() {
     require_vm();
     let (_s, url) = rdma_server(&["-m", "16"]);
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     let a: Vec<u8> = vec![b'a'; 200 * 1024];
     let b: Vec<u8> = vec![b'b'; 200 * 1024];
     c.set(b"big-a", &a, 1, 0).unwrap();
     c.set(b"big-b", &b, 2, 0).unwrap();
-    let opts = ClientOptions { expire_rc_calls: 1, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut late = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { expire_rc_calls: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut late = Client::with_options(&[&url], o).unwrap();
     // The UD get is flagged NEEDS_RC; the RC call gives up at once: an
     // error, and its reply comes late.
     assert!(late.get(b"big-a").is_err(), "the first RC call gives up at once");
@@ -509,12 +534,11 @@ fn vm_a_late_rc_reply_is_not_taken_for_the_next_get() {
 fn vm_a_late_ud_reply_is_not_taken_for_the_next_get() {
     require_vm();
     let (_s, url) = rdma_server(&[]);
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     c.set(b"x", b"value-x", 0, 0).unwrap();
     c.set(b"y", b"value-y", 0, 0).unwrap();
-    let opts =
-        ClientOptions { expire_attempts: 1, retries: 0, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut late = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { expire_attempts: 1, retries: 0, timeout: Duration::from_millis(300), ..opts() };
+    let mut late = Client::with_options(&[&url], o).unwrap();
     assert!(late.get(b"x").is_err(), "the only attempt gives up at once");
     assert_eq!(late.get(b"y").unwrap().map(|i| i.value), Some(b"value-y".to_vec()));
     assert_eq!(late.get(b"x").unwrap().map(|i| i.value), Some(b"value-x".to_vec()));
@@ -529,13 +553,13 @@ fn vm_a_late_ud_reply_is_not_taken_for_the_next_get() {
 fn vm_a_retried_multi_get_returns_each_hit_once() {
     require_vm();
     let (_s, url) = rdma_server(&[]);
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("mg:{i}").into_bytes()).collect();
     for k in &keys {
         c.set(k, &[b'v'; 150], 0, 0).unwrap();
     }
-    let opts = ClientOptions { drop_noop_replies: 1, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut lossy = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { drop_noop_replies: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut lossy = Client::with_options(&[&url], o).unwrap();
     let mut req = Vec::new();
     for k in &keys {
         wire::request(&mut req, wire::opcode::GETKQ, 0, &[], k, &[]);

@@ -10,6 +10,9 @@
 #   - tests/replication_processes.rs over verbs (LOGMEMCACHED_REPL_TRANSPORT=rdma),
 #   - tests/rdma_client.rs with --include-ignored (the RDMA client against the
 #     server's --rdma-listen endpoint: UD, RC, loss, replicas, bad datagrams),
+#   - tests/faults (the fault campaign) over verbs, shorter than on the host:
+#     LOGMEMCACHED_VM_FAULTS_SECS per mode (default 20), LOGMEMCACHED_VM_FAULTS_ARGS
+#     a libtest filter,
 # then, in two VMs joined by a private link, tests/vm/failover-pair.sh (the
 # primary's whole VM power-cut; promote; no acknowledged write lost).
 # Installs missing apt packages (build: pkg-config, libibverbs-dev, librdmacm-dev,
@@ -57,7 +60,7 @@ fi
 cd "$root"
 json=$(mktemp /tmp/lmc-vm-build.XXXXXX)
 trap 'rm -f "$json"' EXIT
-cargo test --no-run --lib --test verbs --test replication_processes --test rdma_client --message-format=json >"$json" \
+cargo test --no-run --lib --test verbs --test replication_processes --test rdma_client --test faults --message-format=json >"$json" \
     || { grep -o '"rendered":"[^"]*"' "$json" | head -20 | sed 's/\\n/\n/g' >&2; fail "cargo test --no-run failed"; }
 exe_of() {   # the executable of the test target named $1 (kind $2)
     grep '"reason":"compiler-artifact"' "$json" | grep "\"kind\":\[\"$2\"\]" | grep "\"name\":\"$1\"" \
@@ -70,10 +73,12 @@ server=$(grep '"reason":"compiler-artifact"' "$json" | grep '"kind":\["bin"\]' |
     | grep -o '"executable":"[^"]*"' | head -1 | cut -d'"' -f4)
 [ -n "$server" ] && [ -x "$server" ] || fail "cannot find the logmemcached binary in cargo's output"
 client=$(exe_of rdma_client test)
+faults=$(exe_of faults test)
 [ -n "$verbs" ] && [ -x "$verbs" ] || fail "cannot find the verbs test binary in cargo's output"
 [ -n "$lib" ] && [ -x "$lib" ] || fail "cannot find the library test binary in cargo's output"
 [ -n "$repl" ] && [ -x "$repl" ] || fail "cannot find the replication test binary in cargo's output"
 [ -n "$client" ] && [ -x "$client" ] || fail "cannot find the rdma_client test binary in cargo's output"
+[ -n "$faults" ] && [ -x "$faults" ] || fail "cannot find the faults test binary in cargo's output"
 
 # The guest sees /usr, /etc and this directory only: stage binaries that live
 # elsewhere (CARGO_TARGET_DIR outside the tree) under target/.
@@ -87,6 +92,9 @@ lib=$(stage "$lib")
 repl=$(stage "$repl")
 server=$(stage "$server")
 client=$(stage "$client")
+# The guest gets every LOGMEMCACHED_* variable (tests/vm/rdma-vm.sh).
+LOGMEMCACHED_VM_FAULTS_BIN=$(stage "$faults")
+export LOGMEMCACHED_VM_FAULTS_BIN
 
 echo "run-vm-suite: booting the Soft-RoCE VM for $lib (rdma::) and $verbs" >&2
 t0=$(date +%s)

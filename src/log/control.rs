@@ -19,6 +19,11 @@
 //!                                 items written before it die at it. Here, not only in
 //!                                 the Flush record, so a replica replaying from a tail
 //!                                 past that record learns it
+//!  96      memory bytes (u64)     the -m this log was made with (a -e restart checks it)
+//!  104     max item size (u64)    the -I this log was made with (likewise)
+//!  112     follows AtomicU64      a replica: the incarnation of the primary log it
+//!                                 mirrors (0 = none), so a replica restarted from its
+//!                                 memory file knows whose history it holds
 //!  4096    progress slots: MAX_REPLICAS x 64 bytes (one cache line each)
 //!          slot: applied position u64, epoch u64, updated (us) u64, replica id u64,
 //!                caught-up (us) u64
@@ -44,6 +49,9 @@ pub const OFF_MAX_CAS: usize = 64;
 pub const OFF_EPOCH_START: usize = 72;
 pub const OFF_INCARNATION: usize = 80;
 pub const OFF_FLUSH_AT: usize = 88;
+pub const OFF_MEMORY_BYTES: usize = 96;
+pub const OFF_MAX_ITEM: usize = 104;
+pub const OFF_FOLLOWS: usize = 112;
 /// Bytes a remote reader fetches to learn head, tail, epoch and heartbeat.
 pub const HEADER_FETCH_LEN: usize = 128;
 

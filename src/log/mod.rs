@@ -24,6 +24,7 @@ pub mod control;
 pub mod geometry;
 pub mod random;
 pub mod record;
+pub mod recover;
 
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
@@ -50,9 +51,8 @@ impl Log {
     /// `create`, with a log of at most `max_capacity` bytes (`-m`: the region
     /// is whole huge pages, so it may hold more than the log may use).
     pub fn create_with_capacity(region: Arc<Region>, epoch: u64, max_capacity: u64) -> Log {
-        let whole = LogGeometry::for_region(region.len());
-        let capped = max_capacity / record::ALIGN * record::ALIGN;
-        let geo = LogGeometry::new(capped.min(whole.capacity())).unwrap_or(whole);
+        let cap = recover::capacity_for(region.len(), max_capacity);
+        let geo = LogGeometry::new(cap).unwrap_or_else(|| LogGeometry::for_region(region.len()));
         Log::create_in(region, epoch, geo)
     }
 
@@ -69,6 +69,9 @@ impl Log {
         a(OFF_EPOCH_START).store(0, Ordering::Relaxed);
         a(OFF_INCARNATION).store(random_u64(), Ordering::Relaxed);
         a(OFF_FLUSH_AT).store(0, Ordering::Relaxed);
+        a(OFF_MEMORY_BYTES).store(0, Ordering::Relaxed);
+        a(OFF_MAX_ITEM).store(0, Ordering::Relaxed);
+        a(OFF_FOLLOWS).store(0, Ordering::Relaxed);
         a(OFF_EPOCH).store(epoch, Ordering::Release);
         Log { region, geo }
     }
@@ -124,6 +127,31 @@ impl Log {
 
     pub fn incarnation(&self) -> u64 {
         self.region.atomic_u64(OFF_INCARNATION).load(Ordering::Acquire)
+    }
+
+    /// Remember the `-m` and `-I` this log was made with (a `-e` restart
+    /// refuses a file made with others).
+    pub fn record_settings(&self, memory_bytes: u64, max_item_size: u64) {
+        self.region.atomic_u64(OFF_MEMORY_BYTES).store(memory_bytes, Ordering::Release);
+        self.region.atomic_u64(OFF_MAX_ITEM).store(max_item_size, Ordering::Release);
+    }
+
+    /// A replica's log: the incarnation of the primary log it mirrors (0 = none).
+    pub fn follows(&self) -> u64 {
+        self.region.atomic_u64(OFF_FOLLOWS).load(Ordering::Acquire)
+    }
+
+    pub fn set_follows(&self, incarnation: u64) {
+        self.region.atomic_u64(OFF_FOLLOWS).store(incarnation, Ordering::Release)
+    }
+
+    pub fn max_cas(&self) -> u64 {
+        self.region.atomic_u64(OFF_MAX_CAS).load(Ordering::Acquire)
+    }
+
+    /// The delayed-flush point published in the control block (0 = none).
+    pub fn flush_at(&self) -> u64 {
+        self.region.atomic_u64(OFF_FLUSH_AT).load(Ordering::Acquire)
     }
 
     pub fn publish_max_cas(&self, cas: u64) {

@@ -83,6 +83,8 @@ pub struct Region {
     writer_taken: AtomicBool,
     // Keeps the mapping alive; `ptr` points into it.
     _map: Mapping,
+    /// A memory file (`-e`): held open for its lock for as long as we map it.
+    _file: Option<File>,
 }
 
 /// The right to store bytes into one region: [`Region::take_writer`] hands out
@@ -182,6 +184,58 @@ impl Region {
         Ok(Region::from_mut(map, len, backing, Some(path.to_path_buf())))
     }
 
+    /// The memory file (`-e PATH`) at `path`, mapped read-write and shared,
+    /// so what we write is the file's (it survives the process; `kill -9`
+    /// keeps what the page cache holds). A missing or empty file is created
+    /// (mode 0600) and sized to `len` (whole huge pages); an existing one is
+    /// mapped at its own length, for the log layer above to judge.
+    /// Returns the region and whether the file held something. The file is
+    /// locked (`flock`) while mapped: two servers on one file would both write.
+    pub fn open_memory_file(path: &Path, len: usize, huge: HugePages) -> Result<(Region, bool)> {
+        let len = round_to_huge(len.max(1));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("opening memory file {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            bail!("memory file {} is in use by another process ({err})", path.display());
+        }
+        let md = file.metadata().with_context(|| format!("memory file {}", path.display()))?;
+        if !md.file_type().is_file() {
+            bail!("memory file {} is not a regular file", path.display());
+        }
+        let on_hugetlbfs = is_hugetlbfs(path);
+        if huge == HugePages::Require && !on_hugetlbfs {
+            bail!(
+                "--hugepages require: memory file {} is not on a hugetlbfs mount (see hugepages/ for mounting one)",
+                path.display()
+            );
+        }
+        let existed = md.len() > 0;
+        let map_len = if existed {
+            usize::try_from(md.len()).map_err(|_| Error::new(format!("memory file {} is too large", path.display())))?
+        } else {
+            file.set_len(len as u64)
+                .with_context(|| format!("sizing memory file {} to {} bytes", path.display(), len))?;
+            len
+        };
+        // SAFETY: a shared mapping of a regular file we opened read-write and
+        // hold locked: no other server of ours writes it; shm replicas only
+        // map it read-only. Its bytes are reached through copies and atomics.
+        let map = unsafe { MmapOptions::new().len(map_len).populate().map_mut(&file) }
+            .with_context(|| format!("mapping memory file {}", path.display()))?;
+        let backing = if on_hugetlbfs { Backing::HugeTlb } else { Backing::Normal };
+        let mut r = Region::from_mut(map, map_len, backing, Some(path.to_path_buf()));
+        r._file = Some(file);
+        Ok((r, existed))
+    }
+
     /// Map another process's region file read-only (a same-host replica).
     pub fn open_readonly(path: &Path) -> Result<Region> {
         let file = File::open(path).with_context(|| format!("opening region file {}", path.display()))?;
@@ -219,7 +273,7 @@ impl Region {
 
     fn new(ptr: *mut u8, len: usize, backing: Backing, path: Option<PathBuf>, writable: bool, map: Mapping) -> Region {
         let id = NEXT_REGION_ID.fetch_add(1, Ordering::Relaxed);
-        Region { ptr, len, backing, path, id, writer_taken: AtomicBool::new(!writable), _map: map }
+        Region { ptr, len, backing, path, id, writer_taken: AtomicBool::new(!writable), _map: map, _file: None }
     }
 
     /// The region's one writer: `Some` the first time on a writable region,

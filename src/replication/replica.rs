@@ -366,8 +366,10 @@ impl<'a> Follower<'a> {
             opts,
             applied,
             epoch: store.log().epoch(),
+            // After a restart from a memory file (`-e`), our log says whose
+            // history it mirrors.
             incarnation: match status.incarnation.load(Ordering::Relaxed) {
-                0 => None,
+                0 => Some(store.log().follows()).filter(|&i| i != 0),
                 i => Some(i),
             },
             staging: STAGING,
@@ -488,8 +490,14 @@ impl<'a> Follower<'a> {
                 }
                 Some(a) => a,
             };
+            // Published even when nothing is left to pull: after a restart
+            // from a memory file we may already hold the primary's head.
+            self.status.applied.store(applied, Ordering::Release);
             self.incarnation = Some(c.incarnation);
             self.status.incarnation.store(c.incarnation, Ordering::Relaxed);
+            if self.store.log().follows() != c.incarnation {
+                self.store.log().set_follows(c.incarnation);
+            }
             // After any resync above: the delayed-flush point and highest CAS.
             self.store.observe_primary(&c);
             if c.epoch != self.epoch {

@@ -167,6 +167,42 @@ pub fn open_trusted(path: &Path, group: Option<u32>) -> Result<File> {
     Ok(f)
 }
 
+/// A primary with a memory file (`-e PATH`) offers that file as its
+/// region: `logmemcached-NAME` is a symlink to it (absolute), made after
+/// the store recovered. A replica follows that one link only if we (or
+/// root, or `--shm-group`) made it, then opens the file as it opens any
+/// region file (`open_region`). Returns the link's path.
+pub fn link_region(name: &str, prefer_huge: bool, memory_file: &Path) -> Result<PathBuf> {
+    let link = region_path(name, prefer_huge);
+    let target = std::fs::canonicalize(memory_file).with_context(|| format!("{}", memory_file.display()))?;
+    match std::fs::remove_file(&link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::from(e).context(format!("replacing region link {}", link.display()))),
+    }
+    std::os::unix::fs::symlink(&target, &link)
+        .with_context(|| format!("linking {} to memory file {}", link.display(), target.display()))?;
+    Ok(link)
+}
+
+/// Open the region file at `path`: the file itself, or the symlink a
+/// primary with a memory file made (`link_region`), followed once.
+pub fn open_region(path: &Path, group: Option<u32>) -> Result<(File, PathBuf)> {
+    let md = std::fs::symlink_metadata(path).with_context(|| format!("{}", path.display()))?;
+    if !md.file_type().is_symlink() {
+        return Ok((open_trusted(path, group)?, path.to_path_buf()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if md.uid() != me && md.uid() != 0 && group.is_none_or(|g| g != md.gid()) {
+        crate::bail!("refusing {}: a link owned by uid {} (we are {me})", path.display(), md.uid());
+    }
+    let target = std::fs::read_link(path).with_context(|| format!("reading link {}", path.display()))?;
+    if !target.is_absolute() {
+        crate::bail!("refusing {}: links to a relative path {}", path.display(), target.display());
+    }
+    Ok((open_trusted(&target, group)?, target))
+}
+
 /// Remove the primary's files for `name` at exit: the region, and the slot
 /// files we would believe (replicas that still map them keep their copy).
 pub fn remove_files(name: &str, region: &Path, group: Option<u32>) {
@@ -205,7 +241,7 @@ impl ShmTransport {
                 "no primary region for shm://{name} (is a primary running with --replication-listen shm://{name}?)"
             ))
         })?;
-        let file = open_trusted(&path, group)?;
+        let (file, path) = open_region(&path, group)?;
         let md = file.metadata()?;
         let region = Region::map_readonly(&file, &path)?;
         // Our slot file is readable by the region's group when the region is.

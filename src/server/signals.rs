@@ -1,4 +1,5 @@
-//! SIGTERM and SIGINT become an orderly shutdown: the signals are blocked in
+//! SIGTERM, SIGINT and SIGUSR1 (memcached's graceful stop for `-e`) become
+//! an orderly shutdown: the signals are blocked in
 //! every thread and one thread waits for them synchronously (no async-signal
 //! handler code at all).
 
@@ -9,14 +10,15 @@ use nix::sys::signal::{SigSet, Signal};
 use super::Shared;
 use crate::error::{Context, Result};
 
-/// Block SIGTERM/SIGINT in this thread (and so in every thread spawned after)
+/// Block SIGTERM/SIGINT/SIGUSR1 in this thread (and so in every thread spawned after)
 /// and start the thread that turns them into `Shared::request_shutdown`.
 /// Call before starting workers.
 pub fn install_shutdown_signals(shared: Arc<Shared>) -> Result<()> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
-    set.thread_block().context("blocking SIGTERM/SIGINT")?;
+    set.add(Signal::SIGUSR1);
+    set.thread_block().context("blocking SIGTERM/SIGINT/SIGUSR1")?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {

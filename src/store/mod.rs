@@ -36,7 +36,8 @@
 //!   delete, invalidate, flush_all;
 //! - `touch.rs`: touch, gat;
 //! - `arith.rs`: incr / decr and the counter parse;
-//! - `replica.rs`: applying a primary's records, resync, epochs, promotion.
+//! - `replica.rs`: applying a primary's records, resync, epochs, promotion;
+//! - `recover.rs`: a store over a memory file (`-e`), rebuilt from its log.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +52,7 @@ mod arith;
 mod expiry;
 mod meta;
 mod read;
+mod recover;
 mod replica;
 mod touch;
 mod types;
@@ -58,6 +60,7 @@ mod write;
 
 pub use arith::parse_counter;
 pub use expiry::{absolute_expiry, Clock, REALTIME_MAXDELTA};
+pub use recover::Recovery;
 pub use types::{
     memcached_item_size, ApplyError, ArithArgs, ArithExpiry, ArithOutcome, DeleteOutcome, ItemMeta, MetaGet,
     MetaGetArgs, ReadOpts, SetArgs, SetMode, SetOutcome, StoreError, StoreSnapshot, StoreStats,
@@ -91,7 +94,7 @@ pub struct Store {
     flush_at: AtomicU32,
     /// When this store started (its clock), for memcached's rule that a
     /// `flush_all` naming an absolute time before the process started
-    /// flushes nothing (see `Store::flush_all`). Set on first use.
+    /// flushes nothing (see `Store::flush_all`).
     started: u32,
     /// A replica: the highest CAS its primary published; promotion starts above.
     primary_max_cas: AtomicU64,
@@ -101,6 +104,8 @@ pub struct Store {
     /// given position; false on timeout. Installed once at start.
     sync_wait: std::sync::OnceLock<Box<dyn Fn(u64) -> bool + Send + Sync>>,
     stats: StoreStats,
+    /// A store over a memory file (`-e`): what opening it found.
+    recovery: std::sync::OnceLock<Recovery>,
 }
 
 /// The key rule every protocol shares: 1..=250 bytes, any bytes, as
@@ -144,6 +149,13 @@ impl Store {
         // The log holds -m bytes however many huge pages the region took, so
         // `bytes` never exceeds `limit_maxbytes`.
         let log = Arc::new(Log::create_with_capacity(region, 1, cfg.memory_bytes as u64));
+        log.record_settings(cfg.memory_bytes as u64, cfg.max_item_size as u64);
+        Store::over(log, cfg)
+    }
+
+    /// A store over `log` as it stands (a fresh one, or one reopened from a
+    /// memory file, whose head, tail and epoch the writer takes over).
+    fn over(log: Arc<Log>, cfg: &StoreConfig) -> Result<Store> {
         // The log holds a record of at most half its capacity (see
         // `LogGeometry::max_record`). memcached starts with any -m and -I
         // (`-m 2` with the default `-I 1m` serves 1 MB items), so a -I the
@@ -176,6 +188,7 @@ impl Store {
             fenced: AtomicBool::new(false),
             sync_wait: std::sync::OnceLock::new(),
             stats: StoreStats::default(),
+            recovery: std::sync::OnceLock::new(),
         })
     }
 

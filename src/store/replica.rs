@@ -32,10 +32,19 @@ impl Store {
             // Our own followers, and a promotion of theirs, learn it from us.
             self.log.publish_max_cas(h.cas);
         }
+        self.apply_meaning(r);
+        Ok(())
+    }
+
+    /// What a record means for the index and the flush point, once its
+    /// bytes are in our log at its position (a replica's apply, a restart's
+    /// rebuild): an item whose Set record is gone is gone.
+    pub(super) fn apply_meaning(&self, r: &Record) {
+        let h = &r.header;
         match h.kind {
             Kind::Set => {
                 let len = h.total_len();
-                self.index.insert(r.key, Entry::new(pos, len as u32, h.expiry, h.time));
+                self.index.insert(r.key, Entry::new(h.position, len as u32, h.expiry, h.time));
                 self.stats.total_items.fetch_add(1, Ordering::Relaxed);
             }
             Kind::Touch => {
@@ -57,7 +66,6 @@ impl Store {
             Kind::Flush => self.apply_flush(h.expiry, h.time),
             Kind::Padding => {}
         }
-        Ok(())
     }
 
     /// What a replica learns from its primary's control block each round,
@@ -95,6 +103,8 @@ impl Store {
         let seen = self.primary_max_cas.load(Ordering::Relaxed).saturating_add(1);
         w.next_cas = w.next_cas.max(seen).max(cas_floor(epoch));
         w.log.begin_epoch(epoch);
+        // Our log is its own history now, no longer a mirror of another.
+        self.log.set_follows(0);
         self.fenced.store(false, Ordering::Release);
         self.read_only.store(false, Ordering::Release);
     }

@@ -86,7 +86,9 @@ impl Server {
     /// Wait until the server accepts; false if it exited first or another
     /// server holds the port. Sends it one `stats` (to read its pid).
     fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // The emulated VM (TCG, about 20x slower) needs far longer to start a server.
+        let limit = if std::env::var_os("LOGMEMCACHED_IN_VM").is_some() { 60 } else { 10 };
+        let deadline = Instant::now() + Duration::from_secs(limit);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;

@@ -189,7 +189,7 @@ impl WorkerRdma {
     /// no event). Returns whether there was work.
     pub fn poll(&mut self, ctx: &Ctx, about_to_block: bool) -> bool {
         self.rc.take_inbox_if_changed();
-        self.ud.reap_sends();
+        self.ud.reap_sends(ctx);
         let waiting = self.ud.flush_pending(ctx);
         let mut work = self.poll_recv(ctx) || waiting;
         if !work && about_to_block {

@@ -99,14 +99,18 @@ impl UdPath {
         self.ep.max_payload()
     }
 
-    /// Take send completions: UD sends give their slot back; RC sends (other
-    /// QPNs on the same CQ) free nothing.
-    pub(super) fn reap_sends(&mut self) {
+    /// Take send completions: UD sends give their slot back (a failed one
+    /// is a reply lost: counted as a drop); RC sends (other QPNs on the same
+    /// CQ) free nothing.
+    pub(super) fn reap_sends(&mut self, ctx: &Ctx) {
         let mut wcs: [Wc; 8] = Default::default();
         loop {
             let n = self.ep.send_cq().poll(&mut wcs).unwrap_or(0);
             for wc in &wcs[..n] {
                 if wc.qp_num() == self.ep.qpn() {
+                    if !wc.is_ok() {
+                        ctx.stats.rdma_drops.incr();
+                    }
                     self.free_send.push(wc.wr_id() as usize);
                 }
             }
@@ -235,7 +239,7 @@ impl UdPath {
     fn send_reply(&mut self, out: &[u8], mtu: usize, dest: &UdDest, ctx: &Ctx) {
         let chunks = reply_chunks(out, mtu);
         if self.free_send.len() < chunks.len() {
-            self.reap_sends();
+            self.reap_sends(ctx);
         }
         let direct = if self.pending.is_empty() { self.free_send.len() } else { 0 };
         let room = direct + PENDING_SENDS.saturating_sub(self.pending.len());

@@ -1,0 +1,227 @@
+//! A store over a memory file (`-e PATH`): the log lives in the file, so a
+//! restart, after a graceful stop or a `kill -9`, serves what it held.
+//!
+//! Opening an existing file: `log::recover::check_file` refuses a file that
+//! is not ours or was made with another `-m`, `-I` or format version (never
+//! read as garbage); then the scan validates `[tail, head)` record by record
+//! and the index is rebuilt as a replica's apply would build it (Set,
+//! Delete, Touch, Flush; an item whose Set record is gone is gone), from the
+//! control block's delayed-flush point on. The log is cut after the last
+//! record that validates. The CAS floor continues above every CAS the file
+//! knows; epoch, epoch start and incarnation are the file's (a cut log gets
+//! a new incarnation). What was found is in `stats` (`restart_*`).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{cas_floor, Store, StoreConfig};
+use crate::error::{Error, Result};
+use crate::log::control::CONTROL_SIZE;
+use crate::log::recover::{self, Expect};
+use crate::log::Log;
+use crate::memory::region::{round_to_huge, Region};
+
+/// What opening a memory file found (`stats`: `restart_*`).
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    /// The file held a log (false: it was created empty).
+    pub from_file: bool,
+    /// Records that validated and were applied, and their bytes.
+    pub records: u64,
+    pub bytes: u64,
+    /// Items the rebuilt index holds.
+    pub items: u64,
+    /// Bytes cut after the last record that validated.
+    pub dropped_bytes: u64,
+    /// Why the scan stopped short of the file's head (None: it did not).
+    pub cut: Option<String>,
+    /// The scan and index rebuild alone, and the whole open (mapping included).
+    pub scan_us: u64,
+    pub total_us: u64,
+    /// CPU time the scan's thread spent (on a shared host, what a core did).
+    pub scan_cpu_us: u64,
+}
+
+/// This thread's CPU time in microseconds (0 if unknown).
+fn thread_cpu_us() -> u64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_THREAD) {
+        Ok(u) => {
+            let us = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+            us(u.user_time()) + us(u.system_time())
+        }
+        Err(_) => 0,
+    }
+}
+
+impl Store {
+    /// The store whose log lives in the memory file at `path`: created empty
+    /// if missing (or empty), else recovered from it.
+    pub fn open_memory_file(cfg: &StoreConfig, path: &Path) -> Result<Store> {
+        let t0 = Instant::now();
+        let len = cfg.memory_bytes + CONTROL_SIZE;
+        let (region, existed) = Region::open_memory_file(path, len, cfg.hugepages)?;
+        let region = Arc::new(region);
+        if !existed {
+            let s = Store::with_region(region, cfg)?;
+            let _ = s.recovery.set(Recovery { total_us: t0.elapsed().as_micros() as u64, ..Recovery::default() });
+            return Ok(s);
+        }
+        let expect = Expect {
+            region_len: round_to_huge(len),
+            memory_bytes: cfg.memory_bytes as u64,
+            max_item_size: cfg.max_item_size as u64,
+        };
+        recover::check_file(&region, expect).map_err(|why| {
+            Error::new(format!(
+                "refusing memory file {}: {why}; start with the settings it was made with, or remove it to start empty",
+                path.display()
+            ))
+        })?;
+        let store = Store::over(Arc::new(Log::open_existing(region)), cfg)?;
+        let mut r = store.rebuild();
+        r.total_us = t0.elapsed().as_micros() as u64;
+        match &r.cut {
+            None => crate::log_notice!(
+                "memory file {}: recovered {} records ({} bytes), {} items, in {} ms",
+                path.display(),
+                r.records,
+                r.bytes,
+                r.items,
+                r.total_us / 1000
+            ),
+            Some(why) => crate::log_warn!(
+                "memory file {}: recovered {} records ({} bytes), {} items, in {} ms; dropped {} bytes after them ({why}): \
+                 a new incarnation, replicas resynchronise",
+                path.display(),
+                r.records,
+                r.bytes,
+                r.items,
+                r.total_us / 1000,
+                r.dropped_bytes
+            ),
+        }
+        let _ = store.recovery.set(r);
+        Ok(store)
+    }
+
+    /// Rebuild the index, flush point and CAS floor from the log's records.
+    fn rebuild(&self) -> Recovery {
+        let t = Instant::now();
+        let cpu0 = thread_cpu_us();
+        let mut w = self.lock();
+        // From the control block's point: the Flush record that set it may
+        // be below the tail; later Flush records in the scan move it.
+        self.set_flush_at(self.log.flush_at().min(u32::MAX as u64) as u32);
+        let scan = recover::scan(&self.log, &mut |r| self.apply_meaning(r));
+        if scan.cut.is_some() {
+            w.log.cut_at(scan.end);
+        }
+        self.stats.records_appended.store(scan.records, Ordering::Relaxed);
+        let seen = scan.max_cas.max(self.log.max_cas());
+        w.next_cas = seen.saturating_add(1).max(cas_floor(w.log.epoch())).max(1);
+        self.log.publish_max_cas(seen);
+        // Replicas of the last run reconnect and claim their slots again.
+        self.log.forget_replicas();
+        Recovery {
+            from_file: true,
+            records: scan.records,
+            bytes: scan.bytes,
+            items: self.index.items(),
+            dropped_bytes: scan.dropped_bytes,
+            cut: scan.cut,
+            scan_us: t.elapsed().as_micros() as u64,
+            total_us: 0,
+            scan_cpu_us: thread_cpu_us().saturating_sub(cpu0),
+        }
+    }
+
+    /// What opening the memory file found (None without `-e`).
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::memory::region::HugePages;
+    use crate::store::tests::{get, set};
+    use crate::store::*;
+    use std::sync::atomic::Ordering;
+
+    fn cfg(mb: usize, item: usize) -> StoreConfig {
+        StoreConfig { memory_bytes: mb << 20, max_item_size: item, hugepages: HugePages::Off }
+    }
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("lmc-recover-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_reopened_file_serves_what_it_held() {
+        let d = dir("reopen");
+        let f = d.join("mem");
+        let (cas_a, head, inc) = {
+            let s = Store::open_memory_file(&cfg(4, 64 << 10), &f).unwrap();
+            assert!(!s.recovery().unwrap().from_file);
+            let SetOutcome::Stored { cas } = set(&s, SetMode::Set, b"a", b"1") else { panic!() };
+            set(&s, SetMode::Set, b"gone", b"x");
+            s.delete(b"gone", 0).unwrap();
+            set(&s, SetMode::Set, b"t", b"v");
+            s.touch(b"t", 1000).unwrap();
+            s.flush_all(500).unwrap();
+            (cas, s.log().head(), s.log().incarnation())
+        };
+        let s = Store::open_memory_file(&cfg(4, 64 << 10), &f).unwrap();
+        let r = s.recovery().unwrap().clone();
+        assert!(r.from_file && r.cut.is_none() && r.dropped_bytes == 0, "{r:?}");
+        assert_eq!((r.records, r.items), (6, 2));
+        assert_eq!((s.log().head(), s.log().incarnation()), (head, inc));
+        let (v, m) = get(&s, b"a").unwrap();
+        assert_eq!((v.as_slice(), m.cas, m.flags), (&b"1"[..], cas_a, 7));
+        assert!(get(&s, b"gone").is_none(), "a delete stays deleted");
+        let t = get(&s, b"t").unwrap().1.expiry;
+        assert!(t >= s.clock.now() + 990, "the touch's expiry: {t}");
+        let SetOutcome::Stored { cas } = set(&s, SetMode::Set, b"b", b"2") else { panic!() };
+        assert!(cas > cas_a + 2, "CAS continues above the three the file issued: {cas}");
+        s.clock.advance(501);
+        assert!(get(&s, b"a").is_none(), "the delayed flush still fires");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_other_settings_or_not_ours_is_refused() {
+        let d = dir("refuse");
+        let f = d.join("mem");
+        drop(Store::open_memory_file(&cfg(4, 64 << 10), &f).unwrap());
+        let err = |c: StoreConfig| Store::open_memory_file(&c, &f).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(cfg(6, 64 << 10)).contains("made with -m 4"), "{}", err(cfg(6, 64 << 10)));
+        assert!(err(cfg(4, 32 << 10)).contains("made with -I 65536"), "{}", err(cfg(4, 32 << 10)));
+        // Another format version.
+        {
+            let s = Store::open_memory_file(&cfg(4, 64 << 10), &f).unwrap();
+            s.log().region().atomic_u64(crate::log::control::OFF_VERSION).store(1, Ordering::Release);
+        }
+        assert!(err(cfg(4, 64 << 10)).contains("format version 1"), "{}", err(cfg(4, 64 << 10)));
+        let g = d.join("other");
+        std::fs::write(&g, b"hello, not a log").unwrap();
+        let e = Store::open_memory_file(&cfg(4, 64 << 10), &g).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("not a logmemcached memory file"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_in_use_is_refused() {
+        let d = dir("inuse");
+        let f = d.join("mem");
+        let _s = Store::open_memory_file(&cfg(4, 64 << 10), &f).unwrap();
+        let e = Store::open_memory_file(&cfg(4, 64 << 10), &f).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("in use by another process"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
