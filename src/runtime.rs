@@ -307,13 +307,21 @@ pub struct Runtime {
     /// RC admissions of the RDMA endpoint.
     pub rdma: Arc<RdmaControl>,
     shutdown: OnceLock<ShutdownHook>,
+    /// `stats detail`: per-prefix counters, off until `stats detail on`.
+    pub detail: crate::stats::detail::PrefixStats,
+    /// `stats conns`: the open connections (the server registers them).
+    pub conn_table: crate::stats::conns::ConnTable,
+    /// `stats sizes_enable|sizes_disable`: whether `stats sizes` answers.
+    pub sizes_enabled: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
     /// A runtime with one `WorkerStats` per `settings.threads`, and one more
     /// for the control path.
     pub fn new(settings: Settings, verbosity: u32) -> Runtime {
-        Runtime {
+        // -D turns per-prefix stats on, -o track_sizes the size histogram (as memcached).
+        let (detail_on, sizes_on) = (settings.detail_enabled, settings.track_sizes);
+        let rt = Runtime {
             workers: (0..=settings.threads).map(|_| CachePadded::new(WorkerStats::default())).collect(),
             settings,
             started: Instant::now(),
@@ -327,7 +335,12 @@ impl Runtime {
             replication: OnceLock::new(),
             rdma: Arc::new(RdmaControl::default()),
             shutdown: OnceLock::new(),
-        }
+            detail: Default::default(),
+            conn_table: Default::default(),
+            sizes_enabled: std::sync::atomic::AtomicBool::new(sizes_on),
+        };
+        rt.detail.set_enabled(detail_on);
+        rt
     }
 
     /// The counters of the control path (the admin socket's sessions: one

@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::runtime::Runtime;
+
+pub mod conns;
+pub mod detail;
 use crate::store::Store;
 
 /// A counter with one writing thread.
@@ -142,13 +145,32 @@ pub fn report(group: &str, rt: &Runtime, store: &Store) -> Option<Vec<StatLine>>
     match group {
         "" => Some(general(rt, store)),
         "settings" => Some(settings(rt)),
-        "items" => Some(items(store)),
+        "items" => Some(items(rt, store)),
         "slabs" => Some(slabs(rt, store)),
-        "sizes" => Some(vec![("sizes_status".into(), "disabled".into())]),
+        "sizes" => Some(sizes(rt, store)),
         "replication" => rt.replication.get().map(|r| r.stats()),
         "latency" => Some(crate::latency::report(&rt.workers)),
+        // memcached without external storage configured: no lines.
+        "extstore" => Some(Vec::new()),
+        "conns" => Some(rt.conn_table.report()),
         _ => None,
     }
+}
+
+/// `stats sizes`: memcached's histogram of item sizes in 32-byte buckets
+/// (`STAT <bucket top> <items>`), computed from the index's live items
+/// (memcached keeps it as items come and go; the same counts when enabled
+/// before the items were stored, as with `-o track_sizes`). Disabled until
+/// `stats sizes_enable`, as in memcached.
+fn sizes(rt: &Runtime, store: &Store) -> Vec<StatLine> {
+    if !rt.sizes_enabled.load(Ordering::Relaxed) {
+        return vec![("sizes_status".into(), "disabled".into())];
+    }
+    let mut hist = std::collections::BTreeMap::<usize, u64>::new();
+    store.for_each_item(|key, m| {
+        *hist.entry(crate::store::memcached_item_size(key.len(), m).div_ceil(32) * 32).or_default() += 1;
+    });
+    hist.into_iter().map(|(b, n)| (b.to_string(), n.to_string())).collect()
 }
 
 /// `stats reset`: the per-worker command counters start again from zero.
@@ -175,44 +197,81 @@ fn oldest_age(store: &Store) -> u64 {
     }
 }
 
-/// `stats items`: memcached's per-class item figures for the log's one class.
-fn items(store: &Store) -> Vec<StatLine> {
+/// `stats items`: memcached 1.6's per-class item figures, in its order, for
+/// the log's one class. Always 0 here, and why: the hot/warm/temp segments
+/// and their moves, hits and ages (the log is one FIFO: every item counts
+/// as cold); `outofmemory` (the writer always frees room by evicting the
+/// oldest records; a value too large is refused before that); `tailrepairs`
+/// and `lrutail_reflocked` (no reference counts: a reader copies the value
+/// under the index lock); `evicted_active` (no LRU bumps); the crawler's
+/// figures (no crawler: expired records are reclaimed by the writer's
+/// cleaner, or unlinked by the reader that finds them). `direct_reclaims`
+/// is every eviction: the writer evicts inline, as memcached's direct
+/// reclaim does. `log_records` is ours (records appended).
+fn items(rt: &Runtime, store: &Store) -> Vec<StatLine> {
     let snap = store.snapshot();
     if snap.curr_items == 0 {
         // memcached lists only classes that hold items.
         return Vec::new();
     }
-    let fields: [(&str, u64); 9] = [
+    let hits = WorkerStats::sum(&rt.workers).iter().find(|(n, _)| *n == "get_hits").map_or(0, |(_, v)| *v);
+    let fields: [(&str, u64); 29] = [
         ("number", snap.curr_items),
+        ("number_hot", 0),
+        ("number_warm", 0),
+        ("number_cold", snap.curr_items),
+        ("age_hot", 0),
+        ("age_warm", 0),
         ("age", oldest_age(store)),
         ("mem_requested", snap.bytes),
         ("evicted", snap.evictions),
+        ("evicted_nonzero", snap.evicted_nonzero),
+        ("evicted_time", snap.evicted_time),
         ("outofmemory", 0),
+        ("tailrepairs", 0),
         ("reclaimed", snap.reclaimed),
         ("expired_unfetched", snap.expired_unfetched),
         ("evicted_unfetched", snap.evicted_unfetched),
+        ("evicted_active", 0),
+        ("crawler_reclaimed", 0),
+        ("crawler_items_checked", 0),
+        ("lrutail_reflocked", 0),
+        ("moves_to_cold", 0),
+        ("moves_to_warm", 0),
+        ("moves_within_lru", 0),
+        ("direct_reclaims", snap.evictions),
+        ("hits_to_hot", 0),
+        ("hits_to_warm", 0),
+        ("hits_to_cold", hits),
+        ("hits_to_temp", 0),
         ("log_records", snap.records_appended),
     ];
     fields.iter().map(|(k, v)| (format!("items:{LOG_CLASS}:{k}"), v.to_string())).collect()
 }
 
-/// `stats slabs`: a log has no slabs or chunks. Its one class reports the
-/// log's figures (capacity, bytes used by live items, free space) and the
-/// per-class command counters memcached keeps; then memcached's totals.
+/// `stats slabs`: a log has no slabs. Its one class reports memcached's
+/// fields in memcached's order, a "chunk" being the largest item (-I): the
+/// pages are the log's 2 MiB pages, `free_chunks` how many more of the
+/// largest items the free space holds (so memcached-tool's "Full?" says
+/// whether one more would evict), `used_chunks` the items; then the
+/// per-class command counters, the log's own figures, memcached's totals.
 fn slabs(rt: &Runtime, store: &Store) -> Vec<StatLine> {
     let snap = store.snapshot();
     let sums = WorkerStats::sum(&rt.workers);
     let c = |name: &str| sums.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap_or(0);
     let used = snap.log_head - snap.log_tail;
+    let free = snap.log_capacity.saturating_sub(used);
     let page = 2u64 << 20;
-    let fields: [(&str, u64); 17] = [
-        ("log_capacity", snap.log_capacity),
-        ("log_used", used),
-        ("log_free", snap.log_capacity.saturating_sub(used)),
-        ("live_bytes", snap.bytes),
+    let chunk = snap.max_item_size.max(1);
+    let free_chunks = free / chunk;
+    let fields: [(&str, u64); 22] = [
+        ("chunk_size", chunk),
+        ("chunks_per_page", (page / chunk).max(1)),
         ("total_pages", snap.log_capacity.div_ceil(page)),
-        ("page_size", page),
+        ("total_chunks", snap.curr_items + free_chunks),
         ("used_chunks", snap.curr_items),
+        ("free_chunks", free_chunks),
+        ("free_chunks_end", 0),
         ("get_hits", c("get_hits")),
         ("cmd_set", c("cmd_set")),
         ("delete_hits", c("delete_hits")),
@@ -221,8 +280,13 @@ fn slabs(rt: &Runtime, store: &Store) -> Vec<StatLine> {
         ("cas_hits", c("cas_hits")),
         ("cas_badval", c("cas_badval")),
         ("touch_hits", c("touch_hits")),
+        ("log_capacity", snap.log_capacity),
+        ("log_used", used),
+        ("log_free", free),
+        ("live_bytes", snap.bytes),
         ("log_head", snap.log_head),
         ("log_tail", snap.log_tail),
+        ("page_size", page),
     ];
     let mut v: Vec<StatLine> = fields.iter().map(|(k, v)| (format!("{LOG_CLASS}:{k}"), v.to_string())).collect();
     v.push(("active_slabs".into(), "1".into()));
@@ -337,7 +401,7 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("evictions", "on".into()),
         ("shutdown_command", if s.enable_shutdown { "yes" } else { "no" }.into()),
         ("num_threads", s.threads.to_string()),
-        ("detail_enabled", "no".into()),
+        ("detail_enabled", if rt.detail.enabled() { "yes" } else { "no" }.into()),
         ("cas_enabled", if s.cas_enabled { "yes" } else { "no" }.into()),
         ("binding_protocol", s.protocol.as_str().into()),
         ("auth_enabled_sasl", "no".into()),

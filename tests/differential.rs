@@ -11,11 +11,19 @@
 //! Protocols: `LOGMEMCACHED_DIFF_PROTOCOLS` (comma list of binary, meta,
 //! text), default `DEFAULT_PROTOCOLS`. The text part needs the full text
 //! protocol (its own branch); once merged, add "text" to the default.
-//! Ops per seed: `LOGMEMCACHED_DIFF_OPS` (default 1500).
+//! Ops per seed: `LOGMEMCACHED_DIFF_OPS` (default 1500); seeds:
+//! `LOGMEMCACHED_DIFF_SEEDS` (default 3). tests/differential/sequences.rs
+//! holds fixed sequences (stale/win/recache tokens, flush_all's time rules,
+//! a small -m) whose replies are also checked against memcached's.
 mod common;
 use common::*;
 #[path = "differential/edges.rs"]
 mod edges;
+#[path = "differential/peer.rs"]
+mod peer;
+#[path = "differential/sequences.rs"]
+mod sequences;
+use peer::Memcached;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -104,40 +112,6 @@ impl Rng {
     }
 }
 
-/// memcached, started on a free port and killed (by its pid) on drop.
-struct Memcached {
-    port: u16,
-    child: Child,
-}
-
-impl Memcached {
-    fn start() -> Memcached {
-        let port = free_port();
-        let mut cmd = Command::new(MEMCACHED);
-        cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "2", "-m", "64"]);
-        // memcached refuses to run as root without -u; /proc/self belongs
-        // to our effective user.
-        use std::os::unix::fs::MetadataExt;
-        if std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
-            cmd.args(["-u", "nobody"]);
-        }
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("spawning memcached");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "memcached did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Memcached { port, child }
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One connection per protocol to one server.
 struct Conns {
     binary: BufReader<TcpStream>,
@@ -176,12 +150,14 @@ impl Conns {
     }
 }
 
-/// How the request names a CAS: none, the key's current one, a wrong one.
+/// How the request names a CAS: none, the key's current one, a wrong one
+/// (higher than any issued), or a lower one (what `ms I` stores as stale).
 #[derive(Clone, Copy, Debug)]
 enum CasPick {
     None,
     Right,
     Wrong,
+    Low,
 }
 
 impl CasPick {
@@ -191,6 +167,7 @@ impl CasPick {
             CasPick::None => 0,
             CasPick::Right => last,
             CasPick::Wrong => last + 1_000_000,
+            CasPick::Low => last.saturating_sub(1).max(1),
         }
     }
 }
@@ -235,9 +212,10 @@ fn exptime(r: &mut Rng) -> i64 {
 }
 
 fn cas_pick(r: &mut Rng) -> CasPick {
-    match r.below(10) {
-        0..=5 => CasPick::None,
-        6..=8 => CasPick::Right,
+    match r.below(20) {
+        0..=11 => CasPick::None,
+        12..=16 => CasPick::Right,
+        17 => CasPick::Low,
         _ => CasPick::Wrong,
     }
 }
@@ -731,7 +709,9 @@ fn same_replies_as_memcached() {
     let protocols = std::env::var("LOGMEMCACHED_DIFF_PROTOCOLS").unwrap_or_else(|_| DEFAULT_PROTOCOLS.into());
     let protocols: Vec<&str> = protocols.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
     let ops: usize = std::env::var("LOGMEMCACHED_DIFF_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
-    for seed in [0x5eed_0001u64, 0x5eed_0002, 0x5eed_0003] {
+    // LOGMEMCACHED_DIFF_SEEDS: how many seeds (default 3), from 0x5eed_0001 on.
+    let seeds: u64 = std::env::var("LOGMEMCACHED_DIFF_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    for seed in (1..=seeds).map(|i| 0x5eed_0000u64 + i) {
         let mc = Memcached::start();
         let lm = Server::start(&["-m", "64"]);
         let mut a = Conns::new(mc.port);

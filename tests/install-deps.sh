@@ -7,7 +7,7 @@ set -euo pipefail
 what=${1:-test}
 
 build_pkgs=(pkg-config clang libclang-dev libibverbs-dev librdmacm-dev ibverbs-providers)
-test_pkgs=(memcached libmemcached-tools libmemcached-dev zlib1g-dev python3-pip python3-venv
+test_pkgs=(memcached libmemcached-tools nutcracker perl libmemcached-dev zlib1g-dev python3-pip python3-venv
            qemu-system-x86 kmod cpio busybox-static iproute2 ibverbs-utils perftest rdma-core
            systemd)
 pkgs=("${build_pkgs[@]}")

@@ -242,7 +242,10 @@ fn expiry_touch_and_delayed_flush() {
     assert_eq!(c.cmd(&format!("set past 0 {abs_past} 1\r\nv\r\n")), "STORED\r\n");
     assert_eq!(get(&mut c, "past"), None);
     assert_eq!(c.cmd("set forever 0 0 1\r\nv\r\n"), "STORED\r\n");
-    assert_eq!(c.cmd("flush_all 1\r\n"), "OK\r\n");
+    // memcached flushes from the second before the time named (`flush_all
+    // 1` is at once): 3 seconds leave at least one to see it wait.
+    let at: u64 = stats(&mut c, "")["time"].parse::<u64>().unwrap() + 3;
+    assert_eq!(c.cmd("flush_all 3\r\n"), "OK\r\n");
     assert_eq!(get(&mut c, "forever").as_deref(), Some("v"), "a delayed flush waits");
     // The condition itself, not a guess at how long it takes: the flush fires
     // when the server's clock passes it. `short` (1 s) expires no later.
@@ -254,6 +257,13 @@ fn expiry_touch_and_delayed_flush() {
     assert_eq!(get(&mut c, "short"), None);
     assert_eq!(get(&mut c, "touched"), None, "written before the delayed flush");
     assert_eq!(get(&mut c, "forever"), None, "the delayed flush fired");
+    // As memcached, what is written in the second the flush fires (the one
+    // before the time named) is flushed too: write once that second is over
+    // (`at` may be a second early, if the clock ticked before the flush).
+    while stats(&mut c, "")["time"].parse::<u64>().unwrap() <= at {
+        assert!(std::time::Instant::now() < deadline, "the server's clock did not reach the flush time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(c.cmd("set after 0 0 1\r\nv\r\n"), "STORED\r\n");
     assert_eq!(get(&mut c, "after").as_deref(), Some("v"), "items written after the flush live");
     assert_eq!(c.cmd("flush_all\r\n"), "OK\r\n");

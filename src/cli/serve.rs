@@ -268,11 +268,8 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
 fn not_enforced_yet(a: &ServeArgs) -> Vec<&'static str> {
     [
         (!a.evictions, "-M (Settings.evictions)"),
-        (a.detail_delimiter.is_some(), "-D (Settings.detail_delimiter)"),
-        (!a.dumping_enabled, "-X (Settings.disable_dumping)"),
         (!a.watch_enabled, "-W (Settings.disable_watch)"),
         (a.ext.idle_timeout > 0, "-o idle_timeout (Settings.idle_timeout)"),
-        (a.ext.track_sizes, "-o track_sizes (Settings.track_sizes)"),
     ]
     .into_iter()
     .filter_map(|(set, what)| set.then_some(what))

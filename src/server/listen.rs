@@ -53,6 +53,21 @@ impl Listener {
     }
 }
 
+impl Listener {
+    /// Its address as `stats conns` shows it (memcached's `tcp:` / `unix:` forms).
+    pub fn stats_addr(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(crate::stats::conns::tcp_addr).unwrap_or_default(),
+            Listener::Unix(l) => unix_addr(l.local_addr().ok().as_ref()),
+        }
+    }
+}
+
+/// A UNIX socket's path as `stats conns` shows it.
+fn unix_addr(a: Option<&std::os::unix::net::SocketAddr>) -> String {
+    format!("unix:{}", a.and_then(|a| a.as_pathname()).map(|p| p.display().to_string()).unwrap_or_default())
+}
+
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
@@ -63,6 +78,20 @@ impl AsFd for Listener {
 }
 
 impl Stream {
+    /// (peer, local) addresses as `stats conns` shows them.
+    pub fn stats_addrs(&self) -> (String, String) {
+        use crate::stats::conns::tcp_addr;
+        match self {
+            Stream::Tcp(s) => {
+                (s.peer_addr().map(tcp_addr).unwrap_or_default(), s.local_addr().map(tcp_addr).unwrap_or_default())
+            }
+            Stream::Unix(s) => {
+                let local = unix_addr(s.local_addr().ok().as_ref());
+                (local.clone(), local)
+            }
+        }
+    }
+
     /// TCP_NODELAY where there is TCP; and non-blocking.
     pub fn prepare(&self) -> std::io::Result<()> {
         match self {

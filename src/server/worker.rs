@@ -31,7 +31,9 @@ use super::Shared;
 use crate::error::{Context, Result};
 use crate::protocol::Ctx;
 use crate::runtime::PollMode;
+use crate::stats::conns::ConnInfo;
 use crate::store::Store;
+use std::os::fd::AsRawFd;
 
 const WAKER: u64 = u64::MAX - 1;
 /// The RDMA endpoint's completion channel (see rdma/mod.rs).
@@ -57,6 +59,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     /// Each connection with the epoll interest currently registered for it.
     conns: HashMap<u64, (Conn, EpollFlags)>,
+    /// Each connection's entry in the runtime's `stats conns` table.
+    conn_info: HashMap<u64, Arc<ConnInfo>>,
     next_token: u64,
     /// Read and reply buffers lent to the connection being served.
     scratch: Scratch,
@@ -84,6 +88,7 @@ impl Worker {
             epoll
                 .add(l.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, LISTENER - i as u64))
                 .context("watching the listener")?;
+            shared.rt.conn_table.add_listener(l.as_fd().as_raw_fd(), l.stats_addr());
         }
         epoll
             .add(shared.wakers[id].as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKER))
@@ -95,6 +100,7 @@ impl Worker {
             store,
             shared,
             conns: HashMap::new(),
+            conn_info: HashMap::new(),
             next_token: 0,
             scratch: Scratch::default(),
             accept_paused_until: None,
@@ -271,6 +277,8 @@ impl Worker {
             self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
             return;
         }
+        let (peer, local) = conn.stream.stats_addrs();
+        self.conn_info.insert(token, self.shared.rt.conn_table.register(conn.stream.as_fd().as_raw_fd(), peer, local));
         self.conns.insert(token, (conn, interest));
         // Clients often send their first request with the connect; serve it now.
         self.serve(token);
@@ -307,13 +315,19 @@ impl Worker {
     fn serve(&mut self, token: u64) {
         let Some((conn, registered)) = self.conns.get_mut(&token) else { return };
         let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
-        let interest = match conn.on_ready(&ctx, &mut self.scratch) {
+        let info = self.conn_info.get(&token);
+        info.inspect(|i| i.serving(true));
+        let next = conn.on_ready(&ctx, &mut self.scratch);
+        info.inspect(|i| i.serving(false));
+        let interest = match next {
             Next::Read => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
             // Not reading while replies are pending is the backpressure.
             Next::Write => EpollFlags::EPOLLOUT,
             Next::Close => {
                 conn.release(&ctx);
                 let _ = self.epoll.delete(conn.stream.as_fd());
+                self.shared.rt.conn_table.unregister(conn.stream.as_fd().as_raw_fd());
+                self.conn_info.remove(&token);
                 self.conns.remove(&token);
                 self.holding.remove(&token);
                 self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);

@@ -66,8 +66,8 @@ pub use expiry::{absolute_expiry, Clock, REALTIME_MAXDELTA};
 pub use recover::Recovery;
 pub use sync::SyncReplicas;
 pub use types::{
-    ApplyError, ArithArgs, ArithExpiry, ArithOutcome, DeleteOutcome, ItemMeta, MetaGet, MetaGetArgs, ReadOpts, SetArgs,
-    SetMode, SetOutcome, StoreError, StoreSnapshot, StoreStats,
+    memcached_item_size, ApplyError, ArithArgs, ArithExpiry, ArithOutcome, DeleteOutcome, ItemMeta, MetaGet,
+    MetaGetArgs, ReadOpts, SetArgs, SetMode, SetOutcome, StoreError, StoreSnapshot, StoreStats,
 };
 
 /// The single writer's state, behind the write lock.
@@ -96,6 +96,10 @@ pub struct Store {
     /// A delayed flush_all: items written before this time die at it (0 =
     /// none). Published in the control block as well (`Log::publish_flush_at`).
     flush_at: AtomicU32,
+    /// When this store started (its clock), for memcached's rule that a
+    /// `flush_all` naming an absolute time before the process started
+    /// flushes nothing (see `Store::flush_all`).
+    started: u32,
     /// A replica: the highest CAS its primary published; promotion starts above.
     primary_max_cas: AtomicU64,
     /// Set when a higher epoch fenced this primary.
@@ -156,23 +160,34 @@ impl Store {
     /// A store over `log` as it stands (a fresh one, or one reopened from a
     /// memory file, whose head, tail and epoch the writer takes over).
     fn over(log: Arc<Log>, cfg: &StoreConfig) -> Result<Store> {
-        if (cfg.max_item_size as u64) + record::HEADER_LEN as u64 + MAX_KEY_LEN as u64 > log.capacity() / 2 {
-            crate::bail!(
-                "-I {} bytes is too large for a {} MiB log: an item may use at most half of it; raise -m or lower -I",
+        // The log holds a record of at most half its capacity (see
+        // `LogGeometry::max_record`). memcached starts with any -m and -I
+        // (`-m 2` with the default `-I 1m` serves 1 MB items), so a -I the
+        // log cannot hold is lowered to what it can, with a notice, rather
+        // than refused.
+        let fits = (log.capacity() / 2).saturating_sub(record::HEADER_LEN as u64 + MAX_KEY_LEN as u64) as usize;
+        let max_item_size = cfg.max_item_size.min(fits);
+        if max_item_size < cfg.max_item_size {
+            crate::log_notice!(
+                "-I {} bytes does not fit a {} MiB log (an item may use at most half of it): items up to {} bytes",
                 cfg.max_item_size,
-                cfg.memory_bytes >> 20
+                cfg.memory_bytes >> 20,
+                max_item_size
             );
         }
         let writer = Writer { log: LogWriter::new(log.clone()), next_cas: 1, scratch: Vec::new() };
+        let clock = Clock::default();
+        let started = clock.now();
         Ok(Store {
             log,
             writer: Mutex::new(writer),
             index: Index::new(),
-            clock: Clock::default(),
-            max_item_size: cfg.max_item_size,
+            clock,
+            max_item_size,
             limit_maxbytes: cfg.memory_bytes as u64,
             read_only: AtomicBool::new(false),
             flush_at: AtomicU32::new(0),
+            started,
             primary_max_cas: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             sync: std::sync::OnceLock::new(),
@@ -256,6 +271,8 @@ impl Store {
             bytes: self.index.bytes(),
             evictions: l(&s.evictions),
             evicted_unfetched: l(&s.evicted_unfetched),
+            evicted_nonzero: l(&s.evicted_nonzero),
+            evicted_time: l(&s.evicted_time),
             expired_unfetched: l(&s.expired_unfetched),
             reclaimed: l(&s.reclaimed),
             records_appended: l(&s.records_appended),
@@ -278,6 +295,22 @@ mod tests {
     pub(super) fn store(mb: usize) -> Store {
         Store::new(&StoreConfig { memory_bytes: mb << 20, max_item_size: 256 << 10, hugepages: HugePages::Off })
             .unwrap()
+    }
+
+    #[test]
+    fn a_small_log_lowers_the_item_size_instead_of_refusing_to_start() {
+        // memcached starts with -m 2 and the default -I 1m.
+        let s = Store::new(&StoreConfig { memory_bytes: 2 << 20, max_item_size: 1 << 20, hugepages: HugePages::Off })
+            .unwrap();
+        let max = s.max_item_size();
+        assert!(max < 1 << 20 && max > 1_000_000, "{max}");
+        assert_eq!(s.snapshot().max_item_size, max as u64);
+        let v = vec![b'x'; max];
+        assert!(matches!(set(&s, SetMode::Set, b"k", &v), SetOutcome::Stored { .. }));
+        assert_eq!(get(&s, b"k").unwrap().0.len(), max);
+        assert_eq!(s.set(&SetArgs::new(SetMode::Set, b"k", &[b'x'; (1 << 20) - 1], 0, 0)), Err(StoreError::TooLarge));
+        // A -I the log holds stays as given.
+        assert_eq!(store(4).max_item_size(), 256 << 10);
     }
 
     pub(super) fn get(s: &Store, key: &[u8]) -> Option<(Vec<u8>, ItemMeta)> {

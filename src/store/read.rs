@@ -108,4 +108,19 @@ impl Store {
             }
         }
     }
+
+    /// Visit every live item (`lru_crawler metadump`, `stats sizes`): its key
+    /// and metadata, without noting an access. Shard by shard under each
+    /// shard's read lock (records cannot be reclaimed meanwhile), so a
+    /// write racing the walk may or may not be seen, as with memcached's
+    /// crawler.
+    pub fn for_each_item(&self, mut f: impl FnMut(&[u8], &ItemMeta)) {
+        let now = self.clock.now();
+        self.index.for_each(|key, e| {
+            let Some(h) = self.item_header(e) else { return };
+            if self.is_live(&h, now) {
+                f(key, &self.meta_of(&h, e, false, now));
+            }
+        });
+    }
 }

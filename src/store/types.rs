@@ -146,6 +146,12 @@ pub struct ItemMeta {
     pub key_binary: bool,
 }
 
+/// memcached's size of an item (`me`, metadump, `stats sizes`): its header,
+/// CAS, key + NUL, value + CRLF, and the flags if any.
+pub fn memcached_item_size(key_len: usize, m: &ItemMeta) -> usize {
+    48 + 8 + key_len + 1 + m.value_len as usize + 2 + if m.flags != 0 { 4 } else { 0 }
+}
+
 /// What meta `mg` asks of the store besides a plain read.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MetaGetArgs {
@@ -197,6 +203,11 @@ pub struct StoreStats {
     pub total_items: AtomicU64,
     pub evictions: AtomicU64,
     pub evicted_unfetched: AtomicU64,
+    /// Evictions of items that had an expiry (memcached's `evicted_nonzero`).
+    pub evicted_nonzero: AtomicU64,
+    /// Seconds since the last evicted item was last accessed (memcached's
+    /// `evicted_time`).
+    pub evicted_time: AtomicU64,
     pub expired_unfetched: AtomicU64,
     pub reclaimed: AtomicU64,
     pub records_appended: AtomicU64,
@@ -212,6 +223,8 @@ pub struct StoreSnapshot {
     pub bytes: u64,
     pub evictions: u64,
     pub evicted_unfetched: u64,
+    pub evicted_nonzero: u64,
+    pub evicted_time: u64,
     pub expired_unfetched: u64,
     pub reclaimed: u64,
     pub records_appended: u64,

@@ -80,6 +80,11 @@ impl Store {
                 let fetched = e.fetched.load(Ordering::Relaxed);
                 if self.alive(e.expiry(), h.time, now) {
                     stats.evictions.fetch_add(1, Ordering::Relaxed);
+                    if e.expiry() != 0 {
+                        stats.evicted_nonzero.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let idle = now.saturating_sub(e.last_access.load(Ordering::Relaxed));
+                    stats.evicted_time.store(idle as u64, Ordering::Relaxed);
                     if !fetched {
                         stats.evicted_unfetched.fetch_add(1, Ordering::Relaxed);
                     }
@@ -258,12 +263,13 @@ impl Store {
     }
 
     /// flush_all [delay]: 0 drops everything now; a delay makes everything
-    /// written before then die at that time.
+    /// written before then die at that time; memcached's rules for a delay
+    /// that is a past time are `apply_flush`'s.
     pub fn flush_all(&self, delay: i64) -> std::result::Result<(), StoreError> {
         self.check_role()?;
         let mut w = self.lock();
         let now = self.clock.now();
-        let at = if delay > 0 { absolute_expiry(delay, now) } else { 0 };
+        let at = self.flush_point(delay, now);
         let rec = NewRecord { kind: Kind::Flush, item_flags: 0, client_flags: 0, cas: 0, expiry: at, time: now };
         self.append_locked(&mut w, rec, b"", &[])?;
         self.apply_flush(at, now);

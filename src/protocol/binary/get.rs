@@ -10,6 +10,7 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
     let hit = ctx.store.get(req.key, ReadOpts { value: true, note_access: true }, out, |m, out| {
         write_hit_header(req, out, m.flags, ctx.shown_cas(m.cas), m.value_len, with_key);
     });
+    ctx.rt.detail.get(req.key, ctx.rt.settings.detail_delimiter, hit.is_some());
     if hit.is_some() {
         ctx.stats.get_hits.incr();
     } else {

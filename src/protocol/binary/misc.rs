@@ -46,8 +46,19 @@ pub(crate) fn verbosity(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
 pub(crate) fn stat(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
     let group = String::from_utf8_lossy(req.key);
     let lines = match group.as_ref() {
-        // Accepted, as memcached does; there is nothing to reset or detail here.
-        "reset" | "detail on" | "detail off" => Some(Vec::new()),
+        "reset" => {
+            crate::stats::reset(ctx.rt);
+            Some(Vec::new())
+        }
+        "detail on" | "detail off" => {
+            ctx.rt.detail.set_enabled(group == "detail on");
+            Some(Vec::new())
+        }
+        // memcached: the whole dump as one stat named "detailed".
+        "detail dump" => {
+            req.reply(out, status::SUCCESS, 0, &[], b"detailed", &ctx.rt.detail.dump());
+            Some(Vec::new())
+        }
         g if g.starts_with("detail") => None,
         g => crate::stats::report(g, ctx.rt, ctx.store),
     };

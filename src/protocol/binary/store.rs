@@ -31,6 +31,9 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
     args.cas = ctx.compared_cas(cas);
     ctx.stats.cmd_set.incr();
     let appending = matches!(mode, SetMode::Append | SetMode::Prepend);
+    if !appending {
+        ctx.rt.detail.set(req.key, ctx.rt.settings.detail_delimiter);
+    }
     match ctx.store.set(&args) {
         Ok(SetOutcome::Stored { cas: new }) => {
             if cas != 0 && !appending {

@@ -10,7 +10,7 @@ pub(super) fn mn(out: &mut Vec<u8>) {
 
 /// memcached's slab class for an item of `ntotal` bytes with the default
 /// settings (-n 48, -f 1.25): `me` reports it.
-fn slab_class(ntotal: usize) -> usize {
+pub(crate) fn slab_class(ntotal: usize) -> usize {
     let (mut size, mut cls) = (96usize, 1);
     while size < ntotal {
         size = (size as f64 * 1.25) as usize;
@@ -19,6 +19,8 @@ fn slab_class(ntotal: usize) -> usize {
     }
     cls
 }
+
+pub(crate) use crate::store::memcached_item_size as item_size;
 
 pub(super) fn me(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     if tokens.len() < 2 || tokens[1].len() > flags::MAX_KEY_LEN {
@@ -48,8 +50,7 @@ pub(super) fn me(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
     }
     // memcached prints an unsigned difference through %d: mimic the wrap.
     let exp = if m.expiry == 0 { -1 } else { now.wrapping_sub(m.expiry) as i32 };
-    // memcached's item size: header, CAS, key + NUL, value + CRLF, flags if any.
-    let size = 48 + 8 + key.len() + 1 + m.value_len as usize + 2 + if m.flags != 0 { 4 } else { 0 };
+    let size = item_size(key.len(), &m);
     line(
         out,
         &format!(

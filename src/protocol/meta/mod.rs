@@ -9,7 +9,7 @@ pub mod flags;
 mod ma;
 mod md;
 mod mg;
-mod mn_me;
+pub(crate) mod mn_me;
 mod ms;
 
 #[cfg(test)]

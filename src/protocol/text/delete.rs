@@ -25,6 +25,7 @@ pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
     if key.len() > KEY_MAX_LENGTH || !valid_key(key) {
         return reply_error(out, noreply, BAD_FORMAT, ctx);
     }
+    ctx.rt.detail.delete(key, ctx.rt.settings.detail_delimiter);
     match ctx.store.delete(key, 0) {
         Ok(DeleteOutcome::Deleted) => {
             ctx.stats.delete_hits.incr();

@@ -31,6 +31,7 @@
 //!   no limit).
 
 mod arith;
+mod crawler;
 mod delete;
 mod flush;
 mod misc;
@@ -41,6 +42,7 @@ pub use retrieval::Resume;
 mod stats;
 mod storage;
 mod touch;
+mod tuning;
 
 use super::{meta, Ctx, Kind, Session, Step};
 use parse::Tokens;
@@ -142,6 +144,22 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         }
         b"stats" => {
             stats::step(&tokens, out, ctx);
+            Kind::Other
+        }
+        b"cache_memlimit" => {
+            tuning::cache_memlimit(&tokens, out, ctx);
+            Kind::Other
+        }
+        b"slabs" => {
+            tuning::slabs(&tokens, out, ctx);
+            Kind::Other
+        }
+        b"lru" => {
+            tuning::lru(&tokens, out, ctx);
+            Kind::Other
+        }
+        b"lru_crawler" => {
+            crawler::step(&tokens, out, ctx);
             Kind::Other
         }
         b"version" => {

@@ -178,6 +178,7 @@ fn produce(mut r: Resume, line: &[u8], session: &mut Session, out: &mut Vec<u8>,
             }
             hit
         };
+        ctx.rt.detail.get(key, ctx.rt.settings.detail_delimiter, hit.is_some());
         if hit.is_some() {
             out.extend_from_slice(b"\r\n");
             if out.len() >= session.out_limit && next_token(line, r.at).is_some() {

@@ -8,15 +8,25 @@ use super::{reply, reply_error, Ctx, ERROR};
 pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
     let group = t.get(1);
     match group {
+        // memcached answers these with the status line alone (no END).
+        b"sizes_enable" | b"sizes_disable" => {
+            let on = group == b"sizes_enable";
+            ctx.rt.sizes_enabled.store(on, std::sync::atomic::Ordering::Relaxed);
+            let status: &[u8] = if on { b"STAT sizes_status enabled" } else { b"STAT sizes_status disabled" };
+            return reply(out, false, status);
+        }
         b"reset" => {
             crate::stats::reset(ctx.rt);
             return reply(out, false, b"RESET");
         }
         b"detail" => {
-            // Per-prefix statistics are not kept; memcached's usage message
-            // for a malformed request, a plain refusal otherwise.
+            // memcached's usage message for anything else.
             return match t.get(2) {
-                b"on" | b"off" | b"dump" => reply(out, false, b"CLIENT_ERROR stats detail not supported"),
+                b"on" | b"off" => {
+                    ctx.rt.detail.set_enabled(t.get(2) == b"on");
+                    reply(out, false, b"OK")
+                }
+                b"dump" => out.extend_from_slice(&ctx.rt.detail.dump()),
                 _ => reply(out, false, b"CLIENT_ERROR usage: stats detail on|off|dump"),
             };
         }

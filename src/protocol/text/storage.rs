@@ -81,6 +81,7 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
     let consumed = set_step(next + block);
     let data = &input[next..next + block];
     ctx.stats.cmd_set.incr();
+    ctx.rt.detail.set(key, ctx.rt.settings.detail_delimiter);
     if &data[vlen..] != b"\r\n" {
         // The block was read as declared; the next command starts after it.
         reply_error(out, noreply, b"CLIENT_ERROR bad data chunk", ctx);
