@@ -4,14 +4,12 @@
 
 use std::collections::HashMap;
 
-use super::dedup::{self, Recent};
+use super::dedup::Recent;
 use super::rc::MAX_RC_PER_WORKER;
-use super::run_frames;
 use crate::error::Result;
-use crate::protocol::binary::header::RequestHeader;
 use crate::protocol::Ctx;
 use crate::rdma::{Context, ProtectionDomain, UdDest, UdEndpoint, Wc, GRH_SIZE};
-use crate::rdma_wire::frames::{reply_chunks, split_frames};
+use crate::rdma_wire::frames::reply_chunks;
 use crate::rdma_wire::peer::{peer_key, PeerKey};
 
 /// Receive buffers posted per worker QP (bounds how many datagrams can wait).
@@ -119,28 +117,10 @@ impl UdPath {
             self.peers.insert(key, Peer { dest, recent: Recent::default() });
         }
         self.repost(slot);
-        let Some(frames) = split_frames(input) else {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if !super::answer_datagram(input, &mut peer.recent, out, ctx, mtu) {
             ctx.stats.rdma_drops.incr();
             return;
-        };
-        let first = RequestHeader::parse(input).map(|h| h.opaque);
-        let write = frames.iter().any(|f| input.get(f.start + 1).is_some_and(|&op| dedup::is_write(op)));
-        out.clear();
-        let mut from_cache = false;
-        if let (true, Some(id)) = (write, first) {
-            if let Some(r) = self.peers.get(&key).and_then(|p| p.recent.lookup(id)) {
-                out.extend_from_slice(r);
-                ctx.stats.rdma_retries.incr();
-                from_cache = true;
-            }
-        }
-        if !from_cache {
-            run_frames(input, &frames, out, ctx, Some(mtu));
-            if let (true, Some(id)) = (write, first) {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    p.recent.remember(id, out);
-                }
-            }
         }
         if out.is_empty() {
             return; // quiet requests that succeeded: nothing to say
