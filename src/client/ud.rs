@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use super::rc::RcTransport;
 use super::wait::next_completions;
-use super::wire::{self, opcode, Response};
+use super::wire::{self, opcode, Replies, Response};
 use super::{ClientOptions, End, Transport, TransportStats};
 use crate::bail;
 use crate::error::{Context as _, Error, Result};
@@ -148,10 +148,10 @@ impl UdTransport {
         Ok(())
     }
 
-    /// Take replies for request `id` until `end` is seen or `deadline` passes.
-    fn collect(&mut self, id: u32, end: End, got: &mut Vec<Response>, deadline: Instant) -> Result<bool> {
+    /// Take replies for the call `replies` assembles until it is complete
+    /// or `deadline` passes.
+    fn collect(&mut self, replies: &mut Replies, deadline: Instant) -> Result<bool> {
         let spin_until = Instant::now() + self.opts.spin;
-        let mut done = false;
         loop {
             // The deadline is the retry timer.
             let n = next_completions(self.ep.recv_cq(), &mut self.wcs, spin_until, deadline)?;
@@ -170,28 +170,13 @@ impl UdTransport {
                     self.drop_replies -= 1;
                     continue;
                 }
-                let Ok(frames) = wire::parse_all(&self.payload) else {
+                let stale = replies.stale;
+                if replies.take(&self.payload).is_err() {
                     self.stats.bad_replies += 1;
-                    continue;
-                };
-                for f in frames {
-                    if f.opaque != id {
-                        self.stats.stale += 1;
-                        continue;
-                    }
-                    match end {
-                        End::First => {
-                            if !done {
-                                got.push(f);
-                            }
-                            done = true;
-                        }
-                        End::Noop if f.opcode == opcode::NOOP => done = true,
-                        End::Noop => got.push(f),
-                    }
                 }
+                self.stats.stale += replies.stale - stale;
             }
-            if done {
+            if replies.is_done() {
                 return Ok(true);
             }
         }
@@ -233,14 +218,14 @@ impl Transport for UdTransport {
         // Spread calls over the server's QPs; a retry goes where the original went.
         let server = self.next_server;
         self.next_server = (self.next_server + 1) % self.servers.len();
-        let mut got = Vec::new();
+        let mut replies = Replies::new(id, end);
         let mut ok = false;
         for attempt in 0..=self.opts.retries {
             if attempt > 0 {
                 self.stats.retries += 1;
             }
             self.send_datagram(req, server)?;
-            if self.collect(id, end, &mut got, Instant::now() + self.opts.timeout)? {
+            if self.collect(&mut replies, Instant::now() + self.opts.timeout)? {
                 ok = true;
                 break;
             }
@@ -254,6 +239,7 @@ impl Transport for UdTransport {
                 self.opts.timeout
             );
         }
+        let got = replies.into_replies();
         if got.iter().any(|r| r.status == NEEDS_RC) {
             return self.via_rc(req, end, got);
         }
