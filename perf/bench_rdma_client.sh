@@ -23,8 +23,11 @@ in_vm() {   # in_vm EXE RAW ROUNDS OPS LAT_ITERS
     local exe=$1 raw=$2 rounds=$3 ops=$4 nlat=$5 ip=10.0.2.15 dev=rxe0 r spid i out line
     : > "$raw"
     echo "ENV kernel=$(uname -r) vCPUs=$(nproc) RoCE-MTU=$(ibv_devinfo -d $dev | awk '/active_mtu/{print $2}')" >> "$raw"
-    "$exe" serve -p 11411 -l 127.0.0.1 -t 1 --poll busy -m 32 --hugepages off --rdma-listen $ip:11412 & local lpid=$!
-    i=0; until "$exe" bench rdma://$ip:11412 --ops 1 --keys 1 >/dev/null 2>&1; do
+    # The side channel is on the VM's address, beyond loopback: it needs a token.
+    local tok=/tmp/lmc-bench-token; (umask 077; printf %s logmemcached-perf-bench-token > $tok)
+    "$exe" serve -p 11411 -l 127.0.0.1 -t 1 --poll busy -m 32 --hugepages off --rdma-listen $ip:11412 \
+        --auth-token-file $tok & local lpid=$!
+    i=0; until "$exe" bench rdma://$ip:11412 --ops 1 --keys 1 --auth-token-file $tok >/dev/null 2>&1; do
         i=$((i+1)); [ $i -lt 100 ] || { echo "server did not come up"; kill $lpid; return 1; }; sleep 0.2
     done
     perftest() {
@@ -41,7 +44,7 @@ in_vm() {   # in_vm EXE RAW ROUNDS OPS LAT_ITERS
         echo "$line" | awk '{printf "PERFTEST t_min_us=%s t_typical_us=%s t_avg_us=%s t_p99_us=%s rtt_typical_us=%.2f\n", $3, $5, $6, $8, 2*$5}' >> "$raw"
     }
     bench() {   # bench TARGET
-        out=$("$exe" bench "$1" --ops "$ops" --keys 1000 --value-size 32 --get-ratio 0.9 --spin-us 20000 --timeout-ms 500 \
+        out=$("$exe" bench "$1" --auth-token-file $tok --ops "$ops" --keys 1000 --value-size 32 --get-ratio 0.9 --spin-us 20000 --timeout-ms 500 \
             --histogram-log /tmp/hist-$r-${1%%:*}.hlog 2>&1) || { echo "$out"; return 1; }
         echo "$out" | sed 's/^/    /'
         echo "$out" | grep '^RESULT' | sed "s/^RESULT/BENCH round=$r/" >> "$raw"

@@ -26,7 +26,9 @@ in_vm() {   # runs inside the VM: in_vm RESULT_FILE
     echo "PERFTEST read_lat_typical $(pt ib_read_lat 2 1000 | awk '{print $5}')" >> "$out"
 
     local pport=21311 rport=21312 rl=21400
-    $bin serve -p $pport -t 1 -m 64 --hugepages auto --replication-listen "rdma://$ip:$rl" 2>/dev/null & local ppid=$!
+    # The side channel is on the VM's address, beyond loopback: it needs a token.
+    local tok=/tmp/lmc-bench-token; (umask 077; printf %s logmemcached-perf-bench-token > $tok)
+    $bin serve -p $pport -t 1 -m 64 --hugepages auto --auth-token-file $tok --replication-listen "rdma://$ip:$rl" 2>/dev/null & local ppid=$!
     for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$pport) 2>/dev/null && break; sleep 0.05; done
     # Fill ~40 MB: 10,000 values of 4,000 bytes, pipelined.
     python3 - "$pport" <<'PY'
@@ -47,7 +49,7 @@ PY
     echo "PERFTEST read_bw_2m $(pt ib_read_bw 2097152 100 | awk '{print $4}')" >> "$out"
     echo "PERFTEST read_bw_64k $(pt ib_read_bw 65536 1000 | awk '{print $4}')" >> "$out"
     local t0; t0=$(date +%s.%N)
-    $bin serve -p $rport -t 1 -m 64 --hugepages auto --replica-of "rdma://$ip:$rl" 2>/dev/null & rpid=$!
+    $bin serve -p $rport -t 1 -m 64 --hugepages auto --auth-token-file $tok --replica-of "rdma://$ip:$rl" 2>/dev/null & rpid=$!
     local st=""
     for _ in $(seq 600); do
         st=$(python3 - "$rport" <<'PY' 2>/dev/null || true

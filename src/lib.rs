@@ -2,6 +2,7 @@
 //! huge pages, registered once with the RDMA NIC and replicated to read-only
 //! replicas by one-sided RDMA. See README.md and DESIGN notes in the modules.
 
+pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod error;

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use argh::FromArgs;
 
+use logmemcached::auth::{self, AuthToken};
 use logmemcached::error::{Context, Result};
 use logmemcached::memory::region::HugePages;
-use logmemcached::replication::{self, replica::ReplicaOptions, Replication, Url};
-use logmemcached::runtime::{PollMode, Runtime, Settings};
+use logmemcached::replication::{self, primary::SlotTable, replica::ReplicaOptions, Replication, Trust, Url};
+use logmemcached::runtime::{default_output_budget, PollMode, Runtime, Settings};
 use logmemcached::server;
 use logmemcached::store::{Store, StoreConfig};
 
@@ -93,6 +94,12 @@ struct ServeArgs {
     #[argh(option)]
     promote_after: Option<u64>,
 
+    /// at promotion, the longest a replica spends first applying what the
+    /// old primary's log still holds beyond its own, in milliseconds
+    /// (default 300; 0: promote at once)
+    #[argh(option, default = "ReplicaOptions::DEFAULT_PROMOTE_DRAIN.as_millis() as u64")]
+    promote_drain_ms: u64,
+
     /// hold each write's reply until this many replicas have it (default 0:
     /// asynchronous)
     #[argh(option, default = "0")]
@@ -109,6 +116,40 @@ struct ServeArgs {
     #[argh(option)]
     rdma_listen: Option<String>,
 
+    /// RDMA clients: memory, in megabytes, that all RC connections' buffers
+    /// may pin together (each pins two buffers of about -I); past it new RC
+    /// connections are refused (default: a quarter of -m, and at least 4
+    /// connections' worth; 0 refuses every RC connection)
+    #[argh(option)]
+    rdma_rc_memory: Option<usize>,
+
+    /// serve admin commands (replica promote, replica follow URL; shutdown
+    /// and flush_all whatever -A and -F say) on a unix socket at PATH,
+    /// created with --admin-socket-mode and removed at shutdown; on the data
+    /// port they are refused
+    #[argh(option)]
+    admin_socket: Option<std::path::PathBuf>,
+
+    /// file mode of the --admin-socket, in octal (default 0600: the server's
+    /// user and root only)
+    #[argh(option, default = "0o600", from_str_fn(parse_mode))]
+    admin_socket_mode: u32,
+
+    /// let the `shutdown` command stop the server from the data port
+    /// (memcached's -A)
+    #[argh(switch, short = 'A')]
+    enable_shutdown: bool,
+
+    /// refuse `flush_all` on the data port (memcached's -F)
+    #[argh(switch, short = 'F')]
+    disable_flush_all: bool,
+    /// reply bytes all connections together may hold for clients that have
+    /// not read them yet, with an optional k or m suffix; past it each
+    /// connection produces one reply at a time (default: half of -m, at most
+    /// 4 MiB per -c connection, at least 4 MiB)
+    #[argh(option, from_str_fn(parse_size))]
+    output_budget: Option<usize>,
+
     /// verbose logging to stderr; repeat for more (-v -v)
     #[argh(switch, short = 'v')]
     verbose: u32,
@@ -121,6 +162,24 @@ struct ServeArgs {
     /// seconds per interval in the --latency-log (default 10)
     #[argh(option, default = "10")]
     latency_log_interval: u64,
+
+    /// the side channels' shared secret (replication rdma:// both ways, and
+    /// --rdma-listen): the same file on the primary, its replicas and RDMA
+    /// clients; mode 0600 or stricter, at least 16 bytes (e.g. head -c 32
+    /// /dev/urandom)
+    #[argh(option)]
+    auth_token_file: Option<std::path::PathBuf>,
+
+    /// let a replication or RDMA listener reachable beyond loopback run
+    /// without --auth-token-file (anyone who reaches it gets the whole cache)
+    #[argh(switch)]
+    insecure: bool,
+
+    /// share shm:// region files with this group (name or gid): mode 0640
+    /// instead of 0600, so replicas run by its members can map them; a
+    /// replica trusts a primary's region file of this group
+    #[argh(option)]
+    shm_group: Option<String>,
 }
 
 fn parse_size(s: &str) -> std::result::Result<usize, String> {
@@ -134,6 +193,14 @@ fn parse_size(s: &str) -> std::result::Result<usize, String> {
         return Err("the item size must be at least 1 byte".into());
     }
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// An octal file mode such as 0600 or 660.
+fn parse_mode(s: &str) -> std::result::Result<u32, String> {
+    match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+        Ok(m) if m <= 0o777 => Ok(m),
+        _ => Err(format!("not a file mode: {s:?} (octal, e.g. 0600 or 0660)")),
+    }
 }
 
 /// memcached habits: `-vv` means `-v -v`, and flags without a subcommand mean `serve`.
@@ -163,6 +230,8 @@ fn serve(a: ServeArgs) -> Result<()> {
     if a.memory_limit == 0 {
         logmemcached::bail!("-m must be at least 1 (megabytes)");
     }
+    let token = a.auth_token_file.as_deref().map(AuthToken::load).transpose().context("--auth-token-file")?;
+    let shm_group = a.shm_group.as_deref().map(replication::shm::parse_group).transpose()?;
     let settings = Settings {
         port: a.port,
         listen: a.listen,
@@ -174,7 +243,20 @@ fn serve(a: ServeArgs) -> Result<()> {
         hugepages: a.hugepages,
         idle_spins: a.idle_spins.unwrap_or_else(|| default_idle_spins(a.threads)),
         rdma_listen: a.rdma_listen,
+        rdma: server::rdma::budgets(
+            a.memory_limit << 20,
+            a.max_item_size,
+            a.rdma_rc_memory.map(|mb| mb.saturating_mul(1 << 20)),
+        ),
+        enable_shutdown: a.enable_shutdown,
+        flush_enabled: !a.disable_flush_all,
+        admin_socket: a.admin_socket,
+        admin_socket_mode: a.admin_socket_mode,
+        auth_token: token.clone(),
+        output_budget: a.output_budget.unwrap_or_else(|| default_output_budget(a.memory_limit << 20, a.conn_limit)),
     };
+    // Before anything opens descriptors of its own: fail early, as memcached does.
+    server::ensure_fd_limit(&settings)?;
     let listeners = a
         .replication_listen
         .iter()
@@ -188,11 +270,23 @@ fn serve(a: ServeArgs) -> Result<()> {
     if a.promote_after.is_some() && replica_of.is_none() {
         logmemcached::bail!("--promote-after applies to replicas: give --replica-of too");
     }
+    // Safe defaults: a listener that hands out the cache stays on loopback
+    // unless it checks a token (or the operator says --insecure).
+    for u in &listeners {
+        if let Url::Rdma { host, .. } = u {
+            auth::check_exposure(&format!("--replication-listen {u}"), host, token.as_ref(), a.insecure)?;
+        }
+    }
+    if let Some(l) = &settings.rdma_listen {
+        let host = l.rsplit_once(':').map_or(l.as_str(), |(h, _)| h);
+        auth::check_exposure("--rdma-listen", host, token.as_ref(), a.insecure)?;
+    }
     // An shm listener puts the log in a file its replicas can map.
-    let region_file = listeners.iter().find_map(|u| match u {
-        Url::Shm(name) => Some(replication::shm::region_path(name, a.hugepages != HugePages::Off)),
+    let shm_name = listeners.iter().find_map(|u| match u {
+        Url::Shm(name) => Some(name.clone()),
         _ => None,
     });
+    let region_file = shm_name.as_deref().map(|n| replication::shm::region_path(n, a.hugepages != HugePages::Off));
     let store = Arc::new(
         Store::open(
             &StoreConfig {
@@ -204,9 +298,16 @@ fn serve(a: ServeArgs) -> Result<()> {
         )
         .context("creating the item log")?,
     );
+    if let (Some(p), Some(g)) = (&region_file, shm_group) {
+        replication::shm::share_with_group(p, g)?;
+    }
+    if let Some(n) = &shm_name {
+        replication::shm::prepare_slot_dir(n, shm_group)?;
+    }
+    let slots = Arc::new(SlotTable::new(store.log().clone(), shm_name.clone().map(|n| (n, shm_group))));
     if a.sync_replicas > 0 {
         store.set_sync_wait(replication::primary::sync_waiter(
-            store.log().clone(),
+            slots.clone(),
             a.sync_replicas,
             std::time::Duration::from_millis(a.sync_timeout),
         ));
@@ -234,15 +335,18 @@ fn serve(a: ServeArgs) -> Result<()> {
     };
     let opts = ReplicaOptions {
         promote_after: a.promote_after.map(std::time::Duration::from_millis),
+        promote_drain: std::time::Duration::from_millis(a.promote_drain_ms),
         id: logmemcached::log::random_u64(),
     };
     for u in &listeners {
         if let Url::Rdma { host, port } = u {
-            replication::verbs::listen(store.log().region().clone(), host, *port, a.verbose > 0)
+            replication::verbs::listen(store.log().region().clone(), host, *port, token.clone(), a.verbose > 0)
                 .with_context(|| format!("--replication-listen {u}"))?;
         }
     }
-    let repl = Arc::new(Replication::new(store.clone(), listeners, opts, a.sync_replicas, a.verbose > 0)?);
+    let trust = Trust { token, shm_group };
+    let repl =
+        Arc::new(Replication::new(store.clone(), listeners, opts, a.sync_replicas, a.verbose > 0, trust, slots)?);
     if let Some(url) = replica_of {
         repl.follow(url)?;
     }
@@ -263,9 +367,9 @@ fn serve(a: ServeArgs) -> Result<()> {
         l.stop();
     }
     repl.shutdown();
-    if let Some(p) = region_file {
+    if let (Some(p), Some(n)) = (region_file, shm_name) {
         // Replicas that still map it keep their copy; new ones must not find a dead log.
-        let _ = std::fs::remove_file(p);
+        replication::shm::remove_files(&n, &p, shm_group);
     }
     served
 }
@@ -334,5 +438,9 @@ mod tests {
         assert_eq!(v(&["lm", "-p", "1"]), ["lm", "serve", "-p", "1"]);
         assert_eq!(v(&["lm", "serve", "-vv"]), ["lm", "serve", "-v", "-v"]);
         assert_eq!(v(&["lm", "--help"]), ["lm", "--help"]);
+        assert_eq!(v(&["lm", "-A", "-F"]), ["lm", "serve", "-A", "-F"]);
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert!(parse_mode("0800").is_err() && parse_mode("7777").is_err() && parse_mode("rw").is_err());
     }
 }

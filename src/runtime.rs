@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 
+use crate::auth::AuthToken;
 use crate::memory::region::HugePages;
 use crate::replication::Replication;
 use crate::stats::WorkerStats;
@@ -66,6 +67,36 @@ pub struct Settings {
     pub idle_spins: u32,
     /// `--rdma-listen ADDR:PORT`: the UD/RC client endpoint's side channel.
     pub rdma_listen: Option<String>,
+    /// The RDMA endpoint's budgets (`--rdma-rc-memory` and the fixed ones),
+    /// reported by `stats settings`.
+    pub rdma: RdmaBudgets,
+    /// `-A`: the `shutdown` command works on the data port (memcached's
+    /// `-A, --enable-shutdown`). It always works on the admin socket.
+    pub enable_shutdown: bool,
+    /// Not `-F`: `flush_all` works on the data port (memcached's
+    /// `-F, --disable-flush-all` clears it). It always works on the admin socket.
+    pub flush_enabled: bool,
+    /// `--admin-socket PATH`: the unix socket that takes admin commands.
+    pub admin_socket: Option<std::path::PathBuf>,
+    /// `--admin-socket-mode`: its file mode (default 0600).
+    pub admin_socket_mode: u32,
+    /// `--auth-token-file`: what side-channel peers must prove they hold.
+    pub auth_token: Option<AuthToken>,
+    /// `--output-budget`: reply bytes all connections together may hold
+    /// before each of them waits for its client to read (see
+    /// [`default_output_budget`] and `Buffers`).
+    pub output_budget: usize,
+}
+
+/// One connection's cap on the reply bytes it holds: past it the connection
+/// takes no more requests (and a multi-get stops between hits) until its
+/// client reads.
+pub const CONN_OUTPUT_CAP: usize = 4 << 20;
+
+/// The default `--output-budget`: half the item memory, no more than every
+/// connection at its cap, and at least one connection's cap.
+pub fn default_output_budget(memory_bytes: usize, conn_limit: usize) -> usize {
+    (memory_bytes / 2).min(conn_limit.saturating_mul(CONN_OUTPUT_CAP)).max(CONN_OUTPUT_CAP)
 }
 
 impl Default for Settings {
@@ -81,6 +112,13 @@ impl Default for Settings {
             hugepages: HugePages::Auto,
             idle_spins: 2000,
             rdma_listen: None,
+            rdma: RdmaBudgets::default(),
+            enable_shutdown: false,
+            flush_enabled: true,
+            admin_socket: None,
+            admin_socket_mode: 0o600,
+            auth_token: None,
+            output_budget: default_output_budget(64 << 20, 1024),
         }
     }
 }
@@ -94,32 +132,108 @@ pub struct Connections {
     pub rejected: AtomicU64,
 }
 
+/// What the RDMA endpoint (`--rdma-listen`) may hold; `server::rdma::budgets`
+/// computes them from the flags, and the endpoint enforces exactly these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RdmaBudgets {
+    /// `--rdma-rc-memory`: bytes every RC connection's buffers pin together.
+    pub rc_memory: usize,
+    /// What one RC connection pins (two buffers sized for `-I`).
+    pub rc_connection_bytes: usize,
+    /// Clients whose address handle and reply cache a worker keeps.
+    pub peers_per_worker: usize,
+    /// Bytes that client state may take per worker.
+    pub peer_bytes_per_worker: usize,
+    /// Reply datagrams that may wait for a send slot, per worker.
+    pub pending_sends_per_worker: usize,
+}
+
+impl Default for RdmaBudgets {
+    /// `server::rdma::budgets` for the default `-m 64 -I 1m` (a test there
+    /// keeps the two equal).
+    fn default() -> Self {
+        RdmaBudgets {
+            rc_memory: 16 << 20,
+            rc_connection_bytes: 2 * ((1 << 20) + (4 << 10)),
+            peers_per_worker: 4096,
+            peer_bytes_per_worker: 8 << 20,
+            pending_sends_per_worker: 256,
+        }
+    }
+}
+
+/// Bytes that connections hold in their buffers (`stats`: `conn_output_bytes`,
+/// `conn_input_bytes`), summed over every worker's connections. A
+/// connection updates its share when it leaves a readiness event still
+/// holding bytes (or no longer holding them), not per request: most replies
+/// are sent at once and never counted.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Reply bytes not yet sent (and sent bytes not yet reclaimed from the
+    /// front of a partly sent buffer). Held under `Settings::output_budget`.
+    pub output: AtomicU64,
+    /// Input kept between reads: partial requests, and requests waiting
+    /// for output room.
+    pub input: AtomicU64,
+}
+
+impl Buffers {
+    /// Move a share from `old` to `new` bytes.
+    pub fn update(counter: &AtomicU64, old: usize, new: usize) {
+        if new > old {
+            counter.fetch_add((new - old) as u64, Ordering::Relaxed);
+        } else if old > new {
+            counter.fetch_sub((old - new) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The RDMA endpoint's RC admission figures (`stats`). Its side-channel
+/// threads are no worker, so these are shared atomics rather than
+/// `WorkerStats` counters.
+#[derive(Debug, Default)]
+pub struct RdmaControl {
+    /// RC connections open (or being set up).
+    pub rc_open: AtomicU64,
+    /// Bytes their buffers pin, within `--rdma-rc-memory`.
+    pub rc_pinned_bytes: AtomicU64,
+    /// RC connections refused: over the memory budget or a full worker.
+    pub rc_refused: AtomicU64,
+}
+
 /// Asks the server to stop (installed by whoever runs the workers).
 pub type ShutdownHook = Box<dyn Fn() + Send + Sync>;
 
 /// State every request and every `stats` report sees.
 pub struct Runtime {
     pub settings: Settings,
-    /// One per worker, in worker order; each written only by its worker and
-    /// on cache lines of its own, so one worker's counting never invalidates
-    /// another's. Shared with the latency-log thread.
+    /// One per worker, in worker order, then one for the control path (the
+    /// admin socket: see [`Runtime::control_stats`]); each written only by
+    /// its thread and on cache lines of its own, so one worker's counting
+    /// never invalidates another's. `stats` sums them all. Shared with the
+    /// latency-log thread.
     pub workers: Arc<[CachePadded<WorkerStats>]>,
     pub started: Instant,
     pub started_unix: u64,
     /// On their own cache lines, away from the read-mostly fields around them.
     pub connections: CachePadded<Connections>,
+    /// Connection buffers, against the output budget; on their own cache line.
+    pub buffers: CachePadded<Buffers>,
     /// `-v` and `verbosity N`; shared with the logger once it follows it.
     verbosity: Arc<AtomicU32>,
     /// Replication role and handles (`stats replication`, `replica ...`).
     pub replication: OnceLock<Arc<Replication>>,
+    /// RC admissions of the RDMA endpoint.
+    pub rdma: Arc<RdmaControl>,
     shutdown: OnceLock<ShutdownHook>,
 }
 
 impl Runtime {
-    /// A runtime with one `WorkerStats` per `settings.threads`.
+    /// A runtime with one `WorkerStats` per `settings.threads`, and one more
+    /// for the control path.
     pub fn new(settings: Settings, verbosity: u32) -> Runtime {
         Runtime {
-            workers: (0..settings.threads).map(|_| CachePadded::new(WorkerStats::default())).collect(),
+            workers: (0..=settings.threads).map(|_| CachePadded::new(WorkerStats::default())).collect(),
             settings,
             started: Instant::now(),
             started_unix: std::time::SystemTime::now()
@@ -127,10 +241,18 @@ impl Runtime {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             connections: CachePadded::new(Connections::default()),
+            buffers: CachePadded::new(Buffers::default()),
             verbosity: Arc::new(AtomicU32::new(verbosity)),
             replication: OnceLock::new(),
+            rdma: Arc::new(RdmaControl::default()),
             shutdown: OnceLock::new(),
         }
+    }
+
+    /// The counters of the control path (the admin socket's sessions: one
+    /// thread at a time writes them, so they keep a single writer).
+    pub fn control_stats(&self) -> &WorkerStats {
+        &self.workers[self.settings.threads]
     }
 
     pub fn verbosity(&self) -> u32 {
@@ -175,7 +297,8 @@ mod tests {
     #[test]
     fn one_padded_stats_per_worker_and_a_shutdown_hook() {
         let rt = Runtime::new(Settings { threads: 3, ..Settings::default() }, 1);
-        assert_eq!(rt.workers.len(), 3);
+        assert_eq!(rt.workers.len(), 3 + 1, "one per worker and the control path's");
+        assert!(std::ptr::eq(rt.control_stats(), &*rt.workers[3]));
         let (a, b) = (&rt.workers[0] as *const _ as usize, &rt.workers[1] as *const _ as usize);
         assert!(b - a >= 64 && a % 64 == 0, "each worker's counters start a cache line");
         assert_eq!(rt.verbosity(), 1);
@@ -192,5 +315,17 @@ mod tests {
         assert!(!rt.set_shutdown_hook(Box::new(|| {})), "the first hook stays");
         assert!(rt.request_shutdown() && rt.request_shutdown());
         assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn output_budget_default_and_share_updates() {
+        assert_eq!(default_output_budget(64 << 20, 1024), 32 << 20, "half of -m");
+        assert_eq!(default_output_budget(64 << 20, 2), 8 << 20, "each connection at its cap");
+        assert_eq!(default_output_budget(1 << 20, 1024), CONN_OUTPUT_CAP, "at least one cap");
+        let b = Buffers::default();
+        Buffers::update(&b.output, 0, 100);
+        Buffers::update(&b.output, 100, 40);
+        Buffers::update(&b.output, 40, 40);
+        assert_eq!(b.output.load(Ordering::Relaxed), 40);
     }
 }

@@ -101,15 +101,31 @@ worker_counters!(
     bytes_read,
     bytes_written,
     readonly_refused,
+    // memcached's: a connection gave way to the others after its share of
+    // one readiness event (src/server/conn.rs, EVENT_QUANTUM).
     conn_yields,
     protocol_errors,
-    // RDMA client access (src/server/ud.rs): datagrams and RC messages taken
+    // RDMA client access (src/server/rdma/): datagrams and RC messages taken
     // in, replies sent, malformed or unanswerable ones dropped, and retried
-    // writes answered from the per-client reply cache instead of re-applied.
+    // writes answered from the per-client reply cache instead of re-applied;
+    // clients forgotten to stay within the per-worker client-state budget;
+    // reply datagrams that waited for a send slot.
     rdma_requests,
     rdma_replies,
     rdma_drops,
     rdma_retries,
+    rdma_peer_evictions,
+    rdma_send_queued,
+    // Admin commands (`replica ...`) refused on the data port.
+    admin_refused,
+    // Output bounds (src/server/conn.rs): times a connection stopped taking
+    // requests, or a multi-get stopped between hits, because the connection
+    // held its cap of reply bytes, or because all connections together held
+    // the output budget; times a worker stopped accepting for a moment
+    // because accept ran out of file descriptors (memcached's name).
+    output_cap_waits,
+    output_budget_waits,
+    listen_disabled_num,
 );
 
 /// Look up one summed counter by name (tests, `stats` assembly).
@@ -152,13 +168,9 @@ const LOG_CLASS: &str = "1";
 /// Seconds since the oldest record still in the log was written (memcached's
 /// age of the LRU tail). Best effort: the cleaner may be moving the tail.
 fn oldest_age(store: &Store) -> u64 {
-    let log = store.log();
-    if log.head() == log.tail() {
-        return 0;
-    }
     let now = store.clock.now() as u64;
-    match log.read_header(log.skip_gap(log.tail())) {
-        Some(h) if (h.time as u64) <= now && h.time != 0 => now - h.time as u64,
+    match store.oldest_record_time() {
+        Some(t) if (t as u64) <= now => now - t as u64,
         _ => 0,
     }
 }
@@ -255,7 +267,17 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
     for (name, value) in WorkerStats::sum(&rt.workers) {
         v.push((name.into(), value.to_string()));
     }
-    let more: [(&str, String); 21] = [
+    for (name, a) in [
+        ("rdma_rc_open", &rt.rdma.rc_open),
+        ("rdma_rc_pinned_bytes", &rt.rdma.rc_pinned_bytes),
+        ("rdma_rc_refused", &rt.rdma.rc_refused),
+    ] {
+        v.push((name.into(), ld(a)));
+    }
+    let bufs = &rt.buffers;
+    let more: [(&str, String); 23] = [
+        ("conn_output_bytes", ld(&bufs.output)),
+        ("conn_input_bytes", ld(&bufs.input)),
         ("limit_maxbytes", snap.limit_maxbytes.to_string()),
         ("accepting_conns", "1".into()),
         ("threads", rt.settings.threads.to_string()),
@@ -298,7 +320,7 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("inter", s.listen.clone()),
         ("verbosity", rt.verbosity().to_string()),
         ("evictions", "on".into()),
-        ("shutdown_command", "no".into()),
+        ("shutdown_command", if s.enable_shutdown { "yes" } else { "no" }.into()),
         ("num_threads", s.threads.to_string()),
         ("detail_enabled", "no".into()),
         ("cas_enabled", "yes".into()),
@@ -308,11 +330,23 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("item_size_max", s.max_item_size.to_string()),
         // Over the connection limit a client gets an error and is closed at once.
         ("maxconns_fast", "yes".into()),
-        ("flush_enabled", "yes".into()),
+        ("flush_enabled", if s.flush_enabled { "yes" } else { "no" }.into()),
         ("dump_enabled", "no".into()),
         ("hugepages", hp.into()),
         ("poll_mode", s.poll.as_str().into()),
         ("poll_idle_spins", s.idle_spins.to_string()),
+        // As memcached prints an unset domain_socket.
+        ("admin_socket", s.admin_socket.as_ref().map_or_else(|| "NULL".into(), |p| p.display().to_string())),
+        ("admin_socket_mode", format!("{:04o}", s.admin_socket_mode)),
+        // The RDMA endpoint's budgets (src/server/rdma/mod.rs): RC buffer
+        // memory for the whole server; client state and queued replies per worker.
+        ("rdma_rc_memory", s.rdma.rc_memory.to_string()),
+        ("rdma_rc_connection_bytes", s.rdma.rc_connection_bytes.to_string()),
+        ("rdma_peers_per_worker", s.rdma.peers_per_worker.to_string()),
+        ("rdma_peer_bytes_per_worker", s.rdma.peer_bytes_per_worker.to_string()),
+        ("rdma_pending_sends_per_worker", s.rdma.pending_sends_per_worker.to_string()),
+        ("output_budget", s.output_budget.to_string()),
+        ("conn_output_cap", crate::runtime::CONN_OUTPUT_CAP.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

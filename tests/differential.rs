@@ -1,7 +1,10 @@
 //! Differential test: one seeded random sequence of operations over the
-//! binary, meta and text protocols (keys from a small set, so they collide;
-//! quiet/noreply at random) is sent to Debian's memcached 1.6 and to
-//! logmemcached; the replies must agree. CAS values are compared by equality
+//! binary, meta and text protocols (keys from a small set, so they collide,
+//! with control bytes, DEL and high bytes among them, and base64 meta keys;
+//! values over `-I` now and then; quiet/noreply at random) is sent to
+//! Debian's memcached 1.6 and to logmemcached; the replies must agree. A
+//! second test walks the edge cases of keys and of too-large stores one by
+//! one in every protocol. CAS values are compared by equality
 //! pattern (the n-th distinct CAS seen), relative times (meta `t`, `l`,
 //! `me` exp/la) within a second; stats are not compared.
 //!
@@ -11,6 +14,8 @@
 //! Ops per seed: `LOGMEMCACHED_DIFF_OPS` (default 1500).
 mod common;
 use common::*;
+#[path = "differential/edges.rs"]
+mod edges;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -19,7 +24,65 @@ use std::time::{Duration, Instant};
 
 const DEFAULT_PROTOCOLS: &str = "binary,meta,text";
 const MEMCACHED: &str = "/usr/bin/memcached";
-const KEYS: &[&str] = &["k0", "k1", "k2", "k3", "k4", "k5"];
+/// Keys every protocol can name: memcached checks only their length, so
+/// control bytes (memcaslap starts its keys with 0x10), DEL and bytes
+/// from 0x80 up are keys like any other. A key is a string of chars below
+/// 256, one byte each on the wire (`wire`), so such bytes stay printable
+/// in a failure's history.
+const KEYS: &[&str] =
+    &["k0", "k1", "k2", "k3", "k4", "k5", "\x10k6", "k\x017", "k\x7f8", "k\u{e9}\u{ff}9", "k\t\x0b10", "k\r11"];
+/// Keys only binary requests and base64 meta keys (`b`) can carry: the text
+/// tokenizer splits at a space and ends the line at a NUL or newline.
+const BINARY_KEYS: &[&str] = &["k 12", "k\x0013", "k\n14"];
+
+/// A value over `-I` (1 MiB on both servers), written as `BIG` in an op
+/// (and its length as `BIG_LEN`) so a failure's history stays readable.
+const BIG: &str = "{BIG}";
+const BIG_LEN: &str = "{BIGLEN}";
+const BIG_BYTES: usize = 1_200_000;
+
+/// A value, now and then one too large to store: memcached then removes
+/// the key's old value (text `set`, binary SET, meta `ms`) so that a
+/// client never reads back what it believes it overwrote.
+fn value_or_big(r: &mut Rng, pct: u64) -> String {
+    if r.chance(pct) {
+        BIG.to_string()
+    } else {
+        value(r)
+    }
+}
+
+/// The length token of a value from `value_or_big`.
+fn len_of(v: &str) -> String {
+    if v == BIG {
+        BIG_LEN.to_string()
+    } else {
+        v.len().to_string()
+    }
+}
+
+/// The bytes of a test string: each char (all below 256) is one byte.
+fn wire(s: &str) -> Vec<u8> {
+    s.chars().map(|c| u8::try_from(u32::from(c)).expect("test strings are bytes")).collect()
+}
+
+/// The inverse of `wire`, for replies.
+fn unwire(b: &[u8]) -> String {
+    b.iter().map(|&c| char::from(c)).collect()
+}
+
+/// Standard base64 with padding, as meta's `b` flag takes keys.
+fn base64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            out.push(if i <= c.len() { A[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
 
 /// xorshift64*: deterministic, no crate needed.
 struct Rng(u64);
@@ -180,13 +243,13 @@ fn cas_pick(r: &mut Rng) -> CasPick {
 }
 
 fn gen_binary(r: &mut Rng) -> Op {
-    let key = r.pick(KEYS).to_string();
+    let key = if r.chance(10) { r.pick(BINARY_KEYS) } else { r.pick(KEYS) }.to_string();
     let quiet = r.chance(30);
     let be32 = |v: u32| v.to_be_bytes().to_vec();
     let set_extras = |r: &mut Rng| [be32(r.below(1000) as u32), be32(exptime(r) as u32)].concat();
     let (op, extras, value, cas) = match r.below(100) {
         0..=19 => (*r.pick(&[0x00u8, 0x0c]), vec![], vec![], CasPick::None),
-        20..=34 => (*r.pick(&[0x01u8, 0x02, 0x03]), set_extras(r), value(r).into_bytes(), cas_pick(r)),
+        20..=34 => (*r.pick(&[0x01u8, 0x02, 0x03]), set_extras(r), value_or_big(r, 4).into_bytes(), cas_pick(r)),
         35..=44 => (*r.pick(&[0x0eu8, 0x0f]), vec![], value(r).into_bytes(), cas_pick(r)),
         45..=54 => (0x04, vec![], vec![], cas_pick(r)),
         55..=69 => {
@@ -206,8 +269,14 @@ fn gen_binary(r: &mut Rng) -> Op {
 }
 
 fn gen_meta(r: &mut Rng) -> Op {
-    let key = r.pick(KEYS).to_string();
+    let key = if r.chance(10) { r.pick(BINARY_KEYS) } else { r.pick(KEYS) }.to_string();
     let mut flags: Vec<String> = Vec::new();
+    // A key the line cannot carry as it is travels base64-encoded (`b`);
+    // any other does so now and then.
+    let b64 = BINARY_KEYS.contains(&key.as_str()) || r.chance(15);
+    if b64 {
+        flags.push("b".into());
+    }
     let opt = |r: &mut Rng, pct: u64, f: &str, flags: &mut Vec<String>| {
         if r.chance(pct) {
             flags.push(f.to_string());
@@ -231,7 +300,7 @@ fn gen_meta(r: &mut Rng) -> Op {
             ("mg", None)
         }
         35..=64 => {
-            let v = value(r);
+            let v = value_or_big(r, 3);
             if r.chance(40) {
                 flags.push(format!("M{}", r.pick(&["E", "A", "P", "R", "S"])));
             }
@@ -249,8 +318,7 @@ fn gen_meta(r: &mut Rng) -> Op {
             for f in ["c", "k", "q"] {
                 opt(r, 25, f, &mut flags);
             }
-            let line_len = v.len().to_string();
-            flags.insert(0, line_len);
+            flags.insert(0, len_of(&v));
             ("ms", Some(v))
         }
         65..=79 => {
@@ -302,8 +370,19 @@ fn gen_meta(r: &mut Rng) -> Op {
         let j = fixed + r.below((i - fixed + 1) as u64) as usize;
         flags.swap(i, j);
     }
-    let line =
-        if cmd == "mn" { "mn".to_string() } else { format!("{cmd} {key} {}", flags.join(" ")).trim_end().to_string() };
+    // memcached echoes a key as stored unless the item was stored with
+    // `b`: a newline in it would split the reply line, so it is not asked for.
+    if key.contains('\n') {
+        flags.retain(|f| f != "k");
+    }
+    let named = if b64 { base64(&wire(&key)) } else { key.clone() };
+    // `me` always echoes the key: not for one with a newline.
+    let cmd = if cmd == "me" && key.contains('\n') { "mn" } else { cmd };
+    let line = if cmd == "mn" {
+        "mn".to_string()
+    } else {
+        format!("{cmd} {named} {}", flags.join(" ")).trim_end().to_string()
+    };
     Op::Meta { line, data, key, cas }
 }
 
@@ -321,7 +400,7 @@ fn gen_text(r: &mut Rng) -> Op {
             None,
         ),
         25..=49 => {
-            let v = value(r);
+            let v = value_or_big(r, 4);
             let cmd = *r.pick(&["set", "add", "replace", "append", "prepend", "cas"]);
             let tail = if cmd == "cas" {
                 cas = if r.chance(70) { CasPick::Right } else { CasPick::Wrong };
@@ -329,7 +408,7 @@ fn gen_text(r: &mut Rng) -> Op {
             } else {
                 ""
             };
-            (format!("{cmd} {key} {} {} {}{tail}{noreply}", r.below(100), exptime(r), v.len()), Some(v))
+            (format!("{cmd} {key} {} {} {}{tail}{noreply}", r.below(100), exptime(r), len_of(&v)), Some(v))
         }
         50..=64 => (format!("{} {key} {}{noreply}", r.pick(&["incr", "decr"]), r.below(20)), None),
         65..=74 => (format!("delete {key}{noreply}"), None),
@@ -346,15 +425,18 @@ fn run(c: &mut Conns, op: &Op) -> Vec<String> {
         Op::Bin { op, key, extras, value, cas, quiet } => {
             let opcode = if *quiet { quiet_of(*op) } else { *op };
             let casv = cas.value(c, key);
+            let big = vec![b'z'; BIG_BYTES];
+            let value = if value == BIG.as_bytes() { &big } else { value };
             let mut p = vec![0x80, opcode];
-            p.extend_from_slice(&(key.len() as u16).to_be_bytes());
+            let key_bytes = wire(key);
+            p.extend_from_slice(&(key_bytes.len() as u16).to_be_bytes());
             p.push(extras.len() as u8);
             p.extend_from_slice(&[0, 0, 0]);
-            p.extend_from_slice(&((key.len() + extras.len() + value.len()) as u32).to_be_bytes());
+            p.extend_from_slice(&((key_bytes.len() + extras.len() + value.len()) as u32).to_be_bytes());
             p.extend_from_slice(&7u32.to_be_bytes());
             p.extend_from_slice(&casv.to_be_bytes());
             p.extend_from_slice(extras);
-            p.extend_from_slice(key.as_bytes());
+            p.extend_from_slice(&key_bytes);
             p.extend_from_slice(value);
             // A noop after every request marks the end of its replies.
             p.extend_from_slice(&[0x80, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -374,7 +456,7 @@ fn run(c: &mut Conns, op: &Op) -> Vec<String> {
                 if rcas != 0 && !key.is_empty() {
                     c.last_cas.insert(key.clone(), rcas);
                 }
-                let mut body_s = String::from_utf8_lossy(&body).into_owned();
+                let mut body_s = unwire(&body);
                 if h[1] == 0x0b && status == 0 {
                     body_s = "<version>".into();
                 }
@@ -393,10 +475,14 @@ fn run(c: &mut Conns, op: &Op) -> Vec<String> {
         }
         Op::Meta { line, data, key, cas } | Op::Text { line, data, key, cas } => {
             let is_meta = matches!(op, Op::Meta { .. });
-            let line = line.replace("{C}", &cas.value(c, key).to_string());
+            let line = line.replace("{C}", &cas.value(c, key).to_string()).replace(BIG_LEN, &BIG_BYTES.to_string());
             let mut req = format!("{line}\r\n");
             if let Some(d) = data {
-                req.push_str(d);
+                if d == BIG {
+                    req.push_str(&"z".repeat(BIG_BYTES));
+                } else {
+                    req.push_str(d);
+                }
                 req.push_str("\r\n");
             }
             // mn marks the end of the replies (an mn op is its own marker).
@@ -404,11 +490,12 @@ fn run(c: &mut Conns, op: &Op) -> Vec<String> {
                 req.push_str("mn\r\n");
             }
             let conn = if is_meta { &mut c.meta } else { &mut c.text };
-            conn.get_mut().write_all(req.as_bytes()).unwrap();
+            conn.get_mut().write_all(&wire(&req)).unwrap();
             let mut lines = Vec::new();
             loop {
-                let mut l = String::new();
-                conn.read_line(&mut l).expect("meta/text reply");
+                let mut raw = Vec::new();
+                conn.read_until(b'\n', &mut raw).expect("meta/text reply");
+                let l = unwire(&raw);
                 assert!(!l.is_empty(), "connection closed after {line:?}");
                 if l == "MN\r\n" {
                     break;
@@ -590,7 +677,7 @@ fn took_effect(reply: &[String]) -> bool {
 }
 
 /// Drop what an in-place vs copied incr/decr may change: meta h, X, Z, W,
-/// me's fetch, meta s, and the counter's padding spaces, which an append or prepend
+/// me's fetch, meta s, the form of the key echo, and the counter's padding spaces, which an append or prepend
 /// carries into the middle of a value. Generated values never contain a
 /// space, so in an uncertain key's value every space is padding. With
 /// `ttl`, the remaining TTL (meta t, me exp) is dropped as well.
@@ -602,7 +689,12 @@ fn loosen(lines: &[String], ttl: bool) -> Vec<String> {
             if !meta {
                 return l.clone();
             }
+            // Whether the item keeps `ms b`'s base64-key mark is uncertain
+            // too (a copy drops it): the key echo is not compared.
             l.split(' ')
+                .enumerate()
+                .map(|(i, t)| if (i == 1 && l.starts_with("ME ")) || (i > 0 && t.starts_with('k')) { "k" } else { t })
+                .filter(|t| *t != "b")
                 .filter(|t| !matches!(*t, "h0" | "h1" | "X" | "Z" | "W" | "fetch=yes" | "fetch=no"))
                 .filter(|t| !(ttl && (t.starts_with("exp=") || (t.starts_with('t') && t.len() > 1))))
                 // The size includes the padding (a VA line's data shows it).

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["replication"],
     &["store"],
     &["log", "index"],
-    &["memory", "rdma"],
+    &["memory", "rdma", "auth"],
 ];
 
 /// Same layer, and still not allowed to name each other.

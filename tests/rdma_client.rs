@@ -1,6 +1,8 @@
 //! The RDMA client against the real server: UD datagrams for every operation,
 //! RC for a 512 KiB value, 64 endpoints at once, a datagram lost on purpose,
-//! a read-only replica refusing writes, a malformed datagram.
+//! a read-only replica refusing writes, a malformed datagram, a request that
+//! names another address (the reply still goes to its sender), RC
+//! connections past the memory budget.
 //!
 //! The `vm_*` tests need an RDMA device and are `#[ignore]`d, so a plain
 //! `cargo test` lists them as ignored instead of silently passing;
@@ -12,10 +14,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, Server};
+use common::{free_port, test_token, token_file, Server};
 use logmemcached::client::{wire, Client, ClientOptions, End, ShardSpec};
-use logmemcached::rdma::connect::UdEndpointInfo;
-use logmemcached::rdma::{Access, QpCaps, UdOptions};
+use logmemcached::rdma::connect::{UdEndpointInfo, WireInfo};
+use logmemcached::rdma::{Access, QpCaps, UdEndpoint, UdOptions, GRH_SIZE};
 
 fn require_vm() {
     if std::env::var("LOGMEMCACHED_IN_VM").as_deref() != Ok("1") {
@@ -27,10 +29,22 @@ fn rdma_addr() -> String {
     std::env::var("LOGMEMCACHED_RDMA_ADDR").unwrap_or_else(|_| "10.0.2.15".into())
 }
 
+/// Client options with the test token (the servers here require it: their
+/// side channels are on the VM's address, beyond loopback).
+fn opts() -> ClientOptions {
+    ClientOptions { auth_token: Some(test_token()), ..Default::default() }
+}
+
+/// A client of `url` that holds the token.
+fn connect(url: &str) -> Client {
+    Client::with_options(&[url], opts()).unwrap()
+}
+
 /// A server with an RDMA endpoint; returns it and its rdma:// URL.
 fn rdma_server(extra: &[&str]) -> (Server, String) {
     let side = format!("{}:{}", rdma_addr(), free_port());
-    let mut args = vec!["--rdma-listen", side.as_str()];
+    let token = token_file();
+    let mut args = vec!["--rdma-listen", side.as_str(), "--auth-token-file", token.as_str()];
     if !extra.contains(&"-m") {
         args.extend_from_slice(&["-m", "8"]); // a small log starts fast under TCG
     }
@@ -38,7 +52,7 @@ fn rdma_server(extra: &[&str]) -> (Server, String) {
     let s = Server::start(&args);
     // The TCP port answers first; the RDMA side channel is bound right after.
     let t0 = Instant::now();
-    while let Err(e) = logmemcached::client::ud::fetch_endpoints(&side, Duration::from_secs(10)) {
+    while let Err(e) = logmemcached::client::ud::fetch_endpoints(&side, Duration::from_secs(10), Some(&test_token())) {
         assert!(t0.elapsed() < Duration::from_secs(20), "RDMA endpoint {side} never came up: {e}");
         std::thread::sleep(Duration::from_millis(20)); // test-side start-up wait only
     }
@@ -135,7 +149,7 @@ fn tcp_ketama_shards_spread_keys() {
 fn vm_every_operation_over_ud() {
     require_vm();
     let (s, url) = rdma_server(&[]);
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     every_operation(&mut c);
     let st = c.stats();
     assert_eq!(st.rc_calls, 0, "everything fits a datagram: {st:?}");
@@ -151,7 +165,7 @@ fn vm_every_operation_over_ud() {
 fn vm_512k_value_over_rc() {
     require_vm();
     let (_s, url) = rdma_server(&["-m", "16"]);
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     let v: Vec<u8> = (0..512 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     c.set(b"big", &v, 7, 0).unwrap();
     assert_eq!(c.stats().rc_calls, 1, "the set went over RC");
@@ -179,7 +193,7 @@ fn vm_64_concurrent_endpoints() {
         .map(|t| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let mut clients: Vec<Client> = (0..PER_THREAD).map(|_| Client::connect(&url).unwrap()).collect();
+                let mut clients: Vec<Client> = (0..PER_THREAD).map(|_| connect(&url)).collect();
                 for r in 0..ROUNDS {
                     for (i, c) in clients.iter_mut().enumerate() {
                         let key = format!("ep:{t}:{i}");
@@ -193,7 +207,7 @@ fn vm_64_concurrent_endpoints() {
         })
         .collect();
     let retries: u64 = handles.into_iter().map(|h| h.join().expect("client thread")).sum();
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     let total = (THREADS * PER_THREAD * ROUNDS) as u64;
     // The first incr creates the counter with 1; every other adds 1: exactly once each.
     assert_eq!(c.incr(b"shared-counter", 0, None, 0).unwrap(), Some(total), "retries: {retries}");
@@ -208,35 +222,35 @@ fn vm_64_concurrent_endpoints() {
 fn vm_lost_datagrams_are_retried_and_apply_once() {
     require_vm();
     let (s, url) = rdma_server(&[]);
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     c.set(b"n", b"10", 0, 0).unwrap();
     c.set(b"a", b"x", 0, 0).unwrap();
 
     // The reply is lost after the server ran the incr: the retry must be
     // answered from the server's reply cache, not run again.
-    let opts = ClientOptions { drop_replies: 1, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut lossy = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { drop_replies: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut lossy = Client::with_options(&[&url], o).unwrap();
     assert_eq!(lossy.incr(b"n", 1, None, 0).unwrap(), Some(11));
     assert_eq!(lossy.stats().retries, 1);
     assert_eq!(c.get(b"n").unwrap().map(|i| i.value), Some(b"11".to_vec()), "incr applied once");
     assert_eq!(stat(&s, "rdma_retries"), 1, "the server answered the retry from its cache");
 
-    let opts = ClientOptions { drop_replies: 1, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut lossy = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { drop_replies: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut lossy = Client::with_options(&[&url], o).unwrap();
     assert!(lossy.append(b"a", b"y").unwrap());
     assert_eq!(c.get(b"a").unwrap().map(|i| i.value), Some(b"xy".to_vec()), "append applied once");
-    let opts = ClientOptions { drop_replies: 1, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut lossy = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { drop_replies: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut lossy = Client::with_options(&[&url], o).unwrap();
     assert!(lossy.add(b"fresh", b"1", 0, 0).unwrap(), "a retried add reports its own success");
 
     // The request is lost: the retry is the first the server sees.
-    let opts = ClientOptions { drop_requests: 1, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut lossy = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { drop_requests: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut lossy = Client::with_options(&[&url], o).unwrap();
     assert_eq!(lossy.incr(b"n", 1, None, 0).unwrap(), Some(12));
     assert_eq!(lossy.stats().retries, 1);
     // A lost get reply: retried (reads simply run again).
-    let opts = ClientOptions { drop_replies: 1, timeout: Duration::from_millis(300), ..Default::default() };
-    let mut lossy = Client::with_options(&[&url], opts).unwrap();
+    let o = ClientOptions { drop_replies: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut lossy = Client::with_options(&[&url], o).unwrap();
     assert_eq!(lossy.get(b"n").unwrap().map(|i| i.value), Some(b"12".to_vec()));
     assert_eq!(lossy.stats().retries, 1);
     assert_eq!(stat(&s, "rdma_retries"), 3, "incr, append, add retries came from the cache");
@@ -249,9 +263,9 @@ fn vm_read_only_replica_refuses_writes_and_serves_reads() {
     let repl = format!("rdma://{}:{}", rdma_addr(), free_port());
     let (primary, purl) = rdma_server(&["-m", "8", "--replication-listen", &repl]);
     let (_replica, rurl) = rdma_server(&["-m", "8", "--replica-of", &repl]);
-    let mut p = Client::connect(&purl).unwrap();
+    let mut p = connect(&purl);
     p.set(b"r", b"from-primary", 3, 0).unwrap();
-    let mut r = Client::connect(&rurl).unwrap();
+    let mut r = connect(&rurl);
     let t0 = Instant::now();
     loop {
         if r.get(b"r").unwrap().is_some() {
@@ -266,8 +280,8 @@ fn vm_read_only_replica_refuses_writes_and_serves_reads() {
     assert!(r.delete(b"r").unwrap_err().to_string().contains("read-only"));
     // A sharded client told to read from the replica.
     let spec = ShardSpec { name: None, primary: purl.clone(), replicas: vec![rurl.clone()] };
-    let opts = ClientOptions { read_from_replicas: true, ..Default::default() };
-    let mut c = Client::with_shards(&[spec], opts).unwrap();
+    let o = ClientOptions { read_from_replicas: true, ..opts() };
+    let mut c = Client::with_shards(&[spec], o).unwrap();
     assert_eq!(c.get(b"r").unwrap().map(|i| i.value), Some(b"from-primary".to_vec()));
     c.set(b"w", b"to-primary", 0, 0).unwrap();
     assert_eq!(p.get(b"w").unwrap().map(|i| i.value), Some(b"to-primary".to_vec()));
@@ -280,7 +294,8 @@ fn vm_malformed_datagram_is_dropped_and_counted() {
     require_vm();
     let (s, url) = rdma_server(&[]);
     let side = url.trim_start_matches("rdma://");
-    let eps: Vec<UdEndpointInfo> = logmemcached::client::ud::fetch_endpoints(side, Duration::from_secs(10)).unwrap();
+    let eps: Vec<UdEndpointInfo> =
+        logmemcached::client::ud::fetch_endpoints(side, Duration::from_secs(10), Some(&test_token())).unwrap();
     let (ctx, pd) = logmemcached::client::verbs().unwrap();
     let cq = ctx.create_cq(16, false).unwrap();
     let qp = pd.create_ud_qp(&cq, &cq, &QpCaps::default(), &UdOptions::default()).unwrap();
@@ -300,7 +315,7 @@ fn vm_malformed_datagram_is_dropped_and_counted() {
         cq.wait_one(Duration::from_secs(10)).unwrap().ok().unwrap();
     }
     // The server goes on: a real client works, and nothing of the bad ones applied.
-    let mut c = Client::connect(&url).unwrap();
+    let mut c = connect(&url);
     c.set(b"after", b"ok", 0, 0).unwrap();
     assert_eq!(c.get(b"after").unwrap().map(|i| i.value), Some(b"ok".to_vec()));
     assert_eq!(c.get(b"bad").unwrap(), None, "a malformed datagram has no effect");
@@ -311,4 +326,226 @@ fn vm_malformed_datagram_is_dropped_and_counted() {
     wire::request(&mut req, wire::opcode::GETK, 0, &[], b"q", &[]);
     let r = c.raw(b"q", &mut req, End::First).unwrap();
     assert_eq!(r[0].value, b"1");
+}
+
+/// The replies to datagrams `ep` sent, until one with opaque `last` (or
+/// the timeout).
+fn replies_until(ep: &UdEndpoint, last: u32, timeout: Duration) -> Vec<wire::Response> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    while !got.iter().any(|r: &wire::Response| r.opaque == last) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wc =
+            ep.recv_cq().wait_one(left).unwrap_or_else(|e| panic!("no reply with opaque {last}: {e}; got {got:?}"));
+        let slot = wc.wr_id() as usize;
+        ep.read_payload(slot, wc.byte_len() as usize - GRH_SIZE, &mut buf).unwrap();
+        ep.repost(slot).unwrap();
+        got.extend(wire::parse_all(&buf).unwrap());
+    }
+    got
+}
+
+/// Send one datagram from `ep`'s send slot 0 and wait for it to go.
+fn send(ep: &UdEndpoint, payload: &[u8], dest: &logmemcached::rdma::UdDest) {
+    ep.post_send(0, payload, dest).unwrap();
+    ep.send_cq().wait_one(Duration::from_secs(10)).unwrap().ok().unwrap();
+}
+
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_a_request_naming_another_address_is_answered_to_its_sender_only() {
+    require_vm();
+    let (s, url) = rdma_server(&[]);
+    let side = url.trim_start_matches("rdma://");
+    let eps = logmemcached::client::ud::fetch_endpoints(side, Duration::from_secs(10), Some(&test_token())).unwrap();
+    let (ctx, pd) = logmemcached::client::verbs().unwrap();
+    // A sends; B listens at the address A's requests name. Both hold the
+    // server's Q_Key, as an authenticated client does.
+    let o = UdOptions { qkey: eps[0].qkey, ..UdOptions::default() };
+    let a = UdEndpoint::builder(&ctx, &pd).recv_slots(32).options(o.clone()).build().unwrap();
+    let b = UdEndpoint::builder(&ctx, &pd).recv_slots(32).options(o).build().unwrap();
+    let (b_info, to_server) = (b.info(), a.dest(&eps[0]).unwrap());
+    let named = b_info.encode();
+    // Everywhere a client writes: opaque and flags carry B's QPN, the key
+    // B's GID and QPN, the value B's endpoint record.
+    let key = format!("reply-to:{}:{}", b_info.gid, b_info.qpn).into_bytes();
+    let mut set = Vec::new();
+    wire::request(&mut set, wire::opcode::SET, 0, &wire::store_extras(b_info.qpn, 0), &key, &named);
+    wire::set_opaque(&mut set, b_info.qpn);
+    send(&a, &set, &to_server);
+    // A datagram that starts with a forged GRH area naming B (an IPv4
+    // header from B's address) before a request: not a request, dropped.
+    let mut forged = vec![0u8; GRH_SIZE];
+    forged[20] = 0x45;
+    forged[32..36].copy_from_slice(&b_info.gid.0[12..]);
+    let mut get = Vec::new();
+    wire::request(&mut get, wire::opcode::GETK, 0, &[], &key, &[]);
+    wire::set_opaque(&mut get, b_info.qpn.wrapping_add(1));
+    send(&a, &[forged, get.clone()].concat(), &to_server);
+    send(&a, &get, &to_server);
+    let got = replies_until(&a, b_info.qpn.wrapping_add(1), Duration::from_secs(10));
+    assert!(got.iter().any(|r| r.opaque == b_info.qpn && r.status == 0), "the set's reply came to A: {got:?}");
+    let g = got.iter().find(|r| r.opaque == b_info.qpn.wrapping_add(1)).unwrap();
+    assert_eq!((g.status, &g.value[..]), (0, &named[..]), "the get's reply came to A");
+    // Nothing reached B: the server answered in order and A has the last
+    // reply, so anything sent to B went before it; give the link a moment.
+    let mut w = logmemcached::rdma::Wc::batch(4);
+    assert_eq!(b.recv_cq().wait(&mut w, Some(Duration::from_millis(300))).unwrap(), 0, "B received a reply");
+    assert_eq!(stat(&s, "rdma_drops"), 1, "the forged-GRH datagram was dropped");
+    // B does listen: its own request is answered to it.
+    let mut noop = Vec::new();
+    wire::request(&mut noop, wire::opcode::NOOP, 0, &[], &[], &[]);
+    wire::set_opaque(&mut noop, 77);
+    send(&b, &noop, &b.dest(&eps[0]).unwrap());
+    assert_eq!(replies_until(&b, 77, Duration::from_secs(10)).len(), 1);
+}
+
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_rc_connections_past_the_memory_budget_are_refused_until_one_closes() {
+    require_vm();
+    // Room for one RC connection of -I 1m (two buffers of 1 MiB + 4 KiB), not two.
+    let (s, url) = rdma_server(&["-m", "16", "--rdma-rc-memory", "3"]);
+    let per: u64 = s.connect().stats("settings")["rdma_rc_connection_bytes"].parse().unwrap();
+    assert_eq!(s.connect().stats("settings")["rdma_rc_memory"], (3u64 << 20).to_string());
+    let v = vec![7u8; 300 << 10];
+    let mut c1 = connect(&url);
+    c1.set(b"big1", &v, 0, 0).unwrap();
+    assert_eq!(c1.stats().rc_calls, 1, "the set went over RC");
+    assert_eq!((stat(&s, "rdma_rc_open"), stat(&s, "rdma_rc_pinned_bytes")), (1, per));
+    let mut c2 = connect(&url);
+    let e = c2.set(b"big2", &v, 0, 0).unwrap_err().to_string();
+    assert!(e.contains("capacity of 0"), "refused with the protocol's refusal: {e}");
+    assert_eq!(stat(&s, "rdma_rc_refused"), 1);
+    assert_eq!(stat(&s, "rdma_rc_pinned_bytes"), per, "a refusal pins nothing");
+    c2.set(b"small", b"x", 0, 0).unwrap();
+    assert_eq!(c2.get(b"small").unwrap().map(|i| i.value), Some(b"x".to_vec()), "UD goes on");
+    // The first client leaves: its worker drops the QP and the budget has room again.
+    drop(c1);
+    let t0 = Instant::now();
+    while stat(&s, "rdma_rc_pinned_bytes") != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the closed connection's buffers were never given back");
+        std::thread::sleep(Duration::from_millis(20)); // polling a condition
+    }
+    c2.set(b"big2", &v, 0, 0).unwrap();
+    assert_eq!(c2.get(b"big2").unwrap().map(|i| i.value.len()), Some(v.len()));
+    assert_eq!(stat(&s, "rdma_rc_open"), 1);
+}
+
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_the_side_channel_tells_nothing_to_a_client_without_the_token() {
+    require_vm();
+    let (_s, url) = rdma_server(&[]);
+    let side = url.trim_start_matches("rdma://");
+    let t = Duration::from_secs(10);
+    let e = logmemcached::client::ud::fetch_endpoints(side, t, None).unwrap_err().to_string();
+    assert!(e.contains("requires a token"), "{e}");
+    let wrong = logmemcached::auth::AuthToken::new(&[0x42; 32]).unwrap();
+    let e = logmemcached::client::ud::fetch_endpoints(side, t, Some(&wrong)).unwrap_err().to_string();
+    assert!(e.contains("proof is wrong"), "{e}");
+    let o = ClientOptions { auth_token: Some(wrong), ..opts() };
+    assert!(Client::with_options(&[&url], o).is_err(), "a client with a wrong token connected");
+    // The right token still gets in, and the server serves.
+    let mut c = connect(&url);
+    c.set(b"t", b"ok", 0, 0).unwrap();
+    assert_eq!(c.get(b"t").unwrap().map(|i| i.value), Some(b"ok".to_vec()));
+    // A stranger who guessed a worker's QPN but not the Q_Key the side
+    // channel hands out: the NIC drops its datagrams, nothing applies.
+    let eps = logmemcached::client::ud::fetch_endpoints(side, t, Some(&test_token())).unwrap();
+    assert!(eps.iter().all(|e| e.qkey != UdOptions::default().qkey), "the Q_Key is the well-known default");
+    let (ctx, pd) = logmemcached::client::verbs().unwrap();
+    let cq = ctx.create_cq(16, false).unwrap();
+    let qp = pd.create_ud_qp(&cq, &cq, &QpCaps::default(), &UdOptions::default()).unwrap();
+    let buf = pd.register_buffer(256, Access::LOCAL_WRITE).unwrap();
+    let mut req = Vec::new();
+    wire::request(&mut req, wire::opcode::SET, 0, &wire::store_extras(0, 0), b"stolen", b"x");
+    buf.write(0, &req);
+    for (i, e) in eps.iter().enumerate() {
+        let mut dest = qp.dest(e).unwrap();
+        dest.qkey = UdOptions::default().qkey;
+        qp.post_send(i as u64, buf.slice(0, req.len()).unwrap(), &dest, true).unwrap();
+        cq.wait_one(Duration::from_secs(10)).unwrap().ok().unwrap();
+    }
+    // Sent before this get on the same workers' QPs: had any applied, it would show.
+    for _ in &eps {
+        assert_eq!(c.get(b"stolen").unwrap(), None, "a datagram without the Q_Key was served");
+    }
+}
+
+/// A get whose RC reply comes after its call gave up (the test hook ends
+/// the first RC call's wait at once): that late reply must never be taken
+/// for the next get's answer (another key's value). The client drops the
+/// RC connection after a timeout and matches replies by request id.
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_a_late_rc_reply_is_not_taken_for_the_next_get() {
+    require_vm();
+    let (_s, url) = rdma_server(&["-m", "16"]);
+    let mut c = connect(&url);
+    let a: Vec<u8> = vec![b'a'; 200 * 1024];
+    let b: Vec<u8> = vec![b'b'; 200 * 1024];
+    c.set(b"big-a", &a, 1, 0).unwrap();
+    c.set(b"big-b", &b, 2, 0).unwrap();
+    let o = ClientOptions { expire_rc_calls: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut late = Client::with_options(&[&url], o).unwrap();
+    // The UD get is flagged NEEDS_RC; the RC call gives up at once: an
+    // error, and its reply comes late.
+    assert!(late.get(b"big-a").is_err(), "the first RC call gives up at once");
+    let it = late.get(b"big-b").unwrap().expect("big-b stored");
+    assert_eq!(it.flags, 2, "the late reply to big-a answered the get of big-b");
+    assert!(it.value == b, "big-b's own value");
+    assert!(late.get(b"big-a").unwrap().is_some_and(|i| i.value == a));
+    let st = late.stats();
+    assert_eq!(st.timeouts, 1, "{st:?}");
+    assert_eq!(st.rc_calls, 3, "{st:?}");
+}
+
+/// Over UD without retries: a get that gave up, then another key's get,
+/// which must answer with its own key's value (the late reply is stale).
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_a_late_ud_reply_is_not_taken_for_the_next_get() {
+    require_vm();
+    let (_s, url) = rdma_server(&[]);
+    let mut c = connect(&url);
+    c.set(b"x", b"value-x", 0, 0).unwrap();
+    c.set(b"y", b"value-y", 0, 0).unwrap();
+    let o = ClientOptions { expire_attempts: 1, retries: 0, timeout: Duration::from_millis(300), ..opts() };
+    let mut late = Client::with_options(&[&url], o).unwrap();
+    assert!(late.get(b"x").is_err(), "the only attempt gives up at once");
+    assert_eq!(late.get(b"y").unwrap().map(|i| i.value), Some(b"value-y".to_vec()));
+    assert_eq!(late.get(b"x").unwrap().map(|i| i.value), Some(b"value-x".to_vec()));
+    assert!(late.stats().stale >= 1, "{:?}", late.stats());
+}
+
+/// A multi-get whose reply spans several datagrams loses the last one (with
+/// the NOOP) on its first attempt: the retry's answer alone is the result,
+/// so every hit comes back exactly once.
+#[test]
+#[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+fn vm_a_retried_multi_get_returns_each_hit_once() {
+    require_vm();
+    let (_s, url) = rdma_server(&[]);
+    let mut c = connect(&url);
+    let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("mg:{i}").into_bytes()).collect();
+    for k in &keys {
+        c.set(k, &[b'v'; 150], 0, 0).unwrap();
+    }
+    let o = ClientOptions { drop_noop_replies: 1, timeout: Duration::from_millis(300), ..opts() };
+    let mut lossy = Client::with_options(&[&url], o).unwrap();
+    let mut req = Vec::new();
+    for k in &keys {
+        wire::request(&mut req, wire::opcode::GETKQ, 0, &[], k, &[]);
+    }
+    wire::request(&mut req, wire::opcode::NOOP, 0, &[], &[], &[]);
+    assert!(req.len() < 1000, "the request fits one datagram");
+    let r = lossy.raw(&keys[0], &mut req, End::Noop).unwrap();
+    assert_eq!(lossy.stats().retries, 1, "the lost NOOP datagram was retried");
+    let mut got: Vec<Vec<u8>> = r.iter().map(|x| x.key.clone()).collect();
+    assert_eq!(got.len(), keys.len(), "hits of the failed attempt kept: {got:?}");
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), keys.len());
 }

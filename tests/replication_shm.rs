@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use logmemcached::error::Result;
 use logmemcached::log::control::ControlSnapshot;
+use logmemcached::log::record::{self, Kind};
 use logmemcached::memory::region::HugePages;
+use logmemcached::replication::fuzzing::{check_replica, sealed, sealed_header, FakePrimary};
 use logmemcached::replication::replica::{self, ReplicaControl, ReplicaOptions, ReplicaStatus};
 use logmemcached::replication::shm::{region_path, ShmTransport};
 use logmemcached::replication::transport::{NextRead, Progress, Transport};
@@ -56,7 +58,11 @@ impl Replica {
         let ctl = Arc::new(ReplicaControl::new().unwrap());
         let url = Url::Shm(p.name.clone());
         let (s, st, c) = (store.clone(), status.clone(), ctl.clone());
-        let opts = ReplicaOptions { promote_after: None, id: logmemcached::log::random_u64() };
+        let opts = ReplicaOptions {
+            promote_after: None,
+            id: logmemcached::log::random_u64(),
+            promote_drain: ReplicaOptions::DEFAULT_PROMOTE_DRAIN,
+        };
         let thread = std::thread::spawn(move || {
             let connector = move |u: &Url, id: u64| -> Result<Box<dyn Transport>> {
                 let Url::Shm(n) = u else { unreachable!() };
@@ -66,15 +72,21 @@ impl Replica {
                     None => t,
                 })
             };
-            replica::run(s, url, st, c, opts, &connector)
+            replica::run(s, url, st, c, opts, Arc::new(connector))
         });
         Replica { store, status, ctl, thread: Some(thread) }
     }
 
-    /// Wait until our log's head reaches the primary's.
+    /// Wait until we have applied the primary's whole log: our log's head at
+    /// the primary's, and the replica loop done applying it (the log's head
+    /// moves before the index follows the last record).
     fn catch_up(&self, p: &Primary, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while self.store.log().head() != p.store.log().head() {
+        let done = || {
+            let head = p.store.log().head();
+            self.store.log().head() == head && self.status.applied.load(Ordering::Acquire) == head
+        };
+        while !done() {
             assert!(
                 Instant::now() < deadline,
                 "replica stuck at {} of {} (last error: {})",
@@ -530,5 +542,106 @@ fn a_padding_record_cut_by_a_stretch_is_read_whole() {
         r.catch_up(&p, Duration::from_secs(30));
         assert!(!r.thread.as_ref().is_some_and(|t| t.is_finished()), "trial {trial}: the replica thread ended");
         assert_eq!(dump(&r.store), dump(&p.store), "trial {trial}");
+    }
+}
+
+/// A replica following an in-memory primary (whatever its bytes say).
+fn follow_fake(primary: &FakePrimary, mb: usize) -> Replica {
+    let store = Arc::new(Store::new(&cfg(mb, 16 << 10)).unwrap());
+    let status = Arc::new(ReplicaStatus::default());
+    let ctl = Arc::new(ReplicaControl::new().unwrap());
+    let (s, st, c, p) = (store.clone(), status.clone(), ctl.clone(), primary.clone());
+    let opts = ReplicaOptions { promote_after: None, id: 7, promote_drain: Duration::ZERO };
+    let thread = std::thread::spawn(move || {
+        let connector = move |_: &Url, _: u64| -> Result<Box<dyn Transport>> { Ok(p.transport()) };
+        replica::run(s, Url::Shm("fake".into()), st, c, opts, Arc::new(connector))
+    });
+    Replica { store, status, ctl, thread: Some(thread) }
+}
+
+fn wait_for(what: &str, cond: &dyn Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// Three good records from position 0; returns where they end.
+fn good_history(p: &FakePrimary) -> u64 {
+    let mut pos = 0;
+    for (i, k) in ["a", "b", "c"].iter().enumerate() {
+        let rec = sealed(pos, Kind::Set, k.as_bytes(), format!("value {i}").as_bytes(), i as u64 + 1);
+        p.put(pos, &rec);
+        pos += rec.len() as u64;
+    }
+    p.control(|c| c.head = pos);
+    pos
+}
+
+/// A primary that serves checksum-valid nonsense: a record larger than half
+/// the log, a CAS at `u64::MAX`, an epoch at `u64::MAX`, a head at the end
+/// of the position space, a header claiming more than the log. The replica
+/// must not panic, must not apply any of it, must keep what it had and
+/// must say why in `last_error`.
+#[test]
+fn a_hostile_primary_cannot_crash_or_corrupt_a_replica() {
+    type Spoil = fn(&FakePrimary, u64, u64);
+    let cases: [(&str, Spoil, &str); 5] = [
+        (
+            "a record larger than half the log",
+            |p, end, cap| {
+                let big = vec![0u8; (cap / 2) as usize];
+                p.put(end, &sealed(end, Kind::Set, b"big", &big, 9));
+                p.control(|c| c.head = end + record::record_len(3, big.len()));
+            },
+            "largest record",
+        ),
+        (
+            "a CAS that cannot be counted past",
+            |p, end, _| {
+                let rec = sealed(end, Kind::Set, b"d", b"x", u64::MAX);
+                p.put(end, &rec);
+                p.control(|c| c.head = end + rec.len() as u64);
+            },
+            "CAS",
+        ),
+        ("an epoch that cannot be raised", |p, _, _| p.control(|c| c.epoch = u64::MAX), "epoch"),
+        (
+            "a head at the end of the position space",
+            |p, _, _| {
+                p.control(|c| {
+                    c.head = u64::MAX - 7;
+                    c.tail = c.head - 4096;
+                })
+            },
+            "beyond any log",
+        ),
+        (
+            "a header claiming more than the log",
+            |p, end, cap| {
+                p.put(end, &sealed_header(end, Kind::Set, b"huge", cap as u32, &[]));
+                p.control(|c| c.head = end + cap / 4);
+            },
+            "more than any record",
+        ),
+    ];
+    for (what, spoil, why) in cases {
+        let p = FakePrimary::new(Store::new(&cfg(4, 16 << 10)).unwrap().log().capacity());
+        let end = good_history(&p);
+        let r = follow_fake(&p, 4);
+        wait_for("the good records are applied", &|| r.store.log().head() == end);
+        let cap = r.store.log().capacity();
+        spoil(&p, end, cap);
+        wait_for(&format!("the replica refuses {what}"), &|| {
+            r.status.last_error.lock().unwrap().contains(why) || r.thread.as_ref().is_some_and(|t| t.is_finished())
+        });
+        assert!(!r.thread.as_ref().unwrap().is_finished(), "{what}: the replica thread died");
+        assert_eq!(r.store.log().head(), end, "{what}: applied");
+        assert_eq!(r.store.index().len(), 3, "{what}: kept what it had");
+        check_replica(&r.store).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let e = r.status.last_error.lock().unwrap().clone();
+        eprintln!("{what}: {e}");
+        assert!(r.status.reconnects.load(Ordering::Relaxed) > 0, "{what}: the primary was not dropped");
     }
 }

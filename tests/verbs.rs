@@ -563,3 +563,143 @@ fn bad_rkey_is_a_remote_access_error_not_corruption() {
     peer.stream.write_all(b"Q").unwrap();
     peer.finish();
 }
+
+// ------------------------------------------- replication: the trust boundary
+
+mod replication_trust {
+    use super::*;
+    use logmemcached::auth::{self, AuthToken, Channel};
+    use logmemcached::log::control::{CONTROL_SIZE, MAX_REPLICAS, OFF_EPOCH, OFF_SLOTS, SLOT_LEN, SLOT_REPLICA_ID};
+    use logmemcached::replication::transport::Transport;
+    use logmemcached::replication::verbs::{listen, VerbsTransport};
+
+    fn token(b: u8) -> AuthToken {
+        AuthToken::new(&[b; 32]).unwrap()
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// A primary's region (a log pattern after the control block) offered
+    /// over rdma:// on 127.0.0.1 with `token`; returns it and the port.
+    fn primary(t: &AuthToken) -> (Arc<Region>, u16) {
+        let region = Arc::new(Region::anonymous(REGION_LEN, HugePages::Off).unwrap());
+        let mut w = region.take_writer().unwrap();
+        region.write(&mut w, CONTROL_SIZE, &pattern(9, REGION_LEN - CONTROL_SIZE));
+        let port = free_port();
+        listen(region.clone(), "127.0.0.1", port, Some(t.clone()), true).unwrap();
+        (region, port)
+    }
+
+    /// The region as the NIC left it (racy reads: it may be writing).
+    fn snapshot(r: &Region) -> Vec<u8> {
+        let mut v = vec![0u8; r.len()];
+        r.read_racy(0, &mut v);
+        v
+    }
+
+    fn slot_ids(r: &Region) -> Vec<u64> {
+        (0..MAX_REPLICAS)
+            .map(|i| r.atomic_u64(OFF_SLOTS + i * SLOT_LEN + SLOT_REPLICA_ID).load(Ordering::Acquire))
+            .collect()
+    }
+
+    #[test]
+    #[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+    fn vm_a_replica_writes_only_its_own_slot() {
+        require_vm();
+        let t = token(1);
+        let (region, port) = primary(&t);
+        let connect = |id| VerbsTransport::connect("127.0.0.1", port, id, Some(&t)).unwrap();
+        let mut a = connect(0xa1);
+        let b = connect(0xb2);
+        assert_eq!((a.slot(), b.slot()), (0, 1));
+        assert_eq!(a.slot_memory().len, SLOT_LEN as u64, "a replica is told of its slot alone");
+        // Its own slot: written.
+        a.probe_write(a.slot_memory(), &7u64.to_le_bytes()).unwrap();
+        assert_eq!(region.atomic_u64(OFF_SLOTS).load(Ordering::Acquire), 7);
+
+        let evil = [0xeeu8; 40];
+        type Aim = fn(&VerbsTransport) -> RemoteMemory;
+        let aims: [(&str, Aim); 4] = [
+            ("the next slot, with our slot's rkey", |v| RemoteMemory {
+                addr: v.slot_memory().addr + 64,
+                ..v.slot_memory()
+            }),
+            ("the next slot, with the log's rkey", |v| RemoteMemory {
+                addr: v.log_memory().addr + (OFF_SLOTS + 64) as u64,
+                ..v.log_memory()
+            }),
+            ("the epoch, with the log's rkey", |v| RemoteMemory {
+                addr: v.log_memory().addr + OFF_EPOCH as u64,
+                ..v.log_memory()
+            }),
+            ("the log, with the log's rkey", |v| RemoteMemory {
+                addr: v.log_memory().addr + (1 << 20),
+                ..v.log_memory()
+            }),
+        ];
+        for (what, aim) in aims {
+            // A QP that saw an error is in ERR state: reconnect (same id, same slot).
+            let mut v = connect(0xa1);
+            assert_eq!(v.slot(), 0);
+            let before = snapshot(&region);
+            let e = v.probe_write(aim(&v), &evil).expect_err(what).to_string();
+            assert!(e.contains("IBV_WC_REM_ACCESS_ERR"), "{what}: {e}");
+            assert_same(what, &snapshot(&region), &before);
+        }
+        assert_eq!(slot_ids(&region)[1], 0xb2, "the other replica's slot is intact");
+        drop(a);
+    }
+
+    #[test]
+    #[ignore = "needs an RDMA device: run tests/run-vm-suite.sh"]
+    fn vm_strangers_get_no_slot_and_a_real_replica_joins_after_100_of_them() {
+        require_vm();
+        let t = token(1);
+        let (region, port) = primary(&t);
+        let before = snapshot(&region);
+        for i in 0..100u64 {
+            let wrong = (i % 2 == 1).then(|| token(2));
+            let e = match VerbsTransport::connect("127.0.0.1", port, 0x100 + i, wrong.as_ref()) {
+                Ok(_) => panic!("a replica with {} got in", if wrong.is_some() { "a wrong token" } else { "no token" }),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains("requires a token") || e.contains("proof is wrong"), "{e}");
+        }
+        // The old, unauthenticated hello: closed without a byte.
+        let mut old = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut hello = b"LMRP\x01".to_vec();
+        hello.extend_from_slice(&0x99u64.to_le_bytes());
+        hello.resize(auth::HELLO_LEN, 0);
+        old.write_all(&hello).unwrap();
+        let mut got = Vec::new();
+        old.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = old.read_to_end(&mut got);
+        assert!(got.is_empty(), "an unauthenticated hello was answered: {got:?}");
+        assert_same("the slots after 101 strangers", &snapshot(&region), &before);
+
+        // One that authenticates and then hangs up mid-setup leaves nothing held.
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut b = auth::Bounded::new(&s, Instant::now() + SIDE_TIMEOUT, SIDE_TIMEOUT);
+        auth::client_handshake(&mut b, Channel::Replication, Some(&t)).unwrap();
+        let mut hello = b"LMRP\x02".to_vec();
+        hello.extend_from_slice(&0x77u64.to_le_bytes());
+        b.write_all(&hello).unwrap();
+        let mut reply = [0u8; 25];
+        b.read_exact(&mut reply).unwrap();
+        assert_eq!(reply[0], 0, "an authenticated replica gets a slot");
+        assert_eq!(slot_ids(&region)[0], 0x77);
+        drop(s);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while slot_ids(&region)[0] != 0 {
+            assert!(Instant::now() < deadline, "the slot of a replica that never connected is still held");
+            std::thread::yield_now();
+        }
+        // And a real replica joins, in the first slot.
+        let r = VerbsTransport::connect("127.0.0.1", port, 0x5e, Some(&t)).unwrap();
+        assert_eq!(r.slot(), 0);
+        assert_eq!(slot_ids(&region)[0], 0x5e);
+    }
+}

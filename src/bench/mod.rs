@@ -24,6 +24,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
+use crate::auth::AuthToken;
 use crate::bail;
 use crate::client::{Client, ClientOptions};
 use crate::error::{Context as _, Error, Result};
@@ -94,6 +95,11 @@ pub struct BenchArgs {
     /// seed of the key and operation choices (default 1)
     #[argh(option, default = "1")]
     pub seed: u64,
+
+    /// RDMA: the server's --auth-token-file (mode 0600), proved on its side
+    /// channel
+    #[argh(option)]
+    pub auth_token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -165,9 +171,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "zipf" => Keys::Zipf(zipf::Zipf::new(a.keys, a.zipf_s)?),
         d => bail!("--distribution takes uniform or zipf, not {d:?}"),
     });
+    let auth_token = a.auth_token_file.as_deref().map(AuthToken::load).transpose().context("--auth-token-file")?;
     let opts = ClientOptions {
         timeout: Duration::from_millis(a.timeout_ms),
         spin: Duration::from_micros(a.spin_us),
+        auth_token,
         ..Default::default()
     };
     let value = vec![b'v'; a.value_size];

@@ -11,8 +11,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! * Files: `wire.rs` (binary framing), `ud.rs` (datagrams, timeouts and
-//!   retries, which operations are retried and why they apply once), `rc.rs`
+//! * Files: `wire.rs` (binary framing), `exchange.rs` (request ids, stale
+//!   replies, the retry loop), `ud.rs` (datagrams, timeouts and retries,
+//!   which operations are retried and why they apply once), `rc.rs`
 //!   (large values), `wait.rs` (spin, then block, on a CQ), `tcp.rs`,
 //!   `ketama.rs` (sharding; MD5 from the `md-5` crate).
 //! * Several servers: keys are sharded with libmemcached-compatible ketama
@@ -24,6 +25,7 @@
 //! * One request is outstanding per endpoint; a `Client` is used from one
 //!   thread (`&mut self`). Use one client per thread.
 
+mod exchange;
 pub mod ketama;
 pub mod rc;
 pub mod tcp;
@@ -35,6 +37,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::auth::AuthToken;
 use crate::bail;
 use crate::error::{Error, Result};
 use crate::rdma::{Context, ProtectionDomain};
@@ -55,11 +58,23 @@ pub struct ClientOptions {
     pub rc_timeout: Duration,
     /// Send gets to a shard's replicas (round robin) instead of its primary.
     pub read_from_replicas: bool,
+    /// The side channel's token (`--auth-token-file` of the servers): the
+    /// client proves it holds it and checks each server does too.
+    pub auth_token: Option<AuthToken>,
     /// Test hook: the first N request datagrams are not sent (lost).
     pub drop_requests: u32,
     /// Test hook: the first N reply datagrams are discarded on arrival
     /// (lost after the server executed the request).
     pub drop_replies: u32,
+    /// Test hook: the first N reply datagrams that carry a NOOP (the end of
+    /// a multi-get's reply) are discarded on arrival.
+    pub drop_noop_replies: u32,
+    /// Test hook: the first N UD attempts give up waiting at once, so their
+    /// replies arrive late, during a later attempt or call.
+    pub expire_attempts: u32,
+    /// Test hook: the first N calls on an endpoint's first RC connection
+    /// give up waiting at once (their replies arrive late).
+    pub expire_rc_calls: u32,
 }
 
 impl Default for ClientOptions {
@@ -71,8 +86,12 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             rc_timeout: Duration::from_secs(10),
             read_from_replicas: false,
+            auth_token: None,
             drop_requests: 0,
             drop_replies: 0,
+            drop_noop_replies: 0,
+            expire_attempts: 0,
+            expire_rc_calls: 0,
         }
     }
 }

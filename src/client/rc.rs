@@ -1,22 +1,23 @@
 //! The RC transport for what does not fit a datagram: one Reliable
 //! Connection to the server, opened on first use through the side channel
 //! ([`crate::rdma_wire`] documents the handshake). The request goes as one RC
-//! SEND, the reply comes back as one RC SEND into our receive buffer; RC is
-//! reliable, so nothing is retried here (an error closes the connection and
-//! the next call opens a new one).
+//! SEND, the reply comes back as one RC SEND into our receive buffer, matched
+//! to its request by id ([`super::exchange`]). RC is reliable, so nothing is
+//! retried here; an error (a timeout above all: the late reply may still
+//! come) closes the connection and the next call opens a new one.
 
-use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use super::exchange::{self, Link, Tries};
 use super::wait::next_completions;
-use super::wire::{self, opcode, Response};
+use super::wire::Response;
 use super::{ClientOptions, End, Transport, TransportStats};
 use crate::bail;
 use crate::error::{Context as _, Error, Result};
 use crate::rdma::connect::handshake_rc;
 use crate::rdma::{CompletionQueue, PreparedRcMessenger, RcMessenger, Wc};
-use crate::rdma_wire::handshake::{greeting, read_capacity, Command};
+use crate::rdma_wire::handshake::{dial, read_capacity, Command};
 
 /// Largest message capacity we accept from a server (it says what it wants).
 const MAX_CAPACITY: usize = 256 << 20;
@@ -31,16 +32,17 @@ pub struct RcTransport {
     capacity: usize,
     timeout: Duration,
     spin: Duration,
+    /// The last request id (each call stamps the next).
+    id: u32,
+    /// Test hook: calls left whose reply wait gives up at once.
+    expire: u32,
     stats: TransportStats,
 }
 
 impl RcTransport {
     pub fn connect(addr: &str, opts: &ClientOptions) -> Result<RcTransport> {
         let (ctx, pd) = super::verbs()?;
-        let mut s = TcpStream::connect(addr).with_context(|| format!("rdma side channel {addr}"))?;
-        s.set_read_timeout(Some(opts.connect_timeout))?;
-        s.set_write_timeout(Some(opts.connect_timeout))?;
-        s.write_all(&greeting(Command::Rc)).context("asking for an RC connection")?;
+        let mut s = dial(addr, Command::Rc, opts.auth_token.as_ref(), opts.connect_timeout)?;
         // 0 is the server's refusal.
         let capacity = read_capacity(&mut s)?;
         if capacity == 0 || capacity > MAX_CAPACITY {
@@ -59,38 +61,77 @@ impl RcTransport {
             capacity,
             timeout: opts.rc_timeout,
             spin: opts.spin,
+            id: crate::log::random_u64() as u32,
+            expire: opts.expire_rc_calls,
             stats: TransportStats::default(),
         })
     }
+}
 
-    fn wait(&self, cq: &CompletionQueue, what: &str) -> Result<Wc> {
-        let now = Instant::now();
+/// The connection as a [`Link`]: one SEND (waited for: its buffer is
+/// reused), one receive at a time.
+struct RcLink<'a> {
+    qp: &'a RcMessenger,
+    scq: &'a CompletionQueue,
+    rcq: &'a CompletionQueue,
+    addr: &'a str,
+    spin: Duration,
+    timeout: Duration,
+}
+
+impl RcLink<'_> {
+    fn next(&self, cq: &CompletionQueue, deadline: Instant, what: &str) -> Result<Option<Wc>> {
         let mut w = [Wc::default()];
-        if next_completions(cq, &mut w, now + self.spin, now + self.timeout)? == 0 {
-            bail!("RC {what} with {} did not complete within {:?}", self.addr, self.timeout);
+        if next_completions(cq, &mut w, Instant::now() + self.spin, deadline)? == 0 {
+            return Ok(None);
         }
         let wc = w[0].clone();
         wc.ok().map_err(Error::from).with_context(|| format!("RC {what} with {}", self.addr))?;
-        Ok(wc)
+        Ok(Some(wc))
+    }
+}
+
+impl Link for RcLink<'_> {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.qp.send(1, msg)?;
+        if self.next(self.scq, Instant::now() + self.timeout, "send")?.is_none() {
+            bail!("RC send to {} did not complete within {:?}", self.addr, self.timeout);
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>, deadline: Instant) -> Result<bool> {
+        match self.next(self.rcq, deadline, "receive")? {
+            Some(wc) => {
+                self.qp.receive(&wc, buf)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }
 
 impl Transport for RcTransport {
+    /// One request message, one reply message, matched by id. An error
+    /// (a timeout above all) leaves the connection unusable: its late reply
+    /// could still arrive, so the owner drops it ([`super::ud`] does).
     fn call(&mut self, req: &mut Vec<u8>, end: End) -> Result<Vec<Response>> {
         self.stats.requests += 1;
         if req.len() > self.capacity {
             bail!("request of {} bytes exceeds the server's RC capacity of {}", req.len(), self.capacity);
         }
-        self.qp.send(1, req)?;
-        self.wait(&self.scq, "send")?;
-        let wc = self.wait(&self.rcq, "receive")?;
-        let mut reply = Vec::new();
-        self.qp.receive(&wc, &mut reply)?;
-        let mut frames = wire::parse_all(&reply)?;
-        if end == End::Noop {
-            frames.retain(|f| f.opcode != opcode::NOOP);
-        }
-        Ok(frames)
+        let mut link = RcLink {
+            qp: &self.qp,
+            scq: &self.scq,
+            rcq: &self.rcq,
+            addr: &self.addr,
+            spin: self.spin,
+            timeout: self.timeout,
+        };
+        // RC is reliable: one attempt; a reply that does not come in time is lost to this call.
+        let tries =
+            Tries { attempts: 1, timeout: self.timeout, expire: &mut self.expire, id: &mut self.id, peer: &self.addr };
+        exchange::call(&mut link, req, end, tries, &mut self.stats)
     }
 
     fn max_request(&self) -> usize {

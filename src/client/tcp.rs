@@ -11,40 +11,51 @@ use crate::error::{Context as _, Result};
 
 pub struct TcpTransport {
     addr: String,
-    s: TcpStream,
+    /// None after an error: the next call connects again.
+    s: Option<TcpStream>,
+    timeout: std::time::Duration,
     buf: Vec<u8>,
     id: u32,
     stats: TransportStats,
 }
 
+fn dial(addr: &str, timeout: std::time::Duration) -> Result<TcpStream> {
+    let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    Ok(s)
+}
+
 impl TcpTransport {
     pub fn connect(addr: &str, opts: &ClientOptions) -> Result<TcpTransport> {
-        let s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-        s.set_nodelay(true)?;
-        s.set_read_timeout(Some(opts.rc_timeout))?;
-        s.set_write_timeout(Some(opts.rc_timeout))?;
+        let s = dial(addr, opts.rc_timeout)?;
         Ok(TcpTransport {
             addr: addr.to_string(),
-            s,
+            s: Some(s),
+            timeout: opts.rc_timeout,
             buf: Vec::with_capacity(64 << 10),
             id: 0,
             stats: TransportStats::default(),
         })
     }
-}
 
-impl Transport for TcpTransport {
-    fn call(&mut self, req: &mut Vec<u8>, end: End) -> Result<Vec<Response>> {
-        self.stats.requests += 1;
+    fn exchange(&mut self, req: &mut [u8], end: End) -> Result<Vec<Response>> {
+        if self.s.is_none() {
+            self.s = Some(dial(&self.addr, self.timeout)?);
+        }
+        let Some(s) = self.s.as_mut() else { bail!("no connection to {}", self.addr) };
         self.id = self.id.wrapping_add(1);
         wire::set_opaque(req, self.id);
-        self.s.write_all(req).with_context(|| format!("sending to {}", self.addr))?;
+        s.write_all(req).with_context(|| format!("sending to {}", self.addr))?;
         let mut got = Vec::new();
         let mut pos = 0;
         loop {
             while let Some((r, n)) = wire::parse(&self.buf[pos..])? {
                 pos += n;
                 if r.opaque != self.id {
+                    // An earlier call's reply.
+                    self.stats.stale += 1;
                     continue;
                 }
                 match end {
@@ -62,7 +73,7 @@ impl Transport for TcpTransport {
             }
             let start = self.buf.len();
             self.buf.resize(start + (64 << 10), 0);
-            let n = match self.s.read(&mut self.buf[start..]) {
+            let n = match s.read(&mut self.buf[start..]) {
                 Ok(n) => n,
                 Err(e) => {
                     self.buf.truncate(start);
@@ -74,6 +85,21 @@ impl Transport for TcpTransport {
                 bail!("{} closed the connection", self.addr);
             }
         }
+    }
+}
+
+impl Transport for TcpTransport {
+    /// After an error (a timeout, a half-sent request, garbage) the
+    /// connection is closed: what is left on it cannot be trusted to line
+    /// up with the next call. The next call connects again.
+    fn call(&mut self, req: &mut Vec<u8>, end: End) -> Result<Vec<Response>> {
+        self.stats.requests += 1;
+        let r = self.exchange(req, end);
+        if r.is_err() {
+            self.s = None;
+            self.buf.clear();
+        }
+        r
     }
 
     fn max_request(&self) -> usize {

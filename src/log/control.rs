@@ -11,10 +11,14 @@
 //!  40      tail      AtomicU64    oldest byte that may still be valid
 //!  48      epoch     AtomicU64    primary term; raised by promotion
 //!  56      heartbeat AtomicU64    primary's clock in microseconds, bumped while alive
-//!  64      max cas   AtomicU64    highest CAS issued (for a promoted replica)
+//!  64      max cas   AtomicU64    highest CAS issued (a promoted replica starts above it)
 //!  72      epoch start AtomicU64  position where the current epoch began
 //!  80      incarnation (u64)      random, set when the log is created: a restarted
 //!                                 primary is a different history even at the same epoch
+//!  88      flush at  AtomicU64    a delayed flush_all's point (unix seconds, 0 = none):
+//!                                 items written before it die at it. Here, not only in
+//!                                 the Flush record, so a replica replaying from a tail
+//!                                 past that record learns it
 //!  4096    progress slots: MAX_REPLICAS x 64 bytes (one cache line each)
 //!          slot: applied position u64, epoch u64, updated (us) u64, replica id u64,
 //!                caught-up (us) u64
@@ -23,7 +27,10 @@
 //! remotely writable; everything else is remotely read-only.
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"LOGMCD01");
-pub const FORMAT_VERSION: u64 = 1;
+/// The layout of this block and the meaning of records. 2: a Touch record
+/// carries the key and the new expiry, no value; the flush point is here.
+/// A replica refuses a primary of another version (`ControlSnapshot::is_valid`).
+pub const FORMAT_VERSION: u64 = 2;
 
 pub const OFF_MAGIC: usize = 0;
 pub const OFF_VERSION: usize = 8;
@@ -36,6 +43,7 @@ pub const OFF_HEARTBEAT: usize = 56;
 pub const OFF_MAX_CAS: usize = 64;
 pub const OFF_EPOCH_START: usize = 72;
 pub const OFF_INCARNATION: usize = 80;
+pub const OFF_FLUSH_AT: usize = 88;
 /// Bytes a remote reader fetches to learn head, tail, epoch and heartbeat.
 pub const HEADER_FETCH_LEN: usize = 128;
 
@@ -70,24 +78,40 @@ pub struct ControlSnapshot {
     pub max_cas: u64,
     pub epoch_start: u64,
     pub incarnation: u64,
+    /// A delayed flush_all's point (0 = none).
+    pub flush_at: u64,
 }
 
 impl ControlSnapshot {
     pub fn decode(b: &[u8]) -> Option<ControlSnapshot> {
-        let at = |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
-        Some(ControlSnapshot {
-            magic: at(OFF_MAGIC)?,
-            version: at(OFF_VERSION)?,
-            capacity: at(OFF_CAPACITY)?,
-            log_offset: at(OFF_LOG_OFFSET)?,
-            head: at(OFF_HEAD)?,
-            tail: at(OFF_TAIL)?,
-            epoch: at(OFF_EPOCH)?,
-            heartbeat_us: at(OFF_HEARTBEAT)?,
-            max_cas: at(OFF_MAX_CAS)?,
-            epoch_start: at(OFF_EPOCH_START)?,
-            incarnation: at(OFF_INCARNATION)?,
-        })
+        if b.len() < HEADER_FETCH_LEN {
+            return None;
+        }
+        Some(ControlSnapshot::load(|i| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        }))
+    }
+
+    /// The snapshot whose field at offset `off` is `word(off)` (every offset
+    /// is below `HEADER_FETCH_LEN`): one list of fields for every reader,
+    /// whether it decodes fetched bytes or loads atomics in a mapping.
+    pub fn load(word: impl Fn(usize) -> u64) -> ControlSnapshot {
+        ControlSnapshot {
+            magic: word(OFF_MAGIC),
+            version: word(OFF_VERSION),
+            capacity: word(OFF_CAPACITY),
+            log_offset: word(OFF_LOG_OFFSET),
+            head: word(OFF_HEAD),
+            tail: word(OFF_TAIL),
+            epoch: word(OFF_EPOCH),
+            heartbeat_us: word(OFF_HEARTBEAT),
+            max_cas: word(OFF_MAX_CAS),
+            epoch_start: word(OFF_EPOCH_START),
+            incarnation: word(OFF_INCARNATION),
+            flush_at: word(OFF_FLUSH_AT),
+        }
     }
 
     /// A snapshot a replica may trust the layout of.
@@ -98,5 +122,38 @@ impl ControlSnapshot {
             && self.capacity > 0
             && self.tail <= self.head
             && self.head - self.tail <= self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_fetched_and_decoded() {
+        let mut b = vec![0u8; HEADER_FETCH_LEN];
+        let offsets = [
+            OFF_MAGIC,
+            OFF_VERSION,
+            OFF_CAPACITY,
+            OFF_LOG_OFFSET,
+            OFF_HEAD,
+            OFF_TAIL,
+            OFF_EPOCH,
+            OFF_HEARTBEAT,
+            OFF_MAX_CAS,
+            OFF_EPOCH_START,
+            OFF_INCARNATION,
+            OFF_FLUSH_AT,
+        ];
+        for (i, off) in offsets.iter().enumerate() {
+            assert!(off + 8 <= HEADER_FETCH_LEN, "field at {off} is not fetched");
+            b[*off..off + 8].copy_from_slice(&(i as u64 + 100).to_le_bytes());
+        }
+        let c = ControlSnapshot::decode(&b).unwrap();
+        assert_eq!((c.magic, c.max_cas, c.incarnation, c.flush_at), (100, 108, 110, 111));
+        assert_eq!(ControlSnapshot::decode(&b[..HEADER_FETCH_LEN - 1]), None);
+        // The replica progress slots keep their place.
+        assert_eq!((OFF_SLOTS, SLOT_LEN, slot_offset(1)), (4096, 64, 4160));
     }
 }

@@ -46,6 +46,12 @@ impl LogGeometry {
         self.capacity
     }
 
+    /// The largest record this log holds: half its capacity, so a record
+    /// and the padding before it always fit what the cleaner can free.
+    pub fn max_record(self) -> u64 {
+        self.capacity / 2
+    }
+
     /// Region offset of logical position `pos`.
     pub fn physical(self, pos: u64) -> usize {
         CONTROL_SIZE + (pos % self.capacity) as usize

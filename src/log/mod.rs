@@ -6,8 +6,10 @@
 //! Invariants (what replication relies on, byte for byte):
 //! 1. every byte below `head` belongs to a complete, sealed record; `head` is
 //!    published with Release after those bytes are written;
-//! 2. `tail` is advanced (Release) before the space below it is overwritten,
-//!    so a reader that copied [p, q) and then sees `tail <= p` read intact bytes;
+//! 2. `tail` is advanced before the space below it is overwritten, with a
+//!    fence between the two, so a reader that copied [p, q), then fenced
+//!    (Acquire) and then sees `tail <= p` read intact bytes (`tests/loom_log.rs`
+//!    models this and shows the torn read the fences prevent);
 //! 3. a record never straddles the end of the circular log: the writer pads to
 //!    the end with a Padding record, or, where fewer than HEADER_LEN bytes
 //!    remain, leaves an implicit gap that every reader skips by the same rule
@@ -23,7 +25,7 @@ pub mod geometry;
 pub mod random;
 pub mod record;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use crate::memory::region::{Region, RegionWriter};
@@ -42,6 +44,19 @@ impl Log {
     /// Lay out a fresh control block in `region` and return the log in it.
     pub fn create(region: Arc<Region>, epoch: u64) -> Log {
         let geo = LogGeometry::for_region(region.len());
+        Log::create_in(region, epoch, geo)
+    }
+
+    /// `create`, with a log of at most `max_capacity` bytes (`-m`: the region
+    /// is whole huge pages, so it may hold more than the log may use).
+    pub fn create_with_capacity(region: Arc<Region>, epoch: u64, max_capacity: u64) -> Log {
+        let whole = LogGeometry::for_region(region.len());
+        let capped = max_capacity / record::ALIGN * record::ALIGN;
+        let geo = LogGeometry::new(capped.min(whole.capacity())).unwrap_or(whole);
+        Log::create_in(region, epoch, geo)
+    }
+
+    fn create_in(region: Arc<Region>, epoch: u64, geo: LogGeometry) -> Log {
         let a = |off| region.atomic_u64(off);
         a(OFF_MAGIC).store(MAGIC, Ordering::Relaxed);
         a(OFF_VERSION).store(FORMAT_VERSION, Ordering::Relaxed);
@@ -53,6 +68,7 @@ impl Log {
         a(OFF_HEARTBEAT).store(0, Ordering::Relaxed);
         a(OFF_EPOCH_START).store(0, Ordering::Relaxed);
         a(OFF_INCARNATION).store(random_u64(), Ordering::Relaxed);
+        a(OFF_FLUSH_AT).store(0, Ordering::Relaxed);
         a(OFF_EPOCH).store(epoch, Ordering::Release);
         Log { region, geo }
     }
@@ -114,6 +130,12 @@ impl Log {
         self.region.atomic_u64(OFF_MAX_CAS).store(cas, Ordering::Release)
     }
 
+    /// The delayed-flush point (0 = none), for replicas that replay from a
+    /// tail past the Flush record that set it.
+    pub fn publish_flush_at(&self, at: u32) {
+        self.region.atomic_u64(OFF_FLUSH_AT).store(at as u64, Ordering::Release)
+    }
+
     /// Region offset of logical position `pos` ([`LogGeometry::physical`]).
     pub fn physical(&self, pos: u64) -> usize {
         self.geo.physical(pos)
@@ -144,9 +166,7 @@ impl Log {
 
     /// Append the value of the record at `pos` to `out`.
     pub fn append_value(&self, pos: u64, h: &Header, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.resize(start + h.value_len as usize, 0);
-        self.region.read(self.physical(pos) + HEADER_LEN + h.key_len as usize, &mut out[start..]);
+        self.region.append_to(self.physical(pos) + HEADER_LEN + h.key_len as usize, h.value_len as usize, out);
     }
 
     /// Copy `dst.len()` bytes of the log starting at logical `pos`, wrapping
@@ -261,9 +281,9 @@ impl LogWriter {
         self.set_epoch(epoch);
     }
 
-    /// The largest record this log accepts.
+    /// The largest record this log accepts ([`LogGeometry::max_record`]).
     pub fn max_record(&self) -> u64 {
-        self.log.capacity() / 2
+        self.log.geometry().max_record()
     }
 
     /// Append one record whose value is the concatenation of `value`. Space
@@ -343,19 +363,38 @@ impl LogWriter {
     }
 
     /// Reclaim from the tail until `need` bytes are free above head.
+    ///
+    /// # Panics
+    /// If `need` is more than the whole log: callers bound it (`append` by
+    /// `max_record`, `append_raw` by the lap's room), so that is a bug, and
+    /// reclaiming past head to find the room would walk into garbage.
     fn make_room(&mut self, need: u64, reclaim: &mut dyn FnMut(u64, &Header, &[u8])) {
         let cap = self.log.capacity();
+        assert!(need <= cap, "make_room({need}) in a log of {cap} bytes");
         let before = self.tail;
         while self.head + need - self.tail > cap {
             self.reclaim_one(reclaim);
         }
         if self.tail != before {
-            // Invariant 2: readers learn the space is gone before it is reused.
-            self.log.region().atomic_u64(OFF_TAIL).store(self.tail, Ordering::Release);
+            self.publish_tail();
         }
     }
 
+    /// Invariant 2: readers learn the space below `tail` is gone before any
+    /// of it is overwritten. The Release store alone does not order the
+    /// stores that follow it; the fence does: it pairs with the Acquire
+    /// fence a reader takes between copying bytes and re-checking the tail
+    /// (`ShmTransport::read`), so a reader that copied any byte we write
+    /// after this point also sees the new tail and drops what it copied.
+    fn publish_tail(&mut self) {
+        self.log.region().atomic_u64(OFF_TAIL).store(self.tail, Ordering::Release);
+        fence(Ordering::SeqCst);
+    }
+
     fn reclaim_one(&mut self, reclaim: &mut dyn FnMut(u64, &Header, &[u8])) {
+        // make_room's bound keeps the tail at or below head; past it there
+        // is no record to reclaim, only what the next append overwrites.
+        assert!(self.tail < self.head, "reclaiming past head {} (tail {})", self.head, self.tail);
         let pos = self.log.skip_gap(self.tail);
         if pos != self.tail {
             self.tail = pos;
@@ -377,7 +416,10 @@ impl LogWriter {
     /// Mirror a record validated from another log into this one at the same
     /// logical position (a replica copying its primary byte for byte).
     /// `pos` must be this log's head, or the head after the gap/padding that
-    /// ends a lap. Space is reclaimed exactly as for `append`.
+    /// ends a lap. Space is reclaimed exactly as for `append`. The record
+    /// came from another process: it is refused if it is larger than this
+    /// log's largest record, or if it and the padding before it are more
+    /// than the log can free (the cleaner would have to pass head).
     pub fn append_raw(
         &mut self,
         pos: u64,
@@ -394,7 +436,11 @@ impl LogWriter {
         if len > self.log.room_to_end(pos) || !len.is_multiple_of(record::ALIGN) {
             return Err(RawError::BadLength);
         }
-        self.make_room(pos - self.head + len, reclaim);
+        let need = pos - self.head + len;
+        if len > self.max_record() || need > self.log.capacity() {
+            return Err(RawError::BadLength);
+        }
+        self.make_room(need, reclaim);
         if pos > self.head && pos - self.head >= HEADER_LEN as u64 {
             // The primary padded here; its padding record was not part of
             // `bytes`, so write our own to keep the log walkable.
@@ -411,9 +457,10 @@ impl LogWriter {
     pub fn reset_to(&mut self, pos: u64) {
         self.head = pos;
         self.tail = pos;
-        let r = self.log.region();
-        r.atomic_u64(OFF_TAIL).store(pos, Ordering::Release);
-        r.atomic_u64(OFF_HEAD).store(pos, Ordering::Release);
+        // The tail first (with its fence), as when the cleaner frees space:
+        // everything below `pos` may be overwritten from now on.
+        self.publish_tail();
+        self.log.region().atomic_u64(OFF_HEAD).store(pos, Ordering::Release);
     }
 }
 
@@ -495,6 +542,41 @@ mod tests {
             (log.physical(last), log.room_to_end(last), log.skip_gap(last)),
             (g.physical(last), 8, g.capacity())
         );
+    }
+
+    /// Mirrored records come from another process: what this log cannot
+    /// hold is refused, not reclaimed for (the cleaner would walk past head).
+    #[test]
+    fn append_raw_refuses_what_the_log_cannot_hold() {
+        let (log, mut w) = small_log();
+        let cap = log.capacity();
+        let h = |position| Header {
+            position,
+            checksum: 0,
+            kind: Kind::Set,
+            key_len: 0,
+            item_flags: 0,
+            value_len: 0,
+            client_flags: 0,
+            cas: 1,
+            expiry: 0,
+            time: 0,
+            epoch: 1,
+        };
+        // Larger than half the log, though it fits the lap.
+        let big = record::encode_record(h(0), b"k", &vec![0; (cap / 2) as usize]);
+        assert_eq!(w.append_raw(0, &big, &mut |_, _, _| {}), Err(RawError::BadLength));
+        assert_eq!(log.head(), 0);
+        // A small record, then one at the next lap: the lap's rest plus the
+        // record are more than the log can free.
+        let small = record::encode_record(h(0), b"k", b"v");
+        w.append_raw(0, &small, &mut |_, _, _| {}).unwrap();
+        let next = record::encode_record(h(cap), b"k", &[7; 1000]);
+        assert_eq!(w.append_raw(cap, &next, &mut |_, _, _| {}), Err(RawError::BadLength));
+        assert_eq!((log.tail(), log.head()), (0, small.len() as u64));
+        // What fits is still taken.
+        let fits = record::encode_record(h(small.len() as u64), b"k", &[7; 1000]);
+        w.append_raw(small.len() as u64, &fits, &mut |_, _, _| {}).unwrap();
     }
 
     #[test]

@@ -23,6 +23,25 @@
 //! primary term that wrote it. The checksum covers everything but itself:
 //! header, key and value (for padding: the header only, since the pad bytes
 //! are whatever was there before).
+//!
+//! What each kind means, and what the cleaner does when it reclaims one:
+//! - `Set`: an item, value and all. The index points at it; reclaiming it
+//!   ends the item if the index still points there. Whether that counts as
+//!   an eviction or an expiry is decided by the item's *latest* expiry (a
+//!   later Touch may have moved it) and the delayed-flush point, at the
+//!   cleaner's clock: an item still live then was evicted.
+//! - `Touch`: a new expiry for the item whose Set record the index points
+//!   at: the key, `expiry` = the new absolute expiry, `cas` = the item's
+//!   CAS (unchanged by a touch), `client_flags` = the item's, `time` = when
+//!   touched; no value. It costs the same small record whatever the value's
+//!   size. Reclaiming it frees nothing live: the item stays where its Set
+//!   record is, with its latest expiry, until that record is reclaimed
+//!   (even if the touch promised it longer). A replica applying a Touch
+//!   whose item it does not hold (it replayed from a tail between the Set
+//!   and the Touch), or holds with another CAS, ignores it.
+//! - `Delete`: the key's removal. `Flush`: flush_all, `expiry` = when it
+//!   takes effect (0 = at once), `time` = when it was issued. `Padding`:
+//!   filler up to the log's physical end. Reclaiming these frees nothing live.
 
 use std::ops::Range;
 
@@ -36,6 +55,9 @@ pub const ALIGN: u64 = 8;
 
 /// Item flag: the item was invalidated (meta `md I` / `ms I`) and is stale.
 pub const ITEM_STALE: u8 = 1;
+/// Item flag: the item was stored by meta `ms` with a base64 key (`b`);
+/// memcached then echoes its key base64-encoded on `mg` hits and `me`.
+pub const ITEM_KEY_BINARY: u8 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -44,7 +66,8 @@ pub enum Kind {
     Set = 1,
     /// A key's removal (delete, or a replica applying one).
     Delete = 2,
-    /// A full copy of an item with a new expiry (touch, gat).
+    /// A new expiry for an existing item (touch, gat, meta `T`): the key
+    /// and the expiry, no value (see the module doc).
     Touch = 3,
     /// flush_all: `expiry` is when it takes effect.
     Flush = 4,
@@ -65,9 +88,10 @@ impl Kind {
         })
     }
 
-    /// Whether this record carries a live item for the index.
+    /// Whether this record holds an item (its value) for the index to point
+    /// at. A Touch only changes the expiry of the item a Set record holds.
     pub fn is_item(self) -> bool {
-        matches!(self, Kind::Set | Kind::Touch)
+        matches!(self, Kind::Set)
     }
 }
 
@@ -234,6 +258,10 @@ pub fn validate(buf: &[u8], expected_pos: u64) -> Result<Record<'_>, Invalid> {
     if h.kind == Kind::Padding && (h.key_len != 0 || h.value_len % ALIGN as u32 != 0) {
         return Err(Invalid::BadLength);
     }
+    // A Touch carries no value (format version 2 on).
+    if h.kind == Kind::Touch && h.value_len != 0 {
+        return Err(Invalid::BadLength);
+    }
     let total = h.total_len() as usize;
     let body_end = HEADER_LEN + h.body_len();
     // The whole record, not just its checksummed part: a padding record's
@@ -323,6 +351,18 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(matches!(validate(&bytes[..n], 64), Err(Invalid::Truncated { .. })), "accepted {n} bytes");
         }
+    }
+
+    #[test]
+    fn a_touch_is_small_and_carries_no_value() {
+        let (mut h, _) = sample(64);
+        h.kind = Kind::Touch;
+        let touch = encode_record(h, b"user:42", b"");
+        assert_eq!(touch.len() as u64, record_len(7, 0));
+        let r = validate(&touch, 64).unwrap();
+        assert_eq!((r.header.kind, r.key, r.value), (Kind::Touch, &b"user:42"[..], &b""[..]));
+        assert!(!Kind::Touch.is_item(), "a touch holds no item for the index");
+        assert_eq!(validate(&encode_record(h, b"user:42", b"v"), 64).unwrap_err(), Invalid::BadLength);
     }
 
     #[test]

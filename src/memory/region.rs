@@ -18,6 +18,7 @@
 //! this module guarantees bounds and one writer.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
@@ -157,10 +158,13 @@ impl Region {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::from(e).context(format!("replacing region file {}", path.display()))),
         }
+        // Mode 0600: the log is every key and value; widening it to a group
+        // is an explicit step (`replication::shm::share_with_group`).
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(path)
             .with_context(|| format!("creating region file {}", path.display()))?;
         let on_hugetlbfs = is_hugetlbfs(path);
@@ -181,37 +185,31 @@ impl Region {
     /// Map another process's region file read-only (a same-host replica).
     pub fn open_readonly(path: &Path) -> Result<Region> {
         let file = File::open(path).with_context(|| format!("opening region file {}", path.display()))?;
+        Region::map_readonly(&file, path)
+    }
+
+    /// Map an opened file read-only, whole (the caller checked who owns it).
+    pub fn map_readonly(file: &File, path: &Path) -> Result<Region> {
         let len = file.metadata()?.len() as usize;
         // SAFETY: the mapping is read-only; the file is written only by its
-        // primary, through the same publication protocol readers validate.
-        let map = unsafe { MmapOptions::new().len(len).map(&file) }
+        // owner, through the same publication protocol readers validate.
+        let map = unsafe { MmapOptions::new().len(len).map(file) }
             .with_context(|| format!("mapping region file {}", path.display()))?;
         let ptr = map.as_ptr() as *mut u8;
         let backing = if is_hugetlbfs(path) { Backing::HugeTlb } else { Backing::Normal };
         Ok(Region::new(ptr, len, backing, Some(path.to_path_buf()), false, Mapping::ReadOnly(map)))
     }
 
-    /// Map `len` bytes at `offset` of a region file read-write (a same-host
-    /// replica's progress slot). The mapping starts at the file's page
-    /// boundary below `offset` (2 MiB on hugetlbfs); the region starts at
-    /// `offset` exactly.
-    pub fn open_range_rw(path: &Path, offset: usize, len: usize) -> Result<Region> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening region file {}", path.display()))?;
-        let page = if is_hugetlbfs(path) { HUGE_PAGE } else { 4096 };
-        let start = offset / page * page;
-        let skip = offset - start;
-        // SAFETY: a shared mapping of a file the primary created; the caller
-        // touches only its own slot, through atomics.
-        let mut map = unsafe { MmapOptions::new().offset(start as u64).len(skip + len).map_mut(&file) }
-            .with_context(|| format!("mapping {} bytes at {} of {}", len, offset, path.display()))?;
-        // SAFETY: `skip + len` bytes are mapped, so `skip` is in bounds.
-        let ptr = unsafe { map.as_mut_ptr().add(skip) };
-        let backing = if page == HUGE_PAGE { Backing::HugeTlb } else { Backing::Normal };
-        Ok(Region::new(ptr, len, backing, Some(path.to_path_buf()), true, Mapping::Mut(map)))
+    /// Map the first `len` bytes of an opened file read-write and shared (a
+    /// same-host replica's own progress slot file). Other processes map it
+    /// too; its bytes are meant to be reached through [`Region::atomic_u64`].
+    pub fn map_shared_rw(file: &File, path: &Path, len: usize) -> Result<Region> {
+        // SAFETY: a shared mapping of a file the caller opened read-write and
+        // sized; every process touches it through atomics only.
+        let mut map = unsafe { MmapOptions::new().len(len).map_mut(file) }
+            .with_context(|| format!("mapping {} bytes of {}", len, path.display()))?;
+        let ptr = map.as_mut_ptr();
+        Ok(Region::new(ptr, len, Backing::Normal, Some(path.to_path_buf()), true, Mapping::Mut(map)))
     }
 
     fn from_mut(mut map: MmapMut, len: usize, backing: Backing, path: Option<PathBuf>) -> Region {
@@ -270,6 +268,24 @@ impl Region {
         // ranges cannot overlap. Writers of these bytes are excluded by the
         // log's protocol while we copy (the contract of this method).
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Append `len` bytes from `off` to `out` (as `read` does, without
+    /// zero-filling the new part of `out` first: replies copy whole values
+    /// this way, and a fill the copy overwrites doubled their cost).
+    pub fn append_to(&self, off: usize, len: usize, out: &mut Vec<u8>) {
+        self.check(off, len);
+        out.reserve(len);
+        let spare = &mut out.spare_capacity_mut()[..len];
+        // SAFETY: bounds checked above; `spare` is `len` bytes of `out`'s
+        // own allocation, distinct from the mapping. Writers of these bytes
+        // are excluded by the log's protocol while we copy (as for `read`).
+        // After the copy those `len` bytes are initialised, so the length
+        // may cover them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.add(off), spare.as_mut_ptr().cast::<u8>(), len);
+            out.set_len(out.len() + len);
+        }
     }
 
     /// Copy bytes out of the region while someone else may be writing them
@@ -373,6 +389,9 @@ mod tests {
         let mut b = [0u8; 5];
         r.read(100, &mut b);
         assert_eq!(&b, b"hello");
+        let mut v = b"<".to_vec();
+        r.append_to(101, 3, &mut v);
+        assert_eq!(v, b"<ell");
         r.atomic_u64(8).store(42, Ordering::Release);
         assert_eq!(r.atomic_u64(8).load(Ordering::Acquire), 42);
     }
@@ -454,6 +473,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("r");
         let w = Region::create_file(&p, 1, HugePages::Auto).unwrap();
+        // Only the owner may read the log (every key and value).
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         w.write(&mut w.take_writer().unwrap(), 4096, b"shared");
         let r = Region::open_readonly(&p).unwrap();
         assert!(r.take_writer().is_none(), "a read-only mapping has no writer");

@@ -18,7 +18,7 @@ fn steps(input: &[u8]) -> Vec<Step> {
         v.push(s);
         match s {
             Step::Consumed { len, .. } | Step::Discarded(len) => pos += len,
-            Step::NeedMore | Step::Close => return v,
+            Step::NeedMore | Step::Close | Step::Paused => return v,
         }
     }
 }
@@ -77,45 +77,32 @@ fn a_refused_value_is_discarded_not_timed() {
     assert_eq!(steps(&ms)[..2], [Step::Consumed { len: line, kind: Kind::Meta }, Step::Discarded(2002)]);
 }
 
-fn packet(op: u8, key: &[u8], extras: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut v = vec![binary::REQUEST_MAGIC, op];
-    v.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    v.push(extras.len() as u8);
-    v.extend_from_slice(&[0, 0, 0]);
-    v.extend_from_slice(&((key.len() + extras.len() + value.len()) as u32).to_be_bytes());
-    v.extend_from_slice(&[0; 12]);
-    v.extend_from_slice(extras);
-    v.extend_from_slice(key);
-    v.extend_from_slice(value);
-    v
-}
-
 #[test]
 fn binary_opcodes_report_their_kind() {
     use binary::opcode::*;
-    let set = |op| kind(&packet(op, b"k", &[0; 8], b"v"));
+    let set = |op| kind(&binary::header::test_request(op, b"k", &[0; 8], b"v"));
     for op in [SET, SETQ, ADD, ADDQ, REPLACE, REPLACEQ] {
         assert_eq!(set(op), Kind::Set, "op {op:#x}");
     }
     for op in [APPEND, APPENDQ, PREPEND, PREPENDQ] {
-        assert_eq!(kind(&packet(op, b"k", &[], b"v")), Kind::Set, "op {op:#x}");
+        assert_eq!(kind(&binary::header::test_request(op, b"k", &[], b"v")), Kind::Set, "op {op:#x}");
     }
     for op in [GET, GETQ, GETK, GETKQ] {
-        assert_eq!(kind(&packet(op, b"k", &[], b"")), Kind::Get, "op {op:#x}");
+        assert_eq!(kind(&binary::header::test_request(op, b"k", &[], b"")), Kind::Get, "op {op:#x}");
     }
     for op in [DELETE, DELETEQ] {
-        assert_eq!(kind(&packet(op, b"k", &[], b"")), Kind::Delete, "op {op:#x}");
+        assert_eq!(kind(&binary::header::test_request(op, b"k", &[], b"")), Kind::Delete, "op {op:#x}");
     }
     for op in [INCREMENT, INCREMENTQ, DECREMENT, DECREMENTQ] {
-        assert_eq!(kind(&packet(op, b"k", &[0; 20], b"")), Kind::IncrDecr, "op {op:#x}");
+        assert_eq!(kind(&binary::header::test_request(op, b"k", &[0; 20], b"")), Kind::IncrDecr, "op {op:#x}");
     }
     for op in [TOUCH, GAT, GATQ, GATK, GATKQ] {
-        assert_eq!(kind(&packet(op, b"k", &[0; 4], b"")), Kind::Touch, "op {op:#x}");
+        assert_eq!(kind(&binary::header::test_request(op, b"k", &[0; 4], b"")), Kind::Touch, "op {op:#x}");
     }
     for op in [NOOP, VERSION, FLUSH, STAT, 0x50] {
-        assert_eq!(kind(&packet(op, b"", &[], b"")), Kind::Other, "op {op:#x}");
+        assert_eq!(kind(&binary::header::test_request(op, b"", &[], b"")), Kind::Other, "op {op:#x}");
     }
     // A value over -I: answered, then its bytes discarded.
-    let big = packet(SET, b"k", &[0; 8], &[b'x'; 2000]);
+    let big = binary::header::test_request(SET, b"k", &[0; 8], &[b'x'; 2000]);
     assert_eq!(steps(&big)[..2], [Step::Consumed { len: 24 + 9, kind: Kind::Set }, Step::Discarded(2000)]);
 }

@@ -12,6 +12,8 @@ pub mod meta;
 pub mod text;
 
 #[cfg(test)]
+mod admin_tests;
+#[cfg(test)]
 mod kind_tests;
 
 pub use crate::latency::Kind;
@@ -42,6 +44,11 @@ pub enum Step {
     NeedMore,
     /// Flush what was written, then close (quit, or input beyond repair).
     Close,
+    /// The request at the front wrote part of its reply and stopped at
+    /// `Session::out_limit` (a multi-get naming many large hits): nothing is
+    /// consumed; call again with the same input once the output has drained,
+    /// and it carries on from where it stopped.
+    Paused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,13 +58,38 @@ pub enum Protocol {
 }
 
 /// Per-connection protocol state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Session {
     /// Decided by the first byte the client sends.
     pub protocol: Option<Protocol>,
     /// Input bytes still to discard (a text value that was refused before it
     /// was read, e.g. over `-I`: memcached swallows it rather than parse it).
     pub swallow: usize,
+    /// An admin session (the `--admin-socket`): admin commands that change
+    /// the role or the data (`replica ...`) run only here; `shutdown` and
+    /// `flush_all` run here whatever `-A` and `-F` say. Data-port sessions
+    /// (TCP, RDMA) are never admin.
+    pub admin: bool,
+    /// Set by the connection before each step: the output length past which
+    /// a reply that can stop part-way (a text multi-get, between hits) stops
+    /// with `Step::Paused`. At least one hit is written per step, so a reply
+    /// always progresses. `usize::MAX` (the default): never stop.
+    pub out_limit: usize,
+    /// Where a paused multi-get carries on.
+    pub resume: Option<text::Resume>,
+}
+
+impl Default for Session {
+    fn default() -> Session {
+        Session { protocol: None, swallow: 0, admin: false, out_limit: usize::MAX, resume: None }
+    }
+}
+
+impl Session {
+    /// A session of the admin endpoint.
+    pub fn admin() -> Session {
+        Session { admin: true, ..Session::default() }
+    }
 }
 
 /// Handle at most one request from the front of `input`.

@@ -248,6 +248,12 @@ pub fn handshake_rc(
     stream.set_read_timeout(Some(timeout)).context("side channel: setting a read timeout")?;
     stream.set_write_timeout(Some(timeout)).context("side channel: setting a write timeout")?;
     let _ = stream.set_nodelay(true);
+    handshake_rc_over(stream, qp, mem)
+}
+
+/// [`handshake_rc`] over any stream whose reads and writes the caller has
+/// bounded already (e.g. `auth::Bounded`, under a handshake deadline).
+pub fn handshake_rc_over<S: Read + Write>(stream: &mut S, qp: PreparedRcQp, mem: Option<RemoteMemory>) -> Result<RcQp> {
     let local = qp.endpoint().with_memory(mem.unwrap_or_default());
     let remote: RcEndpointInfo = exchange(stream, &local)?;
     let qp = qp.connect(&remote)?;

@@ -284,6 +284,10 @@ impl Wc {
     pub fn src_qp(&self) -> u32 {
         self.0.src_qp
     }
+    /// Sender's LID (UD receives; what identifies it without a GRH).
+    pub fn slid(&self) -> u16 {
+        self.0.slid
+    }
     /// Whether a GRH sits in the first 40 bytes of the receive buffer (UD).
     pub fn has_grh(&self) -> bool {
         self.0.wc_flags & ibv_wc_flags::IBV_WC_GRH.0 != 0

@@ -122,6 +122,8 @@ pub use mr::{
     memlock_plan, Access, Buffer, LocalSlice, MemlockPlan, MemoryRegion, ProtectionDomain, RegionRange,
     RegisterableMemory, RemoteMemory, RemoteSlice,
 };
-pub use qp::{AddressHandle, PreparedRcQp, QpCaps, QpState, RcOptions, RcQp, UdDest, UdOptions, UdQp, GRH_SIZE};
+pub use qp::{
+    AddressHandle, PreparedRcQp, QpCaps, QpState, RcOptions, RcQp, ReplyRoute, UdDest, UdOptions, UdQp, GRH_SIZE,
+};
 pub use rc_messenger::{PreparedRcMessenger, RcMessenger};
 pub use ud_endpoint::{UdEndpoint, UdEndpointBuilder};

@@ -586,6 +586,15 @@ pub struct UdDest {
     pub qkey: u32,
 }
 
+/// Where a reply's address handle sends to: the sender's GID when the
+/// datagram carried a GRH (always on RoCE), else its LID (InfiniBand within
+/// a subnet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplyRoute {
+    Gid([u8; 16]),
+    Lid(u16),
+}
+
 /// A UD QP in RTS. Receive buffers need [`GRH_SIZE`] bytes in front of the
 /// payload; the largest payload is the path MTU ([`UdQp::max_payload`]).
 pub struct UdQp {
@@ -629,6 +638,19 @@ impl UdQp {
     /// `buf_off` where its receive buffer (GRH first) starts in `mr`. The reply
     /// goes to the sender's QPN with our qkey (peers share one qkey).
     pub fn reply_dest<M: RegisterableMemory>(&self, wc: &Wc, mr: &MemoryRegion<M>, buf_off: usize) -> Result<UdDest> {
+        self.reply_dest_route(wc, mr, buf_off).map(|(d, _)| d)
+    }
+
+    /// [`UdQp::reply_dest`], and where the handle sends to as libibverbs
+    /// read it from the completion and the GRH area (`ibv_init_ah_from_wc`):
+    /// a caller that files the handle under its own reading of the source can
+    /// check that the two agree before reusing the handle for later datagrams.
+    pub fn reply_dest_route<M: RegisterableMemory>(
+        &self,
+        wc: &Wc,
+        mr: &MemoryRegion<M>,
+        buf_off: usize,
+    ) -> Result<(UdDest, ReplyRoute)> {
         wc.ok().map_err(Error::from)?;
         let mut grh = [0u8; GRH_SIZE];
         if buf_off.checked_add(GRH_SIZE).is_none_or(|e| e > mr.len()) {
@@ -636,19 +658,41 @@ impl UdQp {
         }
         mr.read(buf_off, &mut grh);
         let mut w = wc.clone();
-        // SAFETY: live PD; `w.0` is a valid ibv_wc; `grh` is 40 bytes laid out
-        // as struct ibv_grh (the library reads the header it describes).
-        let ah = unsafe {
-            ibv_create_ah_from_wc(self.qp.pd.inner.pd, &mut w.0, grh.as_mut_ptr().cast::<ibv_grh>(), self.port.port)
+        // SAFETY: ibv_ah_attr is plain data; all-zero is a valid value (and
+        // ibv_init_ah_from_wc clears it first anyway).
+        let mut attr: ibv_ah_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: live PD, whose `context` is the open device context; `w.0` is
+        // a valid ibv_wc; `grh` is 40 bytes laid out as struct ibv_grh (the
+        // library reads the header it describes); `attr` is ours to fill.
+        let rc = unsafe {
+            ibv_init_ah_from_wc(
+                (*self.qp.pd.inner.pd).context,
+                self.port.port,
+                &mut w.0,
+                grh.as_mut_ptr().cast::<ibv_grh>(),
+                &mut attr,
+            )
         };
-        if ah.is_null() {
-            bail!("ibv_create_ah_from_wc(src_qp {}): {}", wc.src_qp(), std::io::Error::last_os_error());
+        if rc != 0 {
+            bail!("ibv_init_ah_from_wc(src_qp {}): {}", wc.src_qp(), std::io::Error::last_os_error());
         }
-        Ok(UdDest {
+        let route = if attr.is_global != 0 {
+            // SAFETY: every bit pattern of the 16-byte union is a valid `raw`.
+            ReplyRoute::Gid(unsafe { attr.grh.dgid.raw })
+        } else {
+            ReplyRoute::Lid(attr.dlid)
+        };
+        // SAFETY: live PD; `attr` fully initialised by ibv_init_ah_from_wc.
+        let ah = unsafe { ibv_create_ah(self.qp.pd.inner.pd, &mut attr) };
+        if ah.is_null() {
+            bail!("ibv_create_ah(reply to src_qp {}): {}", wc.src_qp(), std::io::Error::last_os_error());
+        }
+        let dest = UdDest {
             ah: AddressHandle(Arc::new(AhInner { ah, _pd: self.qp.pd.inner.clone() })),
             qpn: wc.src_qp(),
             qkey: self.qkey,
-        })
+        };
+        Ok((dest, route))
     }
     /// Send one datagram (payload only; no GRH room needed on the send side).
     pub fn post_send(&self, wr_id: u64, local: LocalSlice<'_>, dest: &UdDest, signaled: bool) -> Result<()> {

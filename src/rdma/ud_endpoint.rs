@@ -15,7 +15,7 @@ use super::connect::UdEndpointInfo;
 use super::cq::{CompletionQueue, Wc};
 use super::device::Context;
 use super::mr::{Access, Buffer, MemoryRegion, ProtectionDomain};
-use super::qp::{QpCaps, UdDest, UdOptions, UdQp, GRH_SIZE};
+use super::qp::{QpCaps, ReplyRoute, UdDest, UdOptions, UdQp, GRH_SIZE};
 
 /// How a [`UdEndpoint`] is sized; from [`UdEndpoint::builder`].
 #[must_use]
@@ -193,9 +193,10 @@ impl UdEndpoint {
     }
 
     /// The return address of the datagram in receive slot `slot` (`wc` is its
-    /// completion). Take it before the slot is reposted.
-    pub fn reply_dest(&self, wc: &Wc, slot: usize) -> Result<UdDest> {
-        self.qp.reply_dest(wc, &self.recv, self.recv_offset(slot)?)
+    /// completion), and where it sends to (see [`UdQp::reply_dest_route`]).
+    /// Take it before the slot is reposted.
+    pub fn reply_dest(&self, wc: &Wc, slot: usize) -> Result<(UdDest, ReplyRoute)> {
+        self.qp.reply_dest_route(wc, &self.recv, self.recv_offset(slot)?)
     }
 
     /// An address handle + QPN for sending to `peer`.

@@ -3,9 +3,12 @@
 //! one side and read by the other over any byte stream.
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
+use crate::auth::{self, AuthToken, Bounded, Channel};
 use crate::bail;
-use crate::error::{Context as _, Result};
+use crate::error::{Context as _, Error, Result};
 use crate::rdma::connect::{UdEndpointInfo, WireInfo, WIRE_LEN};
 
 /// Side-channel greeting.
@@ -45,6 +48,26 @@ pub fn greeting(cmd: Command) -> [u8; GREETING_LEN] {
     b[HELLO.len()] = VERSION;
     b[HELLO.len() + 1] = cmd.byte();
     b
+}
+
+/// Client side: dial the side channel at `addr`, run the token's handshake
+/// (the server proves itself before we send anything else) and send the
+/// greeting for `cmd`, all within `timeout`; later reads and writes on the
+/// stream are bounded by `timeout` each.
+pub fn dial(addr: &str, cmd: Command, token: Option<&AuthToken>, timeout: Duration) -> Result<TcpStream> {
+    let deadline = Instant::now() + timeout;
+    let sa = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .with_context(|| format!("resolving the rdma side channel {addr}"))?
+        .next()
+        .ok_or_else(|| Error::new(format!("{addr} resolves to no address")))?;
+    let s = TcpStream::connect_timeout(&sa, timeout).with_context(|| format!("rdma side channel {addr}"))?;
+    let _ = s.set_nodelay(true);
+    let mut b = Bounded::new(&s, deadline, timeout);
+    auth::client_handshake(&mut b, Channel::RdmaClient, token).with_context(|| format!("rdma side channel {addr}"))?;
+    b.write_all(&greeting(cmd)).context("sending the side-channel greeting")?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    Ok(s)
 }
 
 /// Server side: read and check the client's greeting.

@@ -6,13 +6,19 @@
 //!   our progress slot); `shm.rs` (same host) and `verbs.rs` (RDMA RC).
 //! - `replica.rs`: the replica loop. No sleeps: it spins while there is work
 //!   and backs off to a bounded timed wait on its control eventfd when idle.
+//!   `bounds.rs`: what it accepts from a primary beyond the checksum;
+//!   `promote.rs`: becoming a primary (fence, drain the old log, take writes).
 //! - `primary.rs`: the primary's side: a heartbeat, the replicas' progress
 //!   (for `stats replication` and `--sync-replicas`), fencing of a stale
 //!   primary by a higher epoch.
 //!
 //! The primary's CPU does no per-replica work once a replica is connected.
 
+pub mod bounds;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod primary;
+mod promote;
 pub mod replica;
 pub mod shm;
 pub mod transport;
@@ -24,9 +30,31 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::auth::AuthToken;
 use crate::error::Result;
 use crate::store::Store;
+use primary::SlotTable;
 use replica::{ReplicaControl, ReplicaOptions, ReplicaStatus};
+use transport::Transport;
+
+/// What a replica shows its primary, and trusts in it: the side channel's
+/// token (`--auth-token-file`) and the group trusted to own shm files
+/// (`--shm-group`). Never printed (the token's `Debug` is redacted).
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    pub token: Option<AuthToken>,
+    pub shm_group: Option<u32>,
+}
+
+/// Connect a transport for `url` with `trust`: shm or verbs, by the scheme.
+pub fn connect_with(url: &Url, id: u64, trust: &Trust) -> Result<Box<dyn Transport>> {
+    match url {
+        Url::Shm(name) => Ok(Box::new(shm::ShmTransport::connect_with(name, id, trust.shm_group)?)),
+        Url::Rdma { host, port } => {
+            Ok(Box::new(verbs::VerbsTransport::connect(host, *port, id, trust.token.as_ref())?))
+        }
+    }
+}
 
 /// Where replicas reach a primary (`--replication-listen`, `--replica-of`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +104,8 @@ pub struct Replication {
     replica: Mutex<Option<ReplicaHandle>>,
     /// Replica options for `replica follow` on a primary.
     opts: ReplicaOptions,
+    trust: Trust,
+    slots: Arc<SlotTable>,
     pub sync_replicas: usize,
     _ticker: Option<primary::Ticker>,
 }
@@ -87,15 +117,28 @@ struct ReplicaHandle {
 }
 
 impl Replication {
+    /// `slots` are this server's replicas' progress slots (see
+    /// [`SlotTable`]); `trust` is what we show a primary we follow.
     pub fn new(
         store: Arc<Store>,
         listeners: Vec<Url>,
         opts: ReplicaOptions,
         sync_replicas: usize,
         verbose: bool,
+        trust: Trust,
+        slots: Arc<SlotTable>,
     ) -> Result<Replication> {
-        let ticker = Some(primary::Ticker::start(store.clone(), verbose)?);
-        Ok(Replication { store, listeners, replica: Mutex::new(None), opts, sync_replicas, _ticker: ticker })
+        let ticker = Some(primary::Ticker::start(store.clone(), slots.clone(), verbose)?);
+        Ok(Replication {
+            store,
+            listeners,
+            replica: Mutex::new(None),
+            opts,
+            trust,
+            slots,
+            sync_replicas,
+            _ticker: ticker,
+        })
     }
 
     /// Start following `url` (at start-up with `--replica-of`, or `replica follow`).
@@ -111,9 +154,10 @@ impl Replication {
         let status = Arc::new(ReplicaStatus::default());
         let ctl = Arc::new(ReplicaControl::new()?);
         let (s, st, c, o) = (self.store.clone(), status.clone(), ctl.clone(), self.opts.clone());
+        let trust = self.trust.clone();
         let thread = std::thread::Builder::new()
             .name("replica".into())
-            .spawn(move || replica::run(s, url, st, c, o, &replica::connect))
+            .spawn(move || replica::run(s, url, st, c, o, Arc::new(move |u: &Url, id| connect_with(u, id, &trust))))
             .map_err(|e| crate::error::Error::new(format!("starting the replica thread: {e}")))?;
         *g = Some(ReplicaHandle { status, ctl, thread: Some(thread) });
         Ok(())
@@ -127,7 +171,8 @@ impl Replication {
     pub fn promote(&self) -> std::result::Result<u64, String> {
         let g = self.replica.lock().unwrap_or_else(|e| e.into_inner());
         match g.as_ref() {
-            Some(h) if self.store.is_read_only() => h.ctl.promote(Duration::from_secs(10)),
+            // The drain's bound, then the promotion itself.
+            Some(h) if self.store.is_read_only() => h.ctl.promote(self.opts.promote_drain + Duration::from_secs(10)),
             _ => Err("not a replica".into()),
         }
     }
@@ -183,7 +228,15 @@ impl Replication {
             put("catchup_us", l(&s.catchup_us).to_string());
             put("last_error", s.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone());
         }
-        let slots = primary::live_slots(log);
+        // What the last promotion recovered from the old primary's memory.
+        if let Some(h) = g.as_ref().filter(|h| h.status.promoted.load(Ordering::Acquire)) {
+            let s = &h.status;
+            put("promote_drain_records", s.drain_records.load(Ordering::Relaxed).to_string());
+            put("promote_drain_bytes", s.drain_bytes.load(Ordering::Relaxed).to_string());
+            put("promote_drain_us", s.drain_us.load(Ordering::Relaxed).to_string());
+            put("promote_drain_result", s.drain_result.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        }
+        let slots = self.slots.live();
         put("replicas", slots.len().to_string());
         put("sync_replicas", self.sync_replicas.to_string());
         put("sync_timeouts", self.store.snapshot().sync_timeouts.to_string());

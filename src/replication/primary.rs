@@ -3,22 +3,32 @@
 //! `stats replication` and `--sync-replicas`), and fences itself when a slot
 //! carries a higher epoch than its own (a replica was promoted: this primary
 //! is stale and must refuse writes rather than fork history).
+//!
+//! Slots live in two places ([`SlotTable`]): the control block's 64 slots,
+//! which `rdma` replicas WRITE (each only its own), and the slot files of
+//! `shm` replicas (`shm::slot_path`), mapped read-only here and found by a
+//! rescan every [`RESCAN_EVERY`] heartbeats.
 
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
-use super::shm::{now_us, SLOT_STALE_US};
-use crate::log::control::{self, MAX_REPLICAS};
+use super::shm::{now_us, open_trusted, slot_path, SLOT_FILE_INCARNATION, SLOT_STALE_US};
+use crate::log::control::{self, MAX_REPLICAS, SLOT_LEN};
 use crate::log::Log;
+use crate::memory::region::Region;
 use crate::store::Store;
 
 /// How often the heartbeat moves (and the slots are checked for fencing).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(5);
+/// Heartbeats between looks for new or replaced shm slot files (100 ms).
+pub const RESCAN_EVERY: u32 = 20;
 
-/// One replica's progress as its slot shows it.
+/// One replica's progress as its slot shows it. `slot` is the control
+/// block's slot for an rdma replica, `MAX_REPLICAS + N` for shm slot file N.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotView {
     pub slot: usize,
@@ -29,24 +39,117 @@ pub struct SlotView {
     pub caught_up_us: u64,
 }
 
+impl SlotView {
+    fn fresh(&self, now: u64) -> bool {
+        self.id != 0 && now.saturating_sub(self.updated_us) <= SLOT_STALE_US
+    }
+}
+
+/// A mapped shm slot file, and which inode it is (a replaced file is remapped).
+struct SlotFile {
+    dev: u64,
+    ino: u64,
+    map: Region,
+}
+
+impl SlotFile {
+    /// Whether the replica writing it follows the log of this incarnation.
+    fn follows(&self, incarnation: u64) -> bool {
+        self.map.atomic_u64(SLOT_FILE_INCARNATION).load(Ordering::Acquire) == incarnation
+    }
+}
+
+/// Every replica's progress slot, wherever it lives.
+pub struct SlotTable {
+    log: Arc<Log>,
+    /// `shm://NAME` whose slot files we read, and the group trusted to own them.
+    shm: Option<(String, Option<u32>)>,
+    files: RwLock<Vec<Option<SlotFile>>>,
+}
+
+fn read_slot(r: &Region, base: usize, slot: usize) -> SlotView {
+    let a = |o| r.atomic_u64(base + o).load(Ordering::Acquire);
+    SlotView {
+        slot,
+        id: a(control::SLOT_REPLICA_ID),
+        applied: a(control::SLOT_APPLIED),
+        epoch: a(control::SLOT_EPOCH),
+        updated_us: a(control::SLOT_UPDATED_US),
+        caught_up_us: a(control::SLOT_CAUGHT_UP_US),
+    }
+}
+
+impl SlotTable {
+    /// Slots of `log`'s control block, plus those of `shm` replicas of that
+    /// name (whose files `group` may own besides us and root).
+    pub fn new(log: Arc<Log>, shm: Option<(String, Option<u32>)>) -> SlotTable {
+        let t = SlotTable { log, shm, files: RwLock::new((0..MAX_REPLICAS).map(|_| None).collect()) };
+        t.rescan();
+        t
+    }
+
+    /// Map slot files that appeared or were replaced since the last look,
+    /// forget those that went. A file we do not trust is never mapped.
+    pub fn rescan(&self) {
+        let Some((name, group)) = &self.shm else { return };
+        for i in 0..MAX_REPLICAS {
+            let p = slot_path(name, i);
+            let id = std::fs::symlink_metadata(&p).ok().map(|m| (m.dev(), m.ino()));
+            let known = self.files.read().unwrap_or_else(|e| e.into_inner())[i].as_ref().map(|f| (f.dev, f.ino));
+            if id == known {
+                continue;
+            }
+            let opened = id.and_then(|_| {
+                let f = open_trusted(&p, *group).ok()?;
+                let md = f.metadata().ok()?;
+                if (md.len() as usize) < SLOT_LEN.max(SLOT_FILE_INCARNATION + 8) {
+                    return None;
+                }
+                let map = Region::map_readonly(&f, &p).ok()?;
+                Some(SlotFile { dev: md.dev(), ino: md.ino(), map })
+            });
+            self.files.write().unwrap_or_else(|e| e.into_inner())[i] = opened;
+        }
+    }
+
+    /// Every slot, held or not (fencing looks at stale ones too).
+    pub fn all(&self) -> Vec<SlotView> {
+        let region = self.log.region();
+        let mut v: Vec<SlotView> = (0..MAX_REPLICAS).map(|i| read_slot(region, control::slot_offset(i), i)).collect();
+        let files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        let ours = self.incarnation();
+        v.extend(files.iter().enumerate().filter_map(|(i, f)| {
+            f.as_ref().filter(|f| f.follows(ours)).map(|f| read_slot(&f.map, 0, MAX_REPLICAS + i))
+        }));
+        v
+    }
+
+    /// Our log's incarnation: slot files of replicas of another log are ignored.
+    fn incarnation(&self) -> u64 {
+        self.log.region().atomic_u64(control::OFF_INCARNATION).load(Ordering::Acquire)
+    }
+
+    /// The slots of replicas that reported recently.
+    pub fn live(&self) -> Vec<SlotView> {
+        let now = now_us();
+        self.all().into_iter().filter(|s| s.fresh(now)).collect()
+    }
+
+    /// Live replicas at `epoch` that have applied everything below `end`.
+    fn count_caught_up(&self, epoch: u64, end: u64) -> usize {
+        let now = now_us();
+        let ok = |s: &SlotView| s.fresh(now) && s.epoch == epoch && s.applied >= end;
+        let region = self.log.region();
+        let in_block = (0..MAX_REPLICAS).filter(|&i| ok(&read_slot(region, control::slot_offset(i), i))).count();
+        let files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        let ours = self.incarnation();
+        in_block + files.iter().flatten().filter(|f| f.follows(ours) && ok(&read_slot(&f.map, 0, 0))).count()
+    }
+}
+
 /// The slots of replicas that reported recently.
-pub fn live_slots(log: &Log) -> Vec<SlotView> {
-    let now = now_us();
-    (0..MAX_REPLICAS)
-        .filter_map(|i| {
-            let (applied, epoch, updated_us, id) = log.slot(i);
-            let caught_up_us =
-                log.region().atomic_u64(control::slot_offset(i) + control::SLOT_CAUGHT_UP_US).load(Ordering::Acquire);
-            (id != 0 && now.saturating_sub(updated_us) <= SLOT_STALE_US).then_some(SlotView {
-                slot: i,
-                id,
-                applied,
-                epoch,
-                updated_us,
-                caught_up_us,
-            })
-        })
-        .collect()
+pub fn live_slots(slots: &SlotTable) -> Vec<SlotView> {
+    slots.live()
 }
 
 /// The heartbeat thread: bumps the heartbeat and watches for fencing.
@@ -56,7 +159,7 @@ pub struct Ticker {
 }
 
 impl Ticker {
-    pub fn start(store: Arc<Store>, verbose: bool) -> crate::error::Result<Ticker> {
+    pub fn start(store: Arc<Store>, slots: Arc<SlotTable>, verbose: bool) -> crate::error::Result<Ticker> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let st = stop.clone();
         let fenced_reported = AtomicBool::new(false);
@@ -65,15 +168,20 @@ impl Ticker {
             .spawn(move || {
                 let (lock, cv) = &*st;
                 let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut ticks = 0u32;
                 while !*stopped {
                     let log = store.log();
                     log.beat(now_us());
+                    ticks = ticks.wrapping_add(1);
+                    if ticks.is_multiple_of(RESCAN_EVERY) {
+                        slots.rescan();
+                    }
                     if !store.is_read_only() && !store.is_fenced() {
                         let mine = log.epoch();
                         // Any slot, fresh or not: a promotion's mark must not
                         // expire while this primary was frozen.
-                        let newer = (0..MAX_REPLICAS).map(|i| (i, log.slot(i))).find(|(_, (_, e, _, id))| *id != 0 && *e > mine);
-                        if let Some((slot, (_, epoch, _, _))) = newer {
+                        let newer = slots.all().into_iter().find(|s| s.id != 0 && s.epoch > mine);
+                        if let Some(SlotView { slot, epoch, .. }) = newer {
                             store.fence();
                             if !fenced_reported.swap(true, Ordering::Relaxed) || verbose {
                                 crate::log_warn!(
@@ -106,20 +214,12 @@ impl Drop for Ticker {
 /// epoch have applied everything below `end`. Spins, then yields (a
 /// `Backoff`'s snooze): the wait is bounded by T and short in the common case
 /// (replicas are microseconds behind).
-pub fn sync_waiter(log: Arc<Log>, k: usize, timeout: Duration) -> Box<dyn Fn(u64) -> bool + Send + Sync> {
+pub fn sync_waiter(slots: Arc<SlotTable>, k: usize, timeout: Duration) -> Box<dyn Fn(u64) -> bool + Send + Sync> {
     Box::new(move |end| {
         let deadline = Instant::now() + timeout;
         let backoff = Backoff::new();
         loop {
-            let epoch = log.epoch();
-            let now = now_us();
-            let have = (0..MAX_REPLICAS)
-                .filter(|&i| {
-                    let (applied, e, updated, id) = log.slot(i);
-                    id != 0 && e == epoch && applied >= end && now.saturating_sub(updated) <= SLOT_STALE_US
-                })
-                .count();
-            if have >= k {
+            if slots.count_caught_up(slots.log.epoch(), end) >= k {
                 return true;
             }
             if Instant::now() >= deadline {

@@ -13,6 +13,14 @@
 //! being lapped are the same path: clear, and replay the primary's live
 //! window [tail, head).
 //!
+//! Nothing the primary sends is trusted beyond its checksum: the control
+//! block's fields and every record's lengths, kind and CAS are bounded
+//! (`bounds.rs`) before use, and a record out of bounds is refused, never
+//! applied, with the reason in `last_error`.
+//!
+//! Promotion first drains what the old primary's memory still offers (up to
+//! `--promote-drain-ms`), fencing it first so a live one stops writing.
+//!
 //! No sleeps: while records flow it spins; when idle it polls for
 //! `IDLE_SPIN` with a growing pause between polls (a crossbeam `Backoff`),
 //! then backs off to a timed wait on its control eventfd (which promotion,
@@ -27,7 +35,9 @@ use crossbeam_utils::Backoff;
 use nix::poll::{PollFd, PollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::shm::{now_us, ShmTransport};
+use super::bounds;
+use super::promote::{promote, Drain, Old, DRAIN_SETTLE};
+use super::shm::now_us;
 use super::transport::{Progress, Transport};
 use super::Url;
 use crate::error::{Error, Result};
@@ -73,6 +83,14 @@ pub struct ReplicaStatus {
     pub incarnation: AtomicU64,
     pub primary: Mutex<String>,
     pub last_error: Mutex<String>,
+    /// Set once this replica was promoted; the drain fields describe what
+    /// the promotion recovered from the old primary's memory first.
+    pub promoted: AtomicBool,
+    pub drain_records: AtomicU64,
+    pub drain_bytes: AtomicU64,
+    pub drain_us: AtomicU64,
+    /// How the drain ended (caught up, deadline, unreachable, ...).
+    pub drain_result: Mutex<String>,
 }
 
 impl ReplicaStatus {
@@ -115,6 +133,10 @@ impl ReplicaControl {
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.wake();
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 
     /// Ask the replica to become a primary; returns the new epoch once it
@@ -167,16 +189,18 @@ impl ReplicaControl {
         let _ = self.waker.read();
     }
 
-    fn finish_promotion(&self, r: std::result::Result<u64, String>) {
+    pub(super) fn finish_promotion(&self, r: std::result::Result<u64, String>) {
         *self.promoted.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         self.promoted_cv.notify_all();
     }
 }
 
-enum Exit {
+pub(super) enum Exit {
     Stop,
     Promote,
     Follow(Url),
+    /// A promotion's drain ended (why: `Follower::drain_end`).
+    Drained,
 }
 
 /// Options from the command line.
@@ -186,17 +210,24 @@ pub struct ReplicaOptions {
     pub promote_after: Option<Duration>,
     /// Identifies this replica in its slot (non-zero).
     pub id: u64,
+    /// The longest a promotion spends draining the old primary's log
+    /// before it takes writes (zero: no drain).
+    pub promote_drain: Duration,
 }
 
-/// Connect a transport for `url`.
+impl ReplicaOptions {
+    /// The default drain bound (`--promote-drain-ms`).
+    pub const DEFAULT_PROMOTE_DRAIN: Duration = Duration::from_millis(300);
+}
+
+/// Connect a transport for `url` (shared: a promotion may dial from a
+/// helper thread it can abandon, see `reconnect_within`).
 pub type Connector = dyn Fn(&Url, u64) -> Result<Box<dyn Transport>> + Send + Sync;
 
 /// The default connector: shm or verbs, by the URL's scheme.
+/// (No token, no `--shm-group`: see [`super::connect_with`] for those.)
 pub fn connect(url: &Url, id: u64) -> Result<Box<dyn Transport>> {
-    match url {
-        Url::Shm(name) => Ok(Box::new(ShmTransport::connect(name, id)?)),
-        Url::Rdma { host, port } => Ok(Box::new(super::verbs::VerbsTransport::connect(host, *port, id)?)),
-    }
+    super::connect_with(url, id, &super::Trust::default())
 }
 
 /// Run a replica until stopped or promoted. Reconnects with backoff.
@@ -206,7 +237,7 @@ pub fn run(
     status: Arc<ReplicaStatus>,
     ctl: Arc<ReplicaControl>,
     opts: ReplicaOptions,
-    connector: &Connector,
+    connector: Arc<Connector>,
 ) {
     store.set_read_only(true);
     let mut backoff = Duration::from_millis(10);
@@ -224,7 +255,7 @@ pub fn run(
                 status.connected.store(false, Ordering::Release);
                 match r {
                     Ok(Exit::Promote) => {
-                        promote(&store, &status, &ctl, Some(t.as_mut()));
+                        promote(&store, &status, &ctl, &opts, Old::Connected(t.as_mut()));
                         return;
                     }
                     Ok(e) => Some(e),
@@ -243,19 +274,19 @@ pub fn run(
         match exit.or_else(|| ctl.pending()) {
             Some(Exit::Stop) => return,
             Some(Exit::Promote) => {
-                promote(&store, &status, &ctl, None);
+                promote(&store, &status, &ctl, &opts, Old::Dial(&connector, &url));
                 return;
             }
             Some(Exit::Follow(u)) => {
                 url = u;
                 continue;
             }
-            None => {}
+            Some(Exit::Drained) | None => {}
         }
         if let Some(limit) = opts.promote_after {
             if last_alive.elapsed() >= limit {
                 crate::log_warn!("primary {url} silent for {} ms: promoting this replica", limit.as_millis());
-                promote(&store, &status, &ctl, None);
+                promote(&store, &status, &ctl, &opts, Old::Dial(&connector, &url));
                 return;
             }
         }
@@ -275,25 +306,25 @@ fn note_error(status: &ReplicaStatus, last: &mut String, url: &Url, e: &Error) {
     *status.last_error.lock().unwrap_or_else(|e| e.into_inner()) = msg;
 }
 
-/// Become a primary continuing from our applied head, one epoch above
-/// anything we saw; tell the old primary (if reachable) so it fences itself.
-fn promote(store: &Store, status: &ReplicaStatus, ctl: &ReplicaControl, old: Option<&mut dyn Transport>) {
-    let epoch = store.epoch().max(status.primary_epoch.load(Ordering::Relaxed)) + 1;
-    store.promote(epoch);
-    if let Some(t) = old {
-        let applied = status.applied.load(Ordering::Relaxed);
-        let _ = t.report(&Progress { applied, epoch, caught_up_us: now_us() });
-        // A signalled read after it: when it completes, the epoch that
-        // fences the old primary has landed (reports need not be waited for).
-        let _ = t.control();
-        t.keep_slot();
+/// Follow `t` with a fresh follower (no promotion, no admin requests)
+/// until the transport fails; returns that error. For the fuzzer and the
+/// hostile-primary tests (`replication::fuzzing`), whose transports end.
+#[doc(hidden)]
+pub fn follow_until_error(store: &Store, status: &ReplicaStatus, t: &mut dyn Transport) -> Error {
+    let ctl = match ReplicaControl::new() {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let opts = ReplicaOptions { promote_after: None, id: 1, promote_drain: Duration::ZERO };
+    let mut f = Follower::new(store, status, &ctl, &opts);
+    f.no_idle_wait = true;
+    match f.follow(t) {
+        Err(e) => e,
+        Ok(_) => Error::new("the follower stopped"),
     }
-    status.connected.store(false, Ordering::Release);
-    crate::log_notice!("promoted to primary at epoch {epoch}, head {}", store.log().head());
-    ctl.finish_promotion(Ok(epoch));
 }
 
-struct Follower<'a> {
+pub(super) struct Follower<'a> {
     store: &'a Store,
     status: &'a ReplicaStatus,
     ctl: &'a ReplicaControl,
@@ -309,10 +340,21 @@ struct Follower<'a> {
     catchup: Option<(Instant, u64)>,
     heartbeat: u64,
     last_alive: Instant,
+    /// Set while a promotion drains the old primary.
+    pub(super) drain: Option<Drain>,
+    pub(super) drain_end: &'static str,
+    /// Never pause while idle (`follow_until_error`: a scripted primary
+    /// whose next control block is already there).
+    no_idle_wait: bool,
 }
 
 impl<'a> Follower<'a> {
-    fn new(store: &'a Store, status: &'a ReplicaStatus, ctl: &'a ReplicaControl, opts: &'a ReplicaOptions) -> Self {
+    pub(super) fn new(
+        store: &'a Store,
+        status: &'a ReplicaStatus,
+        ctl: &'a ReplicaControl,
+        opts: &'a ReplicaOptions,
+    ) -> Self {
         // Resume from what our own log holds: after a reconnect to the same
         // history we need not start over.
         let head = store.log().head();
@@ -332,6 +374,24 @@ impl<'a> Follower<'a> {
             catchup: None,
             heartbeat: 0,
             last_alive: Instant::now(),
+            drain: None,
+            drain_end: "",
+            no_idle_wait: false,
+        }
+    }
+
+    /// The epoch our reports carry: the primary's, or while a promotion
+    /// drains, the new one (which fences the old primary).
+    fn report_epoch(&self, primary: u64) -> u64 {
+        self.drain.as_ref().map_or(primary, |d| d.epoch)
+    }
+
+    /// Whether a long catch-up should end after the current stretch: an
+    /// admin request, or while draining, a stop or the drain's deadline.
+    fn interrupted(ctl: &ReplicaControl, drain_deadline: Option<Instant>) -> bool {
+        match drain_deadline {
+            Some(d) => ctl.stop_requested() || Instant::now() >= d,
+            None => ctl.has_pending(),
         }
     }
 
@@ -342,7 +402,7 @@ impl<'a> Follower<'a> {
     /// only if the epochs agree.
     fn same_history(&self, c: &crate::log::control::ControlSnapshot, applied: u64) -> bool {
         let same_log = self.incarnation == Some(c.incarnation) && c.epoch == self.epoch;
-        let promoted_from_ours = c.epoch == self.epoch + 1 && applied <= c.epoch_start;
+        let promoted_from_ours = self.epoch.checked_add(1) == Some(c.epoch) && applied <= c.epoch_start;
         same_log || promoted_from_ours
     }
 
@@ -356,7 +416,7 @@ impl<'a> Follower<'a> {
         }
     }
 
-    fn follow(&mut self, t: &mut dyn Transport) -> Result<Exit> {
+    pub(super) fn follow(&mut self, t: &mut dyn Transport) -> Result<Exit> {
         let cap = self.store.log().capacity();
         let mut idle = 0u32;
         // Between polls while idle: a few pauses, doubling up to a bound, so
@@ -365,28 +425,25 @@ impl<'a> Follower<'a> {
         let mut idle_since = Instant::now();
         let mut wait = Duration::from_micros(5);
         loop {
-            if let Some(e) = self.ctl.pending() {
+            if let Some(d) = &self.drain {
+                if self.ctl.stop_requested() || Instant::now() >= d.deadline {
+                    self.drain_end = "the drain's time was up";
+                    return Ok(Exit::Drained);
+                }
+            } else if let Some(e) = self.ctl.pending() {
                 return Ok(e);
             }
             let c = t.control()?;
-            if !c.is_valid() {
-                crate::bail!("{} does not hold a logmemcached log of a version we read", t.describe());
-            }
-            if c.capacity != cap {
-                crate::bail!(
-                    "primary's log holds {} bytes, ours {}: start the replica with the same -m as its primary",
-                    c.capacity,
-                    cap
-                );
-            }
-            // The primary's log, as its control block describes it.
-            let Some(geo) = LogGeometry::new(c.capacity) else {
-                crate::bail!("{} reports a log of {} bytes, which no log has", t.describe(), c.capacity);
+            // The primary's log, as its control block describes it, every
+            // field in bounds.
+            let geo = match bounds::check_control(&c, cap) {
+                Ok(geo) => geo,
+                Err(why) => crate::bail!("{} {why}", t.describe()),
             };
             if c.heartbeat_us != self.heartbeat {
                 self.heartbeat = c.heartbeat_us;
                 self.last_alive = Instant::now();
-            } else if let Some(limit) = self.opts.promote_after {
+            } else if let Some(limit) = self.opts.promote_after.filter(|_| self.drain.is_none()) {
                 if self.last_alive.elapsed() >= limit {
                     crate::log_warn!("primary's heartbeat stopped for {} ms: promoting", limit.as_millis());
                     return Ok(Exit::Promote);
@@ -404,6 +461,13 @@ impl<'a> Follower<'a> {
             self.status.primary_tail.store(c.tail, Ordering::Relaxed);
             self.status.primary_epoch.store(c.epoch, Ordering::Relaxed);
 
+            if let (Some(_), Some(a)) = (&self.drain, self.applied) {
+                if !self.same_history(&c, a) || a < c.tail || a > c.head {
+                    // Catching up would mean clearing what we hold.
+                    self.drain_end = "the old primary's log no longer continues ours";
+                    return Ok(Exit::Drained);
+                }
+            }
             let applied = match self.applied {
                 None => {
                     self.resync(c.tail, false);
@@ -426,6 +490,8 @@ impl<'a> Follower<'a> {
             };
             self.incarnation = Some(c.incarnation);
             self.status.incarnation.store(c.incarnation, Ordering::Relaxed);
+            // After any resync above: the delayed-flush point and highest CAS.
+            self.store.observe_primary(&c);
             if c.epoch != self.epoch {
                 self.epoch = c.epoch;
                 self.store.adopt_epoch(c.epoch, c.epoch_start);
@@ -434,6 +500,23 @@ impl<'a> Follower<'a> {
             if applied >= c.head {
                 self.status.behind_since_us.store(0, Ordering::Relaxed);
                 self.status.caught_up_us.store(now_us(), Ordering::Relaxed);
+                if let Some(d) = self.drain.as_mut() {
+                    match d.settled {
+                        Some((h, since)) if h == c.head => {
+                            if since.elapsed() >= DRAIN_SETTLE {
+                                self.drain_end = "caught up with the old primary's head";
+                                return Ok(Exit::Drained);
+                            }
+                        }
+                        _ => {
+                            d.settled = Some((c.head, Instant::now()));
+                            t.report(&Progress { applied, epoch: d.epoch, caught_up_us: now_us() })?;
+                        }
+                    }
+                    // The promotion waits on us: poll, never block.
+                    spin.snooze();
+                    continue;
+                }
                 if idle == 0 || idle.is_multiple_of(256) {
                     t.report(&Progress { applied, epoch: c.epoch, caught_up_us: now_us() })?;
                 }
@@ -441,6 +524,9 @@ impl<'a> Follower<'a> {
                     idle_since = Instant::now();
                 }
                 idle = idle.saturating_add(1);
+                if self.no_idle_wait {
+                    continue;
+                }
                 if idle_since.elapsed() > IDLE_SPIN {
                     self.ctl.wait(wait);
                     wait = (wait * 2).min(MAX_IDLE_WAIT);
@@ -457,7 +543,7 @@ impl<'a> Follower<'a> {
             }
             let done = self.pull(t, applied, c.head, geo)?;
             self.applied = Some(done);
-            self.status.applied.store(done, Ordering::Relaxed);
+            self.status.applied.store(done, Ordering::Release);
             let caught_up = done >= c.head;
             if caught_up {
                 self.status.behind_since_us.store(0, Ordering::Relaxed);
@@ -469,7 +555,7 @@ impl<'a> Follower<'a> {
                 }
             }
             let cu = self.status.caught_up_us.load(Ordering::Relaxed);
-            t.report(&Progress { applied: done, epoch: c.epoch, caught_up_us: cu })?;
+            t.report(&Progress { applied: done, epoch: self.report_epoch(c.epoch), caught_up_us: cu })?;
         }
     }
 
@@ -490,6 +576,7 @@ impl<'a> Follower<'a> {
         };
         let mut pos = geo.skip_gap(from);
         let ctl = self.ctl;
+        let drain_deadline = self.drain.as_ref().map(|d| d.deadline);
         while pos < head {
             let staging = self.staging;
             let s = geo.stretch(pos, head, staging);
@@ -501,14 +588,15 @@ impl<'a> Follower<'a> {
             // Plan the next stretch from the headers just read (unchecked:
             // a torn header only costs a read-ahead that goes unused).
             let mut plan = |b: &[u8]| {
-                if ctl.has_pending() {
+                if Self::interrupted(ctl, drain_deadline) {
                     asked = true;
                     return None;
                 }
                 let (mut o, mut cut) = (0usize, 0usize);
                 while let Some(n) = record::claimed_len(&b[o..], pos + o as u64) {
                     if o + n > b.len() {
-                        cut = n;
+                        // A claim past any record's size plans nothing.
+                        cut = if bounds::plausible_len(n, geo) { n } else { 0 };
                         break;
                     }
                     o += n;
@@ -521,12 +609,21 @@ impl<'a> Follower<'a> {
                 planned = ahead.is_some();
                 ahead
             };
-            let buf = t.read_ahead(off, len, &mut plan)?;
+            let (buf, tail_after) = t.read_ahead_checked(off, len, &mut plan)?;
+            if tail_after.is_some_and(|tail| tail > pos) {
+                // The cleaner freed what we read while we copied it (the
+                // transport's re-check after its fence): it may be torn.
+                // Lapped: the next round skips to the tail.
+                return Ok(pos.max(from));
+            }
             let mut p = pos;
             while p < end {
                 let o = (p - pos) as usize;
                 match record::validate(&buf[o..], p) {
                     Ok(rec) => {
+                        if let Err(why) = bounds::check_record(&rec.header, geo) {
+                            return Err(self.refuse(p, &why));
+                        }
                         let n = rec.header.total_len() as usize;
                         self.store
                             .apply_raw(&buf[o..o + n], &rec)
@@ -537,6 +634,16 @@ impl<'a> Follower<'a> {
                         if geo.in_gap(p) {
                             break; // the gap before the log's end: next lap
                         }
+                    }
+                    Err(Invalid::Truncated { need }) if !bounds::plausible_len(need, geo) => {
+                        // Torn under the cleaner, or a primary's nonsense:
+                        // never read that much for it.
+                        let c = t.control()?;
+                        if c.tail > p {
+                            self.applied = Some(p);
+                            return Ok(p);
+                        }
+                        return Err(self.refuse(p, &format!("claims {need} bytes, more than any record")));
                     }
                     Err(Invalid::Truncated { need }) => {
                         // Torn if the head says the record is complete, if it
@@ -559,8 +666,8 @@ impl<'a> Follower<'a> {
             }
             pos = geo.skip_gap(p);
             self.applied = Some(pos.min(head));
-            self.status.applied.store(pos.min(head), Ordering::Relaxed);
-            if asked || (!planned && ctl.has_pending()) {
+            self.status.applied.store(pos.min(head), Ordering::Release);
+            if asked || (!planned && Self::interrupted(ctl, drain_deadline)) {
                 break;
             }
         }
@@ -578,7 +685,21 @@ impl<'a> Follower<'a> {
             return Ok(());
         }
         self.status.invalid_records.fetch_add(1, Ordering::Relaxed);
+        if self.drain.is_some() {
+            // A drain keeps what we hold: no replay.
+            crate::bail!("record at {pos} failed validation while the old primary still holds it");
+        }
         self.resync(c.tail, false);
         crate::bail!("record at {pos} failed validation while the primary still holds it; resynchronising")
+    }
+
+    /// A record the primary holds, valid by its checksum, is out of bounds:
+    /// the primary is buggy or hostile. Never apply it; keep what we hold
+    /// (a replay would meet it again) and say why; the caller drops the
+    /// connection and retries with backoff.
+    fn refuse(&mut self, pos: u64, why: &str) -> Error {
+        self.status.invalid_records.fetch_add(1, Ordering::Relaxed);
+        self.applied = Some(pos);
+        Error::new(format!("refused the primary's record at {pos}: it {why}"))
     }
 }

@@ -1,12 +1,31 @@
 //! The `shm` transport: a replica on the same host maps its primary's region
-//! file read-only (and only the progress-slot page read-write). It serves
-//! hosts without RDMA and zero-downtime restarts: start the new binary as a
-//! replica, promote it, stop the old one.
+//! file read-only and reports its progress in a slot file of its own. It
+//! serves hosts without RDMA and zero-downtime restarts: start the new
+//! binary as a replica, promote it, stop the old one.
+//!
+//! Files, all in `/dev/shm` unless the region is on hugetlbfs:
+//! * `logmemcached-NAME`: the primary's region, mode 0600 (0640 and given
+//!   to a group with `--shm-group`, so replicas run by other users of that
+//!   group can read it). Nobody but the primary can write it.
+//! * `/dev/shm/logmemcached-NAME.slots/slot-N` (N < 64): replica progress,
+//!   created by the replica (mode 0600, or 0640 with the region's group),
+//!   written only by it; the primary maps each read-only and polls it. The
+//!   directory is the primary's (mode 0700, or 01770 of `--shm-group`), so
+//!   no other user can plant or squat a slot file.
+//!
+//! Trust, both ways: a replica opens a region file (without following a
+//! symlink) only if it is owned by its own user or root, or by a member of
+//! `--shm-group` (the file's group), and writable by its owner alone, so
+//! another local user cannot plant a rogue log; the primary reads a slot
+//! file only on the same terms, so a stranger's file cannot fence it or
+//! count as a replica for `--sync-replicas`.
 
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{fence, Ordering};
 
-use super::transport::{Progress, Transport};
+use super::transport::{NextRead, Progress, Transport};
 use crate::error::{Context, Error, Result};
 use crate::log::control::{self, ControlSnapshot, MAX_REPLICAS, SLOT_LEN};
 use crate::memory::region::Region;
@@ -14,6 +33,14 @@ use crate::memory::region::Region;
 /// A progress slot unreported for this long may be taken by a new replica
 /// (its holder died without releasing it).
 pub const SLOT_STALE_US: u64 = 10_000_000;
+
+/// Bytes of a slot file (one page: what a mapping takes anyway).
+pub const SLOT_FILE_LEN: usize = 4096;
+/// In a slot file, after the slot's fields: the incarnation of the log the
+/// replica follows (`control::OFF_INCARNATION`). Slot files outlive a
+/// primary; this keeps a replica of a dead log from counting for, or
+/// fencing, the next primary of the same name.
+pub const SLOT_FILE_INCARNATION: usize = 40;
 
 /// Where `shm://NAME` lives: a hugetlbfs mount when one is available and huge
 /// pages are wanted, else /dev/shm.
@@ -27,6 +54,47 @@ pub fn region_path(name: &str, prefer_huge: bool) -> PathBuf {
         }
     }
     PathBuf::from(format!("/dev/shm/logmemcached-{name}"))
+}
+
+/// The directory of `shm://NAME`'s slot files (always on /dev/shm: a
+/// hugetlbfs file cannot be one page long). Mode 0700 (01770 with
+/// `--shm-group`), so no one outside can put a file there.
+pub fn slot_dir(name: &str) -> PathBuf {
+    PathBuf::from(format!("/dev/shm/logmemcached-{name}.slots"))
+}
+
+/// Replica `slot`'s progress file for `shm://NAME`.
+pub fn slot_path(name: &str, slot: usize) -> PathBuf {
+    slot_dir(name).join(format!("slot-{slot}"))
+}
+
+/// Make (or take back) the slot directory: ours, not a symlink, mode 0700
+/// or, with `group`, 01770 of that group (sticky: members cannot remove
+/// each other's files; no setgid, which systemd's RestrictSUIDSGID= forbids:
+/// a replica gives its file the region's group itself). A directory someone
+/// else owns is refused: they could read or replace slot files.
+pub fn prepare_slot_dir(name: &str, group: Option<u32>) -> Result<()> {
+    let dir = slot_dir(name);
+    let mode = if group.is_some() { 0o1770 } else { 0o700 };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::from(e).context(format!("creating {}", dir.display()))),
+    }
+    let md = std::fs::symlink_metadata(&dir).with_context(|| format!("{}", dir.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !md.file_type().is_dir() || (md.uid() != me && md.uid() != 0) {
+        crate::bail!("refusing {}: not a directory of ours (uid {}, we are {me}); remove it", dir.display(), md.uid());
+    }
+    if md.uid() == me {
+        if let Some(g) = group {
+            std::os::unix::fs::chown(&dir, None, Some(g))
+                .with_context(|| format!("--shm-group: giving {} to group {g}", dir.display()))?;
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {mode:o} {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn is_hugetlbfs(dir: &Path) -> bool {
@@ -47,11 +115,77 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// `--shm-group`: a group name or number, resolved to a gid.
+pub fn parse_group(g: &str) -> Result<u32> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(n);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(gr)) => Ok(gr.gid.as_raw()),
+        Ok(None) => crate::bail!("--shm-group: no group named {g:?}"),
+        Err(e) => crate::bail!("--shm-group {g:?}: {e}"),
+    }
+}
+
+/// Open the primary's region file to share it: mode 0640 and group `gid`
+/// (from 0600, as the primary created it). The primary must be in the group.
+pub fn share_with_group(path: &Path, gid: u32) -> Result<()> {
+    let f = File::open(path).with_context(|| format!("opening region file {}", path.display()))?;
+    std::os::unix::fs::fchown(&f, None, Some(gid))
+        .with_context(|| format!("--shm-group: giving {} to group {gid} (are we a member?)", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o640))
+        .with_context(|| format!("--shm-group: chmod 640 {}", path.display()))?;
+    Ok(())
+}
+
+/// Whether a file another process made may be believed: a regular file,
+/// writable by its owner only, owned by us or root, or (with `group`)
+/// carrying that group, which only its members (or root) can give a file.
+pub fn trusted(md: &std::fs::Metadata, group: Option<u32>) -> std::result::Result<(), String> {
+    let me = nix::unistd::geteuid().as_raw();
+    if !md.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(format!("mode {:04o} lets others write it", md.mode() & 0o7777));
+    }
+    if md.uid() == me || md.uid() == 0 || group.is_some_and(|g| g == md.gid()) {
+        return Ok(());
+    }
+    Err(format!("owned by uid {} (we are {me}) and not of --shm-group", md.uid()))
+}
+
+/// Open `path` read-only without following a symlink, if [`trusted`].
+pub fn open_trusted(path: &Path, group: Option<u32>) -> Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let md = f.metadata().with_context(|| format!("{}", path.display()))?;
+    trusted(&md, group).map_err(|why| Error::new(format!("refusing {}: {why}", path.display())))?;
+    Ok(f)
+}
+
+/// Remove the primary's files for `name` at exit: the region, and the slot
+/// files we would believe (replicas that still map them keep their copy).
+pub fn remove_files(name: &str, region: &Path, group: Option<u32>) {
+    let _ = std::fs::remove_file(region);
+    for i in 0..MAX_REPLICAS {
+        let p = slot_path(name, i);
+        if std::fs::symlink_metadata(&p).is_ok_and(|md| trusted(&md, group).is_ok()) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    // Only if empty: a replica of another user may still have its file there.
+    let _ = std::fs::remove_dir(slot_dir(name));
+}
+
 pub struct ShmTransport {
     name: String,
     region: Region,
-    /// The slot page, mapped read-write (the only writable part).
-    slots: Region,
+    /// Our slot file, mapped read-write (the only thing we write).
+    slot_file: Region,
     slot: usize,
     staging: Vec<u8>,
     release_on_drop: bool,
@@ -60,57 +194,95 @@ pub struct ShmTransport {
 impl ShmTransport {
     /// Map `shm://name` and claim a progress slot with `id`.
     pub fn connect(name: &str, id: u64) -> Result<ShmTransport> {
+        ShmTransport::connect_with(name, id, None)
+    }
+
+    /// As [`connect`](Self::connect); `group` (`--shm-group`) is trusted to
+    /// own the region file besides our own user and root.
+    pub fn connect_with(name: &str, id: u64, group: Option<u32>) -> Result<ShmTransport> {
         let path = find_region(name).ok_or_else(|| {
             Error::new(format!(
                 "no primary region for shm://{name} (is a primary running with --replication-listen shm://{name}?)"
             ))
         })?;
-        let region = Region::open_readonly(&path)?;
-        let slots = Region::open_range_rw(&path, control::OFF_SLOTS, MAX_REPLICAS * SLOT_LEN)
-            .context("mapping the progress slots")?;
-        let slot = claim_slot_at(&slots, 0, id)
+        let file = open_trusted(&path, group)?;
+        let md = file.metadata()?;
+        let region = Region::map_readonly(&file, &path)?;
+        // Our slot file is readable by the region's group when the region is.
+        let share = (md.mode() & 0o040 != 0 && md.uid() != nix::unistd::geteuid().as_raw()).then_some(md.gid());
+        // A primary made it; an in-process one (tests) may not have.
+        if !slot_dir(name).exists() {
+            prepare_slot_dir(name, None)?;
+        }
+        let (slot, slot_file) = (0..MAX_REPLICAS)
+            .find_map(|i| claim_slot_file(&slot_path(name, i), id, share).map(|r| (i, r)))
             .ok_or_else(|| Error::new(format!("all {MAX_REPLICAS} progress slots of shm://{name} are taken")))?;
-        Ok(ShmTransport { name: name.to_string(), region, slots, slot, staging: Vec::new(), release_on_drop: true })
+        Ok(ShmTransport { name: name.to_string(), region, slot_file, slot, staging: Vec::new(), release_on_drop: true })
     }
 }
 
+/// Open (creating if need be) one slot file and claim it for `id`: `None`
+/// when it is held, or not ours to write.
+fn claim_slot_file(path: &Path, id: u64, share: Option<u32>) -> Option<Region> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(if share.is_some() { 0o640 } else { 0o600 })
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let md = f.metadata().ok()?;
+    // Only a file of our own: another user's could be rewritten under us.
+    if !md.file_type().is_file() || md.uid() != nix::unistd::geteuid().as_raw() || md.mode() & 0o022 != 0 {
+        return None;
+    }
+    if let Some(g) = share {
+        let _ = std::os::unix::fs::fchown(&f, None, Some(g));
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(0o640));
+    }
+    if (md.len() as usize) < SLOT_FILE_LEN {
+        f.set_len(SLOT_FILE_LEN as u64).ok()?;
+    }
+    let r = Region::map_shared_rw(&f, path, SLOT_FILE_LEN).ok()?;
+    claim_one(&r, 0, id, now_us()).then_some(r)
+}
+
 /// Take a free (or stale) slot by compare-and-swap on its id word; the slot
-/// area starts at `area` in `region` (0 for a mapping of the slot page alone).
+/// area starts at `area` in `region`.
 pub fn claim_slot_at(slots: &Region, area: usize, id: u64) -> Option<usize> {
     let now = now_us();
-    for i in 0..MAX_REPLICAS {
-        let base = area + i * SLOT_LEN;
-        let holder = slots.atomic_u64(base + control::SLOT_REPLICA_ID);
-        let cur = holder.load(Ordering::Acquire);
-        let updated = slots.atomic_u64(base + control::SLOT_UPDATED_US).load(Ordering::Acquire);
-        let free = cur == 0 || cur == id || now.saturating_sub(updated) > SLOT_STALE_US;
-        if free && holder.compare_exchange(cur, id, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            slots.atomic_u64(base + control::SLOT_APPLIED).store(0, Ordering::Release);
-            slots.atomic_u64(base + control::SLOT_UPDATED_US).store(now, Ordering::Release);
-            return Some(i);
-        }
+    (0..MAX_REPLICAS).find(|i| claim_one(slots, area + i * SLOT_LEN, id, now))
+}
+
+/// Claim the slot at `base` for `id` if it is free, ours or stale.
+fn claim_one(slots: &Region, base: usize, id: u64, now: u64) -> bool {
+    let holder = slots.atomic_u64(base + control::SLOT_REPLICA_ID);
+    let cur = holder.load(Ordering::Acquire);
+    let updated = slots.atomic_u64(base + control::SLOT_UPDATED_US).load(Ordering::Acquire);
+    let free = cur == 0 || cur == id || now.saturating_sub(updated) > SLOT_STALE_US;
+    if free && holder.compare_exchange(cur, id, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        slots.atomic_u64(base + control::SLOT_APPLIED).store(0, Ordering::Release);
+        slots.atomic_u64(base + control::SLOT_UPDATED_US).store(now, Ordering::Release);
+        return true;
     }
-    None
+    false
+}
+
+/// Give `slot` back if `id` still holds it (a replica that never finished
+/// connecting must not keep it for [`SLOT_STALE_US`]).
+pub fn release_slot_at(slots: &Region, area: usize, slot: usize, id: u64) {
+    if slot < MAX_REPLICAS {
+        let holder = slots.atomic_u64(area + slot * SLOT_LEN + control::SLOT_REPLICA_ID);
+        let _ = holder.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
 }
 
 impl Transport for ShmTransport {
     fn control(&mut self) -> Result<ControlSnapshot> {
         // The fields are atomics in shared memory: load each; Acquire on head
         // orders the record bytes we read next after their publication.
-        let a = |off| self.region.atomic_u64(off).load(Ordering::Acquire);
-        Ok(ControlSnapshot {
-            magic: a(control::OFF_MAGIC),
-            version: a(control::OFF_VERSION),
-            capacity: a(control::OFF_CAPACITY),
-            log_offset: a(control::OFF_LOG_OFFSET),
-            tail: a(control::OFF_TAIL),
-            head: a(control::OFF_HEAD),
-            epoch: a(control::OFF_EPOCH),
-            heartbeat_us: a(control::OFF_HEARTBEAT),
-            max_cas: a(control::OFF_MAX_CAS),
-            epoch_start: a(control::OFF_EPOCH_START),
-            incarnation: a(control::OFF_INCARNATION),
-        })
+        Ok(ControlSnapshot::load(|off| self.region.atomic_u64(off).load(Ordering::Acquire)))
     }
 
     fn read(&mut self, off: usize, len: usize) -> Result<&[u8]> {
@@ -124,9 +296,20 @@ impl Transport for ShmTransport {
         Ok(&self.staging[..len])
     }
 
+    fn read_ahead_checked(&mut self, off: usize, len: usize, _next: NextRead<'_>) -> Result<(&[u8], Option<u64>)> {
+        self.read(off, len)?;
+        // Pairs with the fence in the primary's `LogWriter::publish_tail`:
+        // if we copied any byte the cleaner wrote after freeing space, this
+        // load sees that tail (or a later one) and the caller drops the copy.
+        fence(Ordering::Acquire);
+        let tail = self.region.atomic_u64(control::OFF_TAIL).load(Ordering::Relaxed);
+        Ok((&self.staging[..len], Some(tail)))
+    }
+
     fn report(&mut self, p: &Progress) -> Result<()> {
-        let base = self.slot * SLOT_LEN;
-        let w = |o, v| self.slots.atomic_u64(base + o).store(v, Ordering::Release);
+        let incarnation = self.region.atomic_u64(control::OFF_INCARNATION).load(Ordering::Acquire);
+        let w = |o, v| self.slot_file.atomic_u64(o).store(v, Ordering::Release);
+        w(SLOT_FILE_INCARNATION, incarnation);
         w(control::SLOT_EPOCH, p.epoch);
         w(control::SLOT_CAUGHT_UP_US, p.caught_up_us);
         w(control::SLOT_UPDATED_US, now_us());
@@ -153,7 +336,6 @@ impl Drop for ShmTransport {
         if !self.release_on_drop {
             return;
         }
-        let base = self.slot * SLOT_LEN;
-        self.slots.atomic_u64(base + control::SLOT_REPLICA_ID).store(0, Ordering::Release);
+        self.slot_file.atomic_u64(control::SLOT_REPLICA_ID).store(0, Ordering::Release);
     }
 }

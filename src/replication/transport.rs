@@ -40,6 +40,17 @@ pub trait Transport: Send {
         self.read(off, len)
     }
 
+    /// `read_ahead`, and the primary's tail as loaded after the copy and an
+    /// Acquire fence, where the transport can order the two (shm): the
+    /// fence pairs with the cleaner's between publishing its tail and
+    /// overwriting (`LogWriter::publish_tail`), so bytes at positions at or
+    /// above that tail were copied intact. `None` where the transport
+    /// cannot order a reload after its copy (verbs: the record checksum is
+    /// the guard there).
+    fn read_ahead_checked(&mut self, off: usize, len: usize, next: NextRead<'_>) -> Result<(&[u8], Option<u64>)> {
+        Ok((self.read_ahead(off, len, next)?, None))
+    }
+
     /// Write this replica's progress slot on the primary. It may return
     /// before the write lands; a later `control` or `read` returning means it
     /// has (one-sided operations on one connection complete in order).

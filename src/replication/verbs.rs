@@ -1,40 +1,58 @@
 //! The `verbs` transport: one RDMA Reliable Connection per replica.
 //!
-//! The primary registers its log region once (REMOTE_READ) and, separately,
-//! the progress-slot area (REMOTE_WRITE: the only part a replica may write).
-//! A replica dials the primary's TCP side channel (`rdma://HOST:PORT`):
+//! The primary registers its log region once, REMOTE_READ only. A replica
+//! dials the primary's TCP side channel (`rdma://HOST:PORT`):
 //!
 //! ```text
-//!  replica -> primary   "LMRP" version(1) replica-id(u64)
+//!  both                 auth::client_handshake / server_handshake (the
+//!                       token's mutual challenge-response; nothing below
+//!                       is sent to a peer that fails it)
+//!  replica -> primary   "LMRP" version(2) replica-id(u64)
 //!  primary -> replica   status(u8: 0 ok, 1 no free slot) slot(u32)
-//!                       slots: addr(u64) rkey(u32) len(u64)
+//!                       its slot: addr(u64) rkey(u32) len(u64)
 //!  both                 rdma::connect::handshake_rc (QP numbers, GIDs, the
 //!                       log region's addr/rkey/len), then a barrier
 //! ```
-//! After that the primary's CPU does nothing for the replica: the replica
-//! READs the control block and the log, and WRITEs its slot. The TCP stream
-//! stays open only so the primary notices the replica leaving (and drops its
-//! QP); a thread per replica blocks on it.
+//! The slot is claimed only after the token's handshake, and given back if
+//! the rest of the setup fails. Each connection gets a memory region of its
+//! own covering exactly its 64-byte slot (LOCAL_WRITE | REMOTE_WRITE),
+//! registered when the slot is assigned and deregistered when the connection
+//! ends: a replica's WRITE anywhere else (another slot, the control block,
+//! the log) is a remote access error on its QP and changes nothing. Why
+//! memory regions rather than type-2 memory windows bound to each QP: one
+//! `ibv_reg_mr` per connection, no bind work request, and no MW support
+//! needed from the device; the cost is that an rkey is valid on any QP of the
+//! protection domain, so isolation rests on rkeys a replica is never told
+//! (each slot's key dies with its connection). After setup the primary's CPU
+//! does nothing for the replica: it READs the control block and the log, and
+//! WRITEs its slot. The TCP stream stays open only so the primary notices
+//! the replica leaving (and drops its QP and slot region); a thread per
+//! replica blocks on it, at most one per slot.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::shm::{claim_slot_at, now_us};
+use super::shm::{claim_slot_at, now_us, release_slot_at};
 use super::transport::{NextRead, Progress, Transport};
+use crate::auth::{self, Admitted, AuthToken, Bounded, Channel, Limits};
 use crate::error::{Context as _, Error, Result};
 use crate::log::control::{self, ControlSnapshot, MAX_REPLICAS, SLOT_LEN};
 use crate::memory::region::Region;
 use crate::rdma::{
-    connect::handshake_rc, Access, Buffer, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpCaps, RcOptions,
-    RcQp, RegionRange, RemoteMemory, Wc,
+    connect::handshake_rc_over, Access, Buffer, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpCaps,
+    RcOptions, RcQp, RegionRange, RemoteMemory, Wc,
 };
 
 const MAGIC: &[u8; 4] = b"LMRP";
-const VERSION: u8 = 1;
+/// 2: the slot record names the replica's own slot region (1 named the area).
+const VERSION: u8 = 2;
 const SIDE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Replicas in their handshake at once (the rest wait in the TCP backlog
+/// or are dropped); connected replicas are bounded by the slots.
+const MAX_HANDSHAKES: usize = 8;
 /// A completion that takes longer than this means the peer is gone (the QP's
 /// own retry timeout normally reports that first, as an error completion).
 const WC_TIMEOUT: Duration = Duration::from_secs(15);
@@ -45,6 +63,8 @@ const WC_TIMEOUT: Duration = Duration::from_secs(15);
 /// stretches the gap between polls to 64 pauses (~3 us), added to each
 /// completion's detection; either slows catch-up.
 const SPIN_POLLS: u32 = 20_000;
+/// Bytes of a slot a replica writes (applied, epoch, updated, id, caught up).
+const PROGRESS_LEN: usize = 40;
 
 /// The primary's verbs resources, shared by every replica's QP.
 struct PrimaryRdma {
@@ -52,50 +72,35 @@ struct PrimaryRdma {
     pd: ProtectionDomain,
     cq: CompletionQueue,
     log_mr: MemoryRegion<Arc<Region>>,
-    slots_mr: MemoryRegion<RegionRange>,
     region: Arc<Region>,
 }
 
 /// Accept replicas on `host:port` (the TCP side channel) until the process
-/// ends. Binds now, so a bad address is an error at start.
-pub fn listen(region: Arc<Region>, host: &str, port: u16, verbose: bool) -> Result<()> {
+/// ends; only peers that prove they hold `token` (or, with no token, any
+/// peer without one) get further. Binds now, so a bad address is an error
+/// at start.
+pub fn listen(region: Arc<Region>, host: &str, port: u16, token: Option<AuthToken>, verbose: bool) -> Result<()> {
     let l =
         TcpListener::bind((host, port)).with_context(|| format!("rdma replication side channel on {host}:{port}"))?;
     let ctx = Context::open(None).context("opening the RDMA device for replication")?;
     let pd = ctx.alloc_pd()?;
     let cq = ctx.create_cq(64, false)?;
-    // Registered once, for the life of the process.
+    // Registered once, for the life of the process; never remotely writable.
     let log_mr = pd.register(region.clone(), Access::REMOTE_READ).context("registering the log region")?;
-    let slots = RegionRange::new(region.clone(), control::OFF_SLOTS, MAX_REPLICAS * SLOT_LEN)?;
-    let slots_mr =
-        pd.register(slots, Access::LOCAL_WRITE | Access::REMOTE_WRITE).context("registering the progress slots")?;
-    let rdma = Arc::new(PrimaryRdma { ctx, pd, cq, log_mr, slots_mr, region });
-    std::thread::Builder::new()
-        .name("rdma-replication".into())
-        .spawn(move || {
-            for conn in l.incoming() {
-                let Ok(s) = conn else { continue };
-                let rdma = rdma.clone();
-                // One thread per replica, blocked on its side channel: control path.
-                let _ = std::thread::Builder::new().name("rdma-replica".into()).spawn(move || {
-                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    if let Err(e) = serve_replica(&rdma, s) {
-                        if verbose {
-                            crate::log_warn!("rdma replica {peer}: {e}");
-                        }
-                    }
-                });
-            }
-        })
-        .context("starting the rdma replication listener")?;
-    Ok(())
+    let rdma = Arc::new(PrimaryRdma { ctx, pd, cq, log_mr, region });
+    // The per-read bound allows for a replica opening its device (seconds
+    // under emulation: 10 s was seen to drop replicas of a busy VM).
+    let limits = Limits { max_handshakes: MAX_HANDSHAKES, io_timeout: 3 * SIDE_TIMEOUT, deadline: 4 * SIDE_TIMEOUT };
+    auth::spawn(l, "rdma-replication", Channel::Replication, token, limits, verbose, move |adm| {
+        serve_replica(&rdma, adm)
+    })
 }
 
-fn serve_replica(rdma: &PrimaryRdma, mut s: TcpStream) -> Result<()> {
-    s.set_read_timeout(Some(SIDE_TIMEOUT))?;
-    s.set_write_timeout(Some(SIDE_TIMEOUT))?;
+/// One authenticated replica: assign a slot, connect its QP, hold both while
+/// it stays connected.
+fn serve_replica(rdma: &PrimaryRdma, mut adm: Admitted) -> Result<()> {
     let mut hello = [0u8; 13];
-    s.read_exact(&mut hello).context("reading the replica's hello")?;
+    adm.bounded().read_exact(&mut hello).context("reading the replica's hello")?;
     if &hello[0..4] != MAGIC || hello[4] != VERSION {
         crate::bail!("not a logmemcached replica (or another version)");
     }
@@ -103,27 +108,51 @@ fn serve_replica(rdma: &PrimaryRdma, mut s: TcpStream) -> Result<()> {
     if id == 0 {
         crate::bail!("replica id 0 is reserved");
     }
-    let slot = claim_slot_at(&rdma.region, control::OFF_SLOTS, id);
+    let Some(slot) = claim_slot_at(&rdma.region, control::OFF_SLOTS, id) else {
+        let mut reply = [0u8; 25];
+        reply[0] = 1;
+        let _ = adm.bounded().write_all(&reply);
+        crate::bail!("no free progress slot");
+    };
+    let held = setup_replica(rdma, &mut adm, slot);
+    let (_qp, _slot_mr) = match held {
+        Ok(h) => h,
+        Err(e) => {
+            // Nothing is kept for a replica that did not finish connecting.
+            release_slot_at(&rdma.region, control::OFF_SLOTS, slot, id);
+            // Said even without -v: the peer proved the token, so this is
+            // one of ours failing, not a stranger's noise.
+            crate::log_warn!("rdma replica {} (slot {slot}): setup failed: {e}", adm.peer);
+            return Err(e);
+        }
+    };
+    adm.handshake_done();
+    let _ = &rdma.ctx;
+    // Hold the QP and the slot's region while the replica stays connected.
+    adm.stream.set_read_timeout(None)?;
+    let mut b = [0u8; 1];
+    while matches!(adm.stream.read(&mut b), Ok(n) if n > 0) {}
+    Ok(())
+}
+
+/// Register `slot`'s region, tell the replica about it, connect the QP.
+fn setup_replica(rdma: &PrimaryRdma, adm: &mut Admitted, slot: usize) -> Result<(RcQp, MemoryRegion<RegionRange>)> {
+    let range = RegionRange::new(rdma.region.clone(), control::slot_offset(slot), SLOT_LEN)?;
+    let slot_mr = rdma
+        .pd
+        .register(range, Access::LOCAL_WRITE | Access::REMOTE_WRITE)
+        .with_context(|| format!("registering progress slot {slot}"))?;
     let mut reply = [0u8; 25];
-    reply[0] = if slot.is_some() { 0 } else { 1 };
-    reply[1..5].copy_from_slice(&(slot.unwrap_or(0) as u32).to_le_bytes());
-    let sm = rdma.slots_mr.remote();
+    reply[1..5].copy_from_slice(&(slot as u32).to_le_bytes());
+    let sm = slot_mr.remote();
     reply[5..13].copy_from_slice(&sm.addr.to_le_bytes());
     reply[13..17].copy_from_slice(&sm.rkey.to_le_bytes());
     reply[17..25].copy_from_slice(&sm.len.to_le_bytes());
-    s.write_all(&reply)?;
-    if slot.is_none() {
-        crate::bail!("no free progress slot");
-    }
+    adm.bounded().write_all(&reply).context("sending the slot assignment")?;
     let opts = RcOptions { access: Access::REMOTE_READ | Access::REMOTE_WRITE, ..RcOptions::default() };
     let qp = rdma.pd.create_rc_qp(&rdma.cq, &rdma.cq, &QpCaps::default(), &opts)?;
-    let _qp = handshake_rc(&mut s, qp, Some(rdma.log_mr.remote()), SIDE_TIMEOUT)?;
-    let _ = &rdma.ctx;
-    // Hold the QP while the replica stays connected.
-    s.set_read_timeout(None)?;
-    let mut b = [0u8; 1];
-    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
-    Ok(())
+    let qp = handshake_rc_over(&mut adm.bounded(), qp, Some(rdma.log_mr.remote()))?;
+    Ok((qp, slot_mr))
 }
 
 /// A replica's end of the RC connection.
@@ -136,7 +165,8 @@ pub struct VerbsTransport {
     progress: MemoryRegion<Buffer>,
     out: Vec<u8>,
     log: RemoteMemory,
-    slots: RemoteMemory,
+    /// Our own slot's region on the primary (exactly the slot).
+    slot_mem: RemoteMemory,
     slot: usize,
     id: u64,
     desc: String,
@@ -146,7 +176,9 @@ pub struct VerbsTransport {
 }
 
 impl VerbsTransport {
-    pub fn connect(host: &str, port: u16, id: u64) -> Result<VerbsTransport> {
+    /// Dial `host:port`, prove we hold `token` and check the primary does
+    /// (before we take anything from it), claim a slot, connect the QP.
+    pub fn connect(host: &str, port: u16, id: u64, token: Option<&AuthToken>) -> Result<VerbsTransport> {
         let desc = format!("rdma://{host}:{port}");
         // Bounded: a dead host sends no RST, and an unbounded connect would
         // hold up promotion and shutdown behind it.
@@ -154,26 +186,11 @@ impl VerbsTransport {
             .with_context(|| format!("resolving {desc}"))?
             .next()
             .ok_or_else(|| Error::new(format!("{desc} resolves to no address")))?;
-        let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).with_context(|| format!("dialling {desc}"))?;
-        s.set_read_timeout(Some(SIDE_TIMEOUT))?;
-        s.set_write_timeout(Some(SIDE_TIMEOUT))?;
-        let mut hello = [0u8; 13];
-        hello[0..4].copy_from_slice(MAGIC);
-        hello[4] = VERSION;
-        hello[5..13].copy_from_slice(&id.to_le_bytes());
-        s.write_all(&hello)?;
-        let mut r = [0u8; 25];
-        s.read_exact(&mut r).context("reading the primary's slot assignment")?;
-        if r[0] != 0 {
-            crate::bail!("{desc} has no free progress slot ({MAX_REPLICAS} replicas at most)");
-        }
-        let le32 = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
-        let le64 = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-        let slot = le32(&r[1..5]) as usize;
-        let slots = RemoteMemory { addr: le64(&r[5..13]), rkey: le32(&r[13..17]), len: le64(&r[17..25]) };
-        if slot >= MAX_REPLICAS || slots.len < (MAX_REPLICAS * SLOT_LEN) as u64 {
-            crate::bail!("{desc} sent a bad slot assignment (slot {slot}, area {} bytes)", slots.len);
-        }
+        // Dial first (a primary that is down fails this at once, before any
+        // device work), then set the device up before the handshake starts:
+        // opening it and registering buffers can take seconds under
+        // emulation, and the primary should not wait on that mid-handshake.
+        let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).with_context(|| format!("dialling {desc}"))?;
         let ctx = Context::open(None).context("opening the RDMA device")?;
         let pd = ctx.alloc_pd()?;
         let cq = ctx.create_cq(16, true)?;
@@ -181,7 +198,28 @@ impl VerbsTransport {
         let progress = pd.register_buffer(64, Access::LOCAL_WRITE)?;
         let qp =
             pd.create_rc_qp(&cq, &cq, &QpCaps::default(), &RcOptions { access: Access::NONE, ..RcOptions::default() })?;
-        let qp = handshake_rc(&mut s, qp, None, SIDE_TIMEOUT)?;
+        let _ = s.set_nodelay(true);
+        let deadline = Instant::now() + 4 * SIDE_TIMEOUT;
+        let mut b = Bounded::new(&s, deadline, 3 * SIDE_TIMEOUT);
+        auth::client_handshake(&mut b, Channel::Replication, token).with_context(|| desc.clone())?;
+        let mut hello = [0u8; 13];
+        hello[0..4].copy_from_slice(MAGIC);
+        hello[4] = VERSION;
+        hello[5..13].copy_from_slice(&id.to_le_bytes());
+        b.write_all(&hello)?;
+        let mut r = [0u8; 25];
+        b.read_exact(&mut r).context("reading the primary's slot assignment")?;
+        if r[0] != 0 {
+            crate::bail!("{desc} has no free progress slot ({MAX_REPLICAS} replicas at most)");
+        }
+        let le32 = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]));
+        let le64 = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        let slot = le32(&r[1..5]) as usize;
+        let slot_mem = RemoteMemory { addr: le64(&r[5..13]), rkey: le32(&r[13..17]), len: le64(&r[17..25]) };
+        if slot >= MAX_REPLICAS || slot_mem.len < PROGRESS_LEN as u64 {
+            crate::bail!("{desc} sent a bad slot assignment (slot {slot}, {} bytes)", slot_mem.len);
+        }
+        let qp = handshake_rc_over(&mut b, qp, None)?;
         let log = qp.remote().mem;
         Ok(VerbsTransport {
             _stream: s,
@@ -192,13 +230,35 @@ impl VerbsTransport {
             progress,
             out: Vec::new(),
             log,
-            slots,
+            slot_mem,
             slot,
             id,
             desc,
             wr: 0,
             ahead: None,
         })
+    }
+
+    /// The primary's log region as it advertised it (REMOTE_READ).
+    pub fn log_memory(&self) -> RemoteMemory {
+        self.log
+    }
+
+    /// Our slot's region on the primary (the only bytes we may WRITE).
+    pub fn slot_memory(&self) -> RemoteMemory {
+        self.slot_mem
+    }
+
+    /// A signalled RDMA WRITE of `bytes` at `at` (any address and rkey),
+    /// waited for. Not used by the replica loop: tests use it to show what
+    /// the primary lets a replica write (its slot, nothing else).
+    pub fn probe_write(&mut self, at: RemoteMemory, bytes: &[u8]) -> Result<()> {
+        let n = bytes.len().min(self.progress.len());
+        self.progress.write(0, &bytes[..n]);
+        self.wr += 1;
+        let wr = self.wr;
+        self.qp.post_write(wr, self.progress.slice(0, n)?, at.slice(0, n)?, true)?;
+        self.complete(wr)
     }
 
     /// Wait for work request `wr`: spin on the CQ first (an RDMA READ
@@ -285,7 +345,7 @@ impl Transport for VerbsTransport {
     }
 
     fn report(&mut self, p: &Progress) -> Result<()> {
-        let mut b = [0u8; 40];
+        let mut b = [0u8; PROGRESS_LEN];
         b[control::SLOT_APPLIED..control::SLOT_APPLIED + 8].copy_from_slice(&p.applied.to_le_bytes());
         b[control::SLOT_EPOCH..control::SLOT_EPOCH + 8].copy_from_slice(&p.epoch.to_le_bytes());
         b[control::SLOT_UPDATED_US..control::SLOT_UPDATED_US + 8].copy_from_slice(&now_us().to_le_bytes());
@@ -293,7 +353,7 @@ impl Transport for VerbsTransport {
         b[control::SLOT_CAUGHT_UP_US..control::SLOT_CAUGHT_UP_US + 8].copy_from_slice(&p.caught_up_us.to_le_bytes());
         self.progress.write(0, &b);
         self.wr += 1;
-        let remote = self.slots.slice((self.slot * SLOT_LEN) as u64, b.len())?;
+        let remote = self.slot_mem.slice(0, b.len())?;
         // Unsignalled, not waited for: the replica need not stall a round
         // trip on its own bookkeeping. On an RC QP work completes in order, so
         // the next signalled READ's completion also retires this WRITE (and

@@ -7,6 +7,7 @@
 //! runtime's shutdown hook) sets `Shared::shutdown` and wakes every worker
 //! through its eventfd; each closes its connections and returns.
 
+pub mod admin;
 mod conn;
 pub mod notify;
 pub mod rdma;
@@ -68,6 +69,17 @@ impl Shared {
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
     }
+
+    /// Wakes worker `id` out of a blocking wait, from any thread (it then
+    /// polls everything once, e.g. its RDMA connections' inbox).
+    fn waker(self: &Arc<Self>, id: usize) -> rdma::Waker {
+        let weak = Arc::downgrade(self);
+        Arc::new(move || {
+            if let Some(w) = weak.upgrade().as_ref().and_then(|s| s.wakers.get(id)) {
+                let _ = w.write(1);
+            }
+        })
+    }
 }
 
 /// Bind one listening socket per worker (127.0.0.1:11211 by default), all
@@ -109,17 +121,62 @@ pub fn bind(settings: &Settings) -> Result<Vec<TcpListener>> {
         .collect()
 }
 
+/// Descriptors the server needs besides its `-c` connections: stdio, each
+/// worker's listener, epoll set and eventfd, and room for the log's region
+/// file, replication, the RDMA endpoint and the latency log.
+pub fn own_fds(threads: usize) -> u64 {
+    64 + 3 * threads as u64
+}
+
+/// Make sure `-c` connections can be open at once: raise the soft
+/// RLIMIT_NOFILE to what they need (the hard limit too when we may), or
+/// refuse to start and say why, as memcached does. Returns the soft limit now
+/// in force.
+pub fn ensure_fd_limit(settings: &Settings) -> Result<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let need = settings.conn_limit as u64 + own_fds(settings.threads);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
+    if soft >= need {
+        return Ok(soft);
+    }
+    let raised = if hard >= need {
+        setrlimit(Resource::RLIMIT_NOFILE, need, hard)
+    } else {
+        setrlimit(Resource::RLIMIT_NOFILE, need, need)
+    };
+    match raised {
+        Ok(()) => Ok(need),
+        Err(e) => Err(crate::error::Error::new(format!(
+            "failed to set rlimit for open files. Try starting as root or requesting smaller maxconns value. \
+             (-c {} needs {need} open files with this server's own; the limit is {soft}, at most {hard}: {e})",
+            settings.conn_limit
+        ))),
+    }
+}
+
 /// Serve until shutdown is requested. Returns once every worker has stopped.
 pub fn serve(listeners: Vec<TcpListener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<()> {
     let mut handles = Vec::new();
+    // `--admin-socket`: its file goes when this returns.
+    let _admin = match &shared.rt.settings.admin_socket {
+        Some(p) => Some(admin::start(p, shared.rt.settings.admin_socket_mode, store.clone(), shared.rt.clone())?),
+        None => None,
+    };
     // `--rdma-listen`: one UD endpoint per worker (see rdma/mod.rs for why).
+    let threads = shared.rt.settings.threads;
     let mut rdma: Vec<Option<rdma::WorkerRdma>> = match &shared.rt.settings.rdma_listen {
-        Some(addr) => rdma::start(&rdma::Config {
-            listen: addr,
-            threads: shared.rt.settings.threads,
-            max_item_size: shared.rt.settings.max_item_size,
-            verbose: shared.rt.verbosity() > 0,
-        })?
+        Some(addr) => rdma::start(
+            &rdma::Config {
+                listen: addr,
+                threads,
+                max_item_size: shared.rt.settings.max_item_size,
+                rc_memory: shared.rt.settings.rdma.rc_memory,
+                control: shared.rt.rdma.clone(),
+                verbose: shared.rt.verbosity() > 0,
+                auth_token: shared.rt.settings.auth_token.clone(),
+            },
+            (0..threads).map(|id| shared.waker(id)).collect(),
+        )?
         .into_iter()
         .map(Some)
         .collect(),

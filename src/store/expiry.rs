@@ -1,6 +1,7 @@
 //! Time and liveness: the store's clock, memcached's exptime rules, and
-//! when a record is visible (not expired, not flushed; `flush_all` with a
-//! delay sets `flush_at`).
+//! when an item is visible (not expired by its latest expiry, not flushed;
+//! `flush_all` with a delay sets `flush_at`, which the control block
+//! publishes for replicas).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,24 +44,39 @@ pub fn absolute_expiry(exptime: i64, now: u32) -> u32 {
 }
 
 impl Store {
-    /// Whether the record is visible at `now` (not expired, not flushed).
+    /// Whether an item is visible at `now`; `h` is its Set record's header
+    /// with `expiry` the item's latest (see `item_header`).
     pub(super) fn is_live(&self, h: &Header, now: u32) -> bool {
-        if h.expiry != 0 && h.expiry <= now {
+        self.alive(h.expiry, h.time, now)
+    }
+
+    /// Whether an item written at `time` that expires at `expiry` (0 =
+    /// never) is visible at `now`: not expired, not flushed.
+    pub(super) fn alive(&self, expiry: u32, time: u32, now: u32) -> bool {
+        if expiry != 0 && expiry <= now {
             return false;
         }
         let f = self.flush_at.load(Ordering::Relaxed);
-        !(f != 0 && now >= f && h.time < f)
+        !(f != 0 && now >= f && time < f)
     }
 
-    pub(super) fn apply_flush(&self, at: u32, now: u32) {
-        if at == 0 || at <= now {
-            self.flush_at.store(0, Ordering::Relaxed);
+    /// A flush_all issued at `issued` to take effect at `at` (0 = at once),
+    /// as its Flush record says: at once (or at a time not after it was
+    /// issued) drops everything now; later sets the delayed-flush point.
+    /// Replicas replaying the record go by its times, not their clock.
+    pub(super) fn apply_flush(&self, at: u32, issued: u32) {
+        if at == 0 || at <= issued {
+            self.set_flush_at(0);
             self.index.clear();
-            self.stats.curr_items.store(0, Ordering::Relaxed);
-            self.stats.bytes.store(0, Ordering::Relaxed);
         } else {
-            self.flush_at.store(at, Ordering::Relaxed);
+            self.set_flush_at(at);
         }
+    }
+
+    /// Set the delayed-flush point here and in the control block.
+    pub(super) fn set_flush_at(&self, at: u32) {
+        self.flush_at.store(at, Ordering::Relaxed);
+        self.log.publish_flush_at(at);
     }
 }
 

@@ -3,8 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
+use super::write::ItemState;
 use super::{absolute_expiry, MetaGet, MetaGetArgs, Store, StoreError};
-use crate::log::record::Kind;
 
 impl Store {
     /// Meta `mg`: one read with the extras `mg` may ask for, done as one
@@ -28,9 +28,11 @@ impl Store {
             return Ok(self.meta_read(key, a, false, None, true, out, before_value));
         }
         self.writable(key)?;
+        let start = out.len();
         let mut w = self.lock();
         let now = self.clock.now();
-        match self.live_locked(key, now) {
+        let before = w.log.head();
+        let got = match self.live_locked(key, now) {
             None => {
                 let Some(vivify) = a.vivify else { return Ok(None) };
                 // An empty placeholder the winner fills in (memcached: a
@@ -39,20 +41,32 @@ impl Store {
                     Some(t) if a.touch_after_vivify => t,
                     _ => vivify,
                 };
-                let cas = Self::next_cas(&mut w);
+                let cas = self.next_cas(&mut w);
                 let expiry = absolute_expiry(exptime, now);
-                self.put_locked(&mut w, Kind::Set, key, &[b""], 0, expiry, cas, now, 0)?;
-                Ok(self.meta_read(key, a, true, Some(0), false, out, before_value))
+                self.put_locked(&mut w, key, &[b""], 0, expiry, cas, now, 0, ItemState::default())?;
+                self.meta_read(key, a, true, Some(0), false, out, before_value)
             }
             Some((pos, h)) => {
-                if let Some(t) = a.touch {
-                    self.retouch_locked(&mut w, key, pos, &h, t, now)?;
+                // Still under the writer lock: read the item as the touch
+                // left it, even if the new expiry already ended it (as gat does).
+                let read = || self.meta_read(key, a, false, Some(h.expiry), false, out, before_value);
+                match a.touch {
+                    Some(t) => self.touch_locked(&mut w, key, pos, &h, absolute_expiry(t, now), now, read)?,
+                    None => read(),
                 }
-                // Still under the writer lock: read back what we just wrote,
-                // even if the new expiry already ended it (as gat does).
-                Ok(self.meta_read(key, a, false, Some(h.expiry), false, out, before_value))
             }
+        };
+        let end = w.log.head();
+        drop(w);
+        // A hit without `T` wrote nothing, so it waits for nothing.
+        if end == before {
+            return Ok(got);
         }
+        if let Err(e) = self.replicated(end) {
+            out.truncate(start);
+            return Err(e);
+        }
+        Ok(got)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -10,6 +10,21 @@
 //! take its `&mut Writer`); the `--sync-replicas` wait (`replicated`) runs
 //! after it is dropped.
 //!
+//! An item is its Set record (value, flags, CAS, write time) plus what the
+//! index entry adds: its latest expiry and its access state. A touch (touch,
+//! gat, meta `T`) appends a small Touch record (key and new expiry, no
+//! value) and moves only the entry's expiry; the item stays where its Set
+//! record is. The cleaner reclaiming that Set record ends the item even if
+//! a touch promised it longer, and counts it as an eviction if the item was
+//! still live by its latest expiry at that moment, else as an expiry.
+//! Reclaiming a Touch (or Delete, Flush, Padding) record frees nothing live.
+//!
+//! CAS values are unique across epochs: epoch `e` issues CAS values from
+//! `(e - 1) << 48` on (`cas_floor`), and a promoted replica also starts above
+//! the highest CAS its primary published (`max cas` in the control block), so
+//! a CAS the dead primary handed out for a write that never reached the
+//! replica is never handed out again.
+//!
 //! Files:
 //! - `mod.rs`: the `Store`, its construction, the writer lock, role
 //!   (read-only, fenced), the `--sync-replicas` wait, `snapshot`;
@@ -71,8 +86,11 @@ pub struct Store {
     max_item_size: usize,
     limit_maxbytes: u64,
     read_only: AtomicBool,
-    /// A delayed flush_all: items written before this time die at it (0 = none).
+    /// A delayed flush_all: items written before this time die at it (0 =
+    /// none). Published in the control block as well (`Log::publish_flush_at`).
     flush_at: AtomicU32,
+    /// A replica: the highest CAS its primary published; promotion starts above.
+    primary_max_cas: AtomicU64,
     /// Set when a higher epoch fenced this primary.
     fenced: AtomicBool,
     /// `--sync-replicas`: waits until replicas hold everything below the
@@ -81,9 +99,24 @@ pub struct Store {
     stats: StoreStats,
 }
 
-/// Key rules shared by every protocol: 1..=250 bytes, no spaces or control chars.
+/// The key rule every protocol shares: 1..=250 bytes, any bytes, as
+/// memcached 1.6 checks only the length (its text and meta tokenizers split
+/// on spaces and end the line at a NUL or newline, so those bytes never
+/// reach a text key; binary and base64 meta keys may hold anything).
 pub fn valid_key(key: &[u8]) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|&b| b > b' ' && b != 0x7f)
+    !key.is_empty() && key.len() <= MAX_KEY_LEN
+}
+
+/// Bits of a CAS value below the epoch's part (see `cas_floor`).
+pub const CAS_EPOCH_SHIFT: u32 = 48;
+
+/// The first CAS epoch `epoch` may issue: `(epoch - 1) << 48`, so a primary
+/// that was never promoted issues 1, 2, ... as memcached does, and each
+/// epoch has 2^48 values of its own (nine years at a million writes a
+/// second). From epoch 65537 on the floor stays at the last epoch's, and
+/// uniqueness rests on the published `max cas` alone.
+pub fn cas_floor(epoch: u64) -> u64 {
+    epoch.saturating_sub(1).min(u16::MAX as u64) << CAS_EPOCH_SHIFT
 }
 
 impl Store {
@@ -104,7 +137,9 @@ impl Store {
 
     /// A store over a region the caller mapped (a file for `shm` replicas).
     pub fn with_region(region: Arc<Region>, cfg: &StoreConfig) -> Result<Store> {
-        let log = Arc::new(Log::create(region, 1));
+        // The log holds -m bytes however many huge pages the region took, so
+        // `bytes` never exceeds `limit_maxbytes`.
+        let log = Arc::new(Log::create_with_capacity(region, 1, cfg.memory_bytes as u64));
         if (cfg.max_item_size as u64) + record::HEADER_LEN as u64 + MAX_KEY_LEN as u64 > log.capacity() / 2 {
             crate::bail!(
                 "-I {} bytes is too large for a {} MiB log: an item may use at most half of it; raise -m or lower -I",
@@ -122,6 +157,7 @@ impl Store {
             limit_maxbytes: cfg.memory_bytes as u64,
             read_only: AtomicBool::new(false),
             flush_at: AtomicU32::new(0),
+            primary_max_cas: AtomicU64::new(0),
             fenced: AtomicBool::new(false),
             sync_wait: std::sync::OnceLock::new(),
             stats: StoreStats::default(),
@@ -198,13 +234,26 @@ impl Store {
         Ok(())
     }
 
+    /// When the oldest record still in the log was written (`stats`
+    /// `oldest_age`), or None for an empty log. Read under the writer lock:
+    /// the cleaner may be overwriting the tail's bytes otherwise.
+    pub fn oldest_record_time(&self) -> Option<u32> {
+        let w = self.lock();
+        let (head, tail) = (w.log.head(), w.log.tail());
+        let pos = self.log.skip_gap(tail);
+        if pos >= head {
+            return None;
+        }
+        self.log.read_header(pos).map(|h| h.time).filter(|&t| t != 0)
+    }
+
     pub fn snapshot(&self) -> StoreSnapshot {
         let s = &self.stats;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         StoreSnapshot {
-            curr_items: l(&s.curr_items),
+            curr_items: self.index.items(),
             total_items: l(&s.total_items),
-            bytes: l(&s.bytes),
+            bytes: self.index.bytes(),
             evictions: l(&s.evictions),
             evicted_unfetched: l(&s.evicted_unfetched),
             expired_unfetched: l(&s.expired_unfetched),

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::{ItemMeta, ReadOpts, Store};
 use crate::index::Entry;
-use crate::log::record::{Header, ITEM_STALE};
+use crate::log::record::{Header, ITEM_KEY_BINARY, ITEM_STALE};
 
 impl Store {
     /// Read an item: `before_value` writes the protocol's header for it into
@@ -33,7 +33,7 @@ impl Store {
         let now = self.clock.now();
         let shard = self.index.read(key);
         let e = shard.get(key)?;
-        let h = self.log.read_header(e.pos)?;
+        let h = self.item_header(e)?;
         if check_live && !self.is_live(&h, now) {
             let pos = e.pos;
             drop(shard);
@@ -41,6 +41,14 @@ impl Store {
             return None;
         }
         Some(f(e, &h, now))
+    }
+
+    /// The header of the Set record `e` points at, with `expiry` the item's
+    /// latest (a Touch record moves only the entry's).
+    pub(super) fn item_header(&self, e: &Entry) -> Option<Header> {
+        let mut h = self.log.read_header(e.pos)?;
+        h.expiry = e.expiry();
+        Some(h)
     }
 
     /// `get` with or without the liveness check (gat reads back the record it
@@ -84,14 +92,17 @@ impl Store {
             stale,
             win,
             win_taken,
+            key_binary: h.item_flags & ITEM_KEY_BINARY != 0,
         }
     }
 
     /// Unlink an expired or flushed item found by a reader (index only: the
     /// record stays until the cleaner reaches it; a replica expires its own).
+    /// Outside the writer lock: the index counts the entry out under its
+    /// shard's lock, so a `flush_all` clearing meanwhile cannot make the
+    /// counters wrap.
     pub(super) fn forget_dead(&self, key: &[u8], pos: u64) {
         if let Some(e) = self.index.remove_if_at(key, pos) {
-            self.account_remove(&e);
             if !e.fetched.load(Ordering::Relaxed) {
                 self.stats.expired_unfetched.fetch_add(1, Ordering::Relaxed);
             }

@@ -1,10 +1,13 @@
 //! The replica side of the store: apply a record copied from the primary's
-//! log, resync from a new position, adopt the primary's epoch, and promotion.
+//! log, learn what the primary's control block says (its delayed-flush
+//! point, its highest CAS), resync from a new position, adopt the
+//! primary's epoch, and promotion.
 
 use std::sync::atomic::Ordering;
 
-use super::{ApplyError, Store};
+use super::{cas_floor, ApplyError, Store};
 use crate::index::Entry;
+use crate::log::control::ControlSnapshot;
 use crate::log::record::{Header, Kind, Record};
 
 impl Store {
@@ -20,49 +23,77 @@ impl Store {
         let stats = &self.stats;
         let mut reclaim = |p: u64, _h: &Header, key: &[u8]| {
             stats.reclaimed.fetch_add(1, Ordering::Relaxed);
-            if let Some(e) = index.remove_if_at(key, p) {
-                stats.curr_items.fetch_sub(1, Ordering::Relaxed);
-                stats.bytes.fetch_sub(e.len as u64, Ordering::Relaxed);
-            }
+            index.remove_if_at(key, p);
         };
         w.log.append_raw(pos, &bytes[..h.total_len() as usize], &mut reclaim).map_err(ApplyError::Log)?;
         self.stats.records_appended.fetch_add(1, Ordering::Relaxed);
-        w.next_cas = w.next_cas.max(h.cas + 1);
+        if h.cas >= w.next_cas {
+            w.next_cas = h.cas.saturating_add(1);
+            // Our own followers, and a promotion of theirs, learn it from us.
+            self.log.publish_max_cas(h.cas);
+        }
         match h.kind {
-            Kind::Set | Kind::Touch => {
+            Kind::Set => {
                 let len = h.total_len();
-                let old = self.index.insert(r.key, Entry::new(pos, len as u32, h.expiry, h.time));
-                self.account_replace(old, len);
+                self.index.insert(r.key, Entry::new(pos, len as u32, h.expiry, h.time));
                 self.stats.total_items.fetch_add(1, Ordering::Relaxed);
             }
-            Kind::Delete => {
-                if let Some(old) = self.index.remove(r.key) {
-                    self.account_remove(&old);
+            Kind::Touch => {
+                // The item it touches is the one the key holds, with its CAS;
+                // a replica that replayed from a tail past the item's Set
+                // record does not hold it (nor does the primary any more).
+                let shard = self.index.read(r.key);
+                if let Some(e) = shard.get(r.key) {
+                    if self.log.read_header(e.pos).is_some_and(|item| item.cas == h.cas) {
+                        e.set_expiry(h.expiry);
+                    }
                 }
             }
-            Kind::Flush => self.apply_flush(h.expiry, self.clock.now()),
+            Kind::Delete => {
+                self.index.remove(r.key);
+            }
+            // By the record's times, not our clock: a delayed flush we replay
+            // after its time still kills what was written before it.
+            Kind::Flush => self.apply_flush(h.expiry, h.time),
             Kind::Padding => {}
         }
         Ok(())
     }
 
+    /// What a replica learns from its primary's control block each round,
+    /// besides positions: the delayed-flush point (a replica that replayed
+    /// from a tail past the Flush record would miss it otherwise) and the
+    /// highest CAS issued (promotion starts above it). A flush point of 0
+    /// is learnt only from a Flush record or a resync: the control block may
+    /// be ahead of what we applied.
+    pub fn observe_primary(&self, c: &ControlSnapshot) {
+        self.primary_max_cas.fetch_max(c.max_cas, Ordering::Relaxed);
+        let at = c.flush_at.min(u32::MAX as u64) as u32;
+        if at != 0 && at != self.flush_at.load(Ordering::Relaxed) {
+            self.set_flush_at(at);
+        }
+    }
+
     /// Forget everything and restart this (replica) log at `pos`: what a
     /// replica does when it joins late, is lapped, or its primary changed
     /// history. Everything live on the primary lies in [its tail, head), so
-    /// replaying that window rebuilds the same state.
+    /// replaying that window rebuilds the same state, with the delayed-flush
+    /// point from the primary's control block (`observe_primary`).
     pub fn resync_at(&self, pos: u64) {
         let mut w = self.lock();
         self.index.clear();
-        self.stats.curr_items.store(0, Ordering::Relaxed);
-        self.stats.bytes.store(0, Ordering::Relaxed);
-        self.flush_at.store(0, Ordering::Relaxed);
+        self.set_flush_at(0);
         w.log.reset_to(pos);
     }
 
-    /// Become a primary at `epoch` (promotion): CAS continues above anything
-    /// seen, records carry the new epoch, writes are accepted.
+    /// Become a primary at `epoch` (promotion): records carry the new epoch,
+    /// writes are accepted, and CAS continues above anything this log holds,
+    /// anything the old primary published, and every earlier epoch's range
+    /// (`cas_floor`), so no CAS value is handed out twice.
     pub fn promote(&self, epoch: u64) {
         let mut w = self.lock();
+        let seen = self.primary_max_cas.load(Ordering::Relaxed).saturating_add(1);
+        w.next_cas = w.next_cas.max(seen).max(cas_floor(epoch));
         w.log.begin_epoch(epoch);
         self.fenced.store(false, Ordering::Release);
         self.read_only.store(false, Ordering::Release);
@@ -162,5 +193,123 @@ mod tests {
         let SetOutcome::Stored { .. } = set(&r, SetMode::Set, b"new", b"x") else { panic!() };
         assert!(r.log().head() > p.log().head());
         assert_eq!(r.epoch(), 2);
+    }
+
+    /// `p`'s control block as a replica reads it.
+    fn control(p: &Store) -> crate::log::control::ControlSnapshot {
+        let region = p.log().region();
+        crate::log::control::ControlSnapshot::load(|off| {
+            region.atomic_u64(off).load(std::sync::atomic::Ordering::Acquire)
+        })
+    }
+
+    #[test]
+    fn a_replica_applies_touches_as_expiries_and_ignores_one_for_an_item_it_lacks() {
+        let p = store(4);
+        let r = store(4);
+        set(&p, SetMode::Set, b"k", b"v");
+        for i in 0..10 {
+            set(&p, SetMode::Set, format!("filler:{i}").as_bytes(), &vec![b'f'; 200 << 10]);
+        }
+        let t0 = p.clock.now();
+        assert!(p.touch(b"k", 1000).unwrap());
+        let end = mirror(&p, &r, 0);
+        assert_eq!(get(&r, b"k").unwrap().1.expiry, get(&p, b"k").unwrap().1.expiry);
+        let touched = get(&r, b"k").unwrap().1.expiry;
+        assert!((t0 + 1000..=p.clock.now() + 1000).contains(&touched), "expiry {touched}");
+        // The primary's cleaner takes k's Set record but not its Touch; a
+        // replica replaying from that tail sees the Touch alone.
+        let mut i = 0;
+        while p.index().position(b"k").is_some() {
+            set(&p, SetMode::Set, format!("more:{i}").as_bytes(), &[b'm'; 1000]);
+            i += 1;
+        }
+        assert!(p.log().tail() < end, "the Touch record is still in the primary's log");
+        let fresh = store(4);
+        fresh.resync_at(p.log().tail());
+        assert_eq!(mirror(&p, &fresh, p.log().tail()), p.log().head());
+        assert!(get(&fresh, b"k").is_none(), "the replica made up an item from a touch");
+        assert_eq!(fresh.snapshot().curr_items, p.snapshot().curr_items);
+        assert_eq!(fresh.snapshot().bytes, p.snapshot().bytes);
+    }
+
+    #[test]
+    fn cas_values_stay_unique_across_a_promotion() {
+        let p = store(4);
+        let r = store(4);
+        let SetOutcome::Stored { cas: replicated } = set(&p, SetMode::Set, b"k", b"v1") else { panic!() };
+        mirror(&p, &r, 0);
+        r.observe_primary(&control(&p));
+        // Acknowledged by the primary, which dies before the replica reads it.
+        let head = p.log().head();
+        let SetOutcome::Stored { cas: lost } = set(&p, SetMode::Set, b"k", b"v2") else { panic!() };
+        let mut more = vec![lost];
+        for i in 0..10 {
+            let SetOutcome::Stored { cas } = set(&p, SetMode::Set, format!("x{i}").as_bytes(), b"x") else { panic!() };
+            more.push(cas);
+        }
+        assert!(p.log().head() > head);
+        r.set_read_only(true);
+        r.promote(2);
+        let mut issued = Vec::new();
+        for i in 0..20 {
+            let SetOutcome::Stored { cas } = set(&r, SetMode::Set, format!("y{i}").as_bytes(), b"y") else { panic!() };
+            issued.push(cas);
+        }
+        let SetOutcome::Stored { cas: now } = set(&r, SetMode::Set, b"k", b"v3") else { panic!() };
+        issued.push(now);
+        for c in &issued {
+            assert!(!more.contains(c) && *c != replicated, "CAS {c} handed out twice");
+            assert!(*c >= cas_floor(2), "CAS {c} below epoch 2's range");
+        }
+        // A client holding the lost write's CAS cannot overwrite the new value.
+        let mut stale = SetArgs::new(SetMode::Set, b"k", b"mine", 0, 0);
+        stale.cas = lost;
+        assert_eq!(r.set(&stale).unwrap(), SetOutcome::Exists);
+        assert_eq!(get(&r, b"k").unwrap().0, b"v3");
+    }
+
+    #[test]
+    fn a_replica_replaying_from_a_tail_past_a_delayed_flush_learns_it() {
+        let p = store(4);
+        set(&p, SetMode::Set, b"old", b"1");
+        p.flush_all(100).unwrap();
+        let after_flush = p.log().head();
+        set(&p, SetMode::Set, b"later", b"2");
+        // The replica joins from a tail past the Flush record.
+        let r = store(4);
+        r.resync_at(after_flush);
+        r.observe_primary(&control(&p));
+        mirror(&p, &r, after_flush);
+        assert!(get(&r, b"later").is_some());
+        for s in [&p, &r] {
+            s.clock.advance(101);
+        }
+        assert!(get(&p, b"later").is_none(), "written before the flush point");
+        assert!(get(&r, b"later").is_none(), "the replica kept serving what its primary flushed");
+        // A later resync forgets the point, and the control block restores it.
+        r.resync_at(p.log().head());
+        assert_eq!(control(&r).flush_at, 0);
+        r.observe_primary(&control(&p));
+        assert_eq!(control(&r).flush_at, control(&p).flush_at, "a replica publishes the point to its own followers");
+    }
+
+    #[test]
+    fn a_replayed_delayed_flush_goes_by_the_records_times() {
+        let p = store(4);
+        let r = store(4);
+        set(&p, SetMode::Set, b"before", b"1");
+        p.flush_all(5).unwrap();
+        set(&p, SetMode::Set, b"between", b"2");
+        // Both clocks pass the flush point before the replica replays it.
+        for s in [&p, &r] {
+            s.clock.advance(10);
+        }
+        set(&p, SetMode::Set, b"after", b"3");
+        mirror(&p, &r, 0);
+        for k in [&b"before"[..], b"between", b"after"] {
+            assert_eq!(get(&p, k).is_some(), get(&r, k).is_some(), "{}", String::from_utf8_lossy(k));
+        }
+        assert!(get(&r, b"between").is_none() && get(&r, b"after").is_some());
     }
 }

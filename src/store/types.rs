@@ -30,11 +30,14 @@ pub struct SetArgs<'a> {
     pub invalidate: bool,
     /// Meta `ms N`: append/prepend to a missing key creates it with this exptime.
     pub vivify: Option<i64>,
+    /// Meta `ms b`: the key came base64-encoded, and a new item (not an
+    /// append or prepend, as memcached) remembers it (`ItemMeta::key_binary`).
+    pub key_binary: bool,
 }
 
 impl<'a> SetArgs<'a> {
     pub fn new(mode: SetMode, key: &'a [u8], value: &'a [u8], flags: u32, exptime: i64) -> Self {
-        SetArgs { mode, key, value, flags, exptime, cas: 0, invalidate: false, vivify: None }
+        SetArgs { mode, key, value, flags, exptime, cas: 0, invalidate: false, vivify: None, key_binary: false }
     }
 }
 
@@ -100,7 +103,7 @@ pub enum StoreError {
     ReadOnly,
     /// Value larger than `-I` or than the log can hold.
     TooLarge,
-    /// The key is empty, longer than 250 bytes, or has control characters.
+    /// The key is empty or longer than 250 bytes.
     BadKey,
     /// This primary was superseded by a promoted replica (a higher epoch):
     /// it refuses writes rather than fork history.
@@ -139,6 +142,8 @@ pub struct ItemMeta {
     pub win: bool,
     /// A win token was already handed out to someone else.
     pub win_taken: bool,
+    /// Stored with a base64 key (meta `ms b`): `mg` and `me` echo it so.
+    pub key_binary: bool,
 }
 
 /// What meta `mg` asks of the store besides a plain read.
@@ -185,12 +190,11 @@ pub struct ReadOpts {
     pub note_access: bool,
 }
 
-/// Counters the store keeps itself (the workers keep per-command counters).
+/// Counters the store keeps itself (the workers keep per-command counters;
+/// the index keeps `curr_items` and `bytes`, see `crate::index`).
 #[derive(Default)]
 pub struct StoreStats {
-    pub curr_items: AtomicU64,
     pub total_items: AtomicU64,
-    pub bytes: AtomicU64,
     pub evictions: AtomicU64,
     pub evicted_unfetched: AtomicU64,
     pub expired_unfetched: AtomicU64,

@@ -48,11 +48,27 @@ impl Server {
     }
 
     pub fn start_bin(bin: &str, args: &[&str]) -> Server {
+        Self::start_cmd(|| Command::new(bin), args)
+    }
+
+    /// Start under a shell that first runs `setup` (e.g. `ulimit -Sn 256`)
+    /// and then execs the server, so the pid is the server's.
+    pub fn start_after(setup: &str, args: &[&str]) -> Server {
+        let script = format!("{setup} && exec \"$0\" \"$@\"");
+        let sh = || {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script, env!("CARGO_BIN_EXE_logmemcached")]);
+            c
+        };
+        Self::start_cmd(sh, args)
+    }
+
+    fn start_cmd(program: impl Fn() -> Command, args: &[&str]) -> Server {
         // A port from free_port() can be taken by a parallel test before the
         // server binds it; then the server exits and we try another.
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new(bin)
+            let child = program()
                 .args(["serve", "-p", &port.to_string(), "-l", "127.0.0.1", "--hugepages", "off", "-t", "2"])
                 .args(args)
                 .stdin(Stdio::null())
@@ -250,4 +266,67 @@ impl Client {
         let mut b = [0u8; 1];
         matches!(self.reader.read(&mut b), Ok(0) | Err(_))
     }
+}
+
+/// A fresh path for a server's `--admin-socket` (in the temp dir, unique to
+/// this process, `tag` and call; removed first if a crashed run left it).
+pub fn admin_socket_path(tag: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("lmc-admin-{}-{tag}-{n}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p.to_string_lossy().into_owned()
+}
+
+/// A blocking text client on a server's `--admin-socket`.
+pub struct Admin {
+    stream: std::os::unix::net::UnixStream,
+    reader: BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl Admin {
+    pub fn connect(path: &str) -> Admin {
+        let stream = std::os::unix::net::UnixStream::connect(path).expect("connecting to the admin socket");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Admin { stream, reader }
+    }
+
+    /// Send a request and return its one-line reply (empty at EOF).
+    pub fn cmd(&mut self, req: &str) -> String {
+        self.stream.write_all(req.as_bytes()).expect("sending");
+        let mut s = String::new();
+        self.reader.read_line(&mut s).expect("reading a line");
+        s
+    }
+
+    /// True if the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// The side channels' test token: 32 bytes, the same in every test process.
+pub const TEST_TOKEN: &[u8; 32] = b"logmemcached-test-token-32-bytes";
+
+/// A file holding [`TEST_TOKEN`] (mode 0600, as `--auth-token-file` wants),
+/// written once per test process.
+pub fn token_file() -> String {
+    use std::os::unix::fs::PermissionsExt;
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let p = std::env::temp_dir().join(format!("lmc-test-token-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        std::fs::write(&p, TEST_TOKEN).expect("writing the test token");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod 600 the test token");
+        p.to_string_lossy().into_owned()
+    })
+    .clone()
+}
+
+/// [`TEST_TOKEN`] as a client option.
+pub fn test_token() -> logmemcached::auth::AuthToken {
+    logmemcached::auth::AuthToken::new(TEST_TOKEN).expect("the test token is long enough")
 }

@@ -7,7 +7,8 @@
 #                     client (tests/vm/failover_client.py) that writes through
 #                     A over the link, has the host power-cut A's whole VM,
 #                     promotes the replica that got furthest, points the other
-#                     at it, and checks that every write A acknowledged is
+#                     at it (admin commands: through each replica's
+#                     --admin-socket), and checks that every write A acknowledged is
 #                     there and that writes go on.
 # Usage: tests/vm/failover-pair.sh BINARY   (run from the project root)
 set -euo pipefail
@@ -17,18 +18,24 @@ cd "$root"
 work=target/vm-pair
 rm -rf "$work"; mkdir -p "$work"
 
+# The side channels are on the private link, beyond loopback: every server
+# holds the same token, written inside each VM (mode 0600, as it must be).
+token='umask 077; printf %s logmemcached-failover-pair-token > /tmp/lmc-token'
+
 cat > "$work/side-a.sh" <<SIDE_A
-exec $bin serve -l 192.168.77.1 -p 11311 -t 1 -m 16 --hugepages off \\
+$token
+exec $bin serve -l 192.168.77.1 -p 11311 -t 1 -m 16 --hugepages off --auth-token-file /tmp/lmc-token \\
     --replication-listen rdma://192.168.77.1:7700 --sync-replicas 1 --sync-timeout 5000
 SIDE_A
 
 cat > "$work/side-b.sh" <<SIDE_B
 set -e
+$token
 python3 tests/vm/failover_client.py wait 192.168.77.1 11311
 $bin serve -l 127.0.0.1 -p 11312 -t 1 -m 16 --hugepages off --replica-of rdma://192.168.77.1:7700 \\
-    --replication-listen rdma://192.168.77.2:7701 & r1=\$!
+    --auth-token-file /tmp/lmc-token --replication-listen rdma://192.168.77.2:7701 --admin-socket /tmp/lmc-r1.sock & r1=\$!
 $bin serve -l 127.0.0.1 -p 11313 -t 1 -m 16 --hugepages off --replica-of rdma://192.168.77.1:7700 \\
-    --replication-listen rdma://192.168.77.2:7702 & r2=\$!
+    --auth-token-file /tmp/lmc-token --replication-listen rdma://192.168.77.2:7702 --admin-socket /tmp/lmc-r2.sock & r2=\$!
 set +e
 python3 tests/vm/failover_client.py run
 rc=\$?

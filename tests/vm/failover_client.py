@@ -6,11 +6,18 @@ import socket, subprocess, sys, time
 PRIMARY = ("192.168.77.1", 11311)
 REPLICAS = {"r1": (("127.0.0.1", 11312), "rdma://192.168.77.2:7701"),
             "r2": (("127.0.0.1", 11313), "rdma://192.168.77.2:7702")}
+# Promote and follow are admin commands: each replica's --admin-socket.
+ADMIN = {"r1": "/tmp/lmc-r1.sock", "r2": "/tmp/lmc-r2.sock"}
 
 
 class Conn:
     def __init__(self, addr):
-        self.s = socket.create_connection(addr, timeout=30)
+        if isinstance(addr, str):
+            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.s.settimeout(30)
+            self.s.connect(addr)
+        else:
+            self.s = socket.create_connection(addr, timeout=30)
         self.buf = b""
 
     def line(self):
@@ -103,11 +110,11 @@ applied = {n: settled(c) for n, c in reps.items()}
 new = max(applied, key=applied.get)
 other = [n for n in reps if n != new][0]
 print("B: applied positions %s; promoting %s" % (applied, new), flush=True)
-r = reps[new].cmd("replica promote\r\n")
+r = Conn(ADMIN[new]).cmd("replica promote\r\n")
 if r != "OK":
     sys.exit("FAIL: promote answered %r" % r)
 print("B: promoted %.1f s after the power cut" % (time.time() - t0), flush=True)
-r = reps[other].cmd("replica follow %s\r\n" % REPLICAS[new][1])
+r = Conn(ADMIN[other]).cmd("replica follow %s\r\n" % REPLICAS[new][1])
 if r != "OK":
     sys.exit("FAIL: follow answered %r" % r)
 np, nf = reps[new], reps[other]

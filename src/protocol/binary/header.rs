@@ -75,6 +75,21 @@ pub fn write_response_header(
     out.extend_from_slice(&cas.to_be_bytes());
 }
 
+/// A whole request frame, for tests: header (opaque and CAS zero), extras, key, value.
+#[cfg(test)]
+pub(crate) fn test_request(op: u8, key: &[u8], extras: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut v = vec![REQUEST_MAGIC, op];
+    v.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    v.push(extras.len() as u8);
+    v.extend_from_slice(&[0, 0, 0]);
+    v.extend_from_slice(&((key.len() + extras.len() + value.len()) as u32).to_be_bytes());
+    v.extend_from_slice(&[0; 12]);
+    v.extend_from_slice(extras);
+    v.extend_from_slice(key);
+    v.extend_from_slice(value);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,14 @@ pub(crate) fn version(req: &Req, out: &mut Vec<u8>) {
     req.reply(out, status::SUCCESS, 0, &[], &[], crate::runtime::VERSION.as_bytes());
 }
 
-/// flush with an optional 4-byte delay.
-pub(crate) fn flush(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
+/// flush with an optional 4-byte delay. Under `-F` (outside an admin
+/// session), memcached's answer: status AUTH_ERROR with "Auth failure."
+/// (also to the quiet variant), not counted.
+pub(crate) fn flush(req: &Req, admin: bool, out: &mut Vec<u8>, ctx: &Ctx) {
+    if !(ctx.rt.settings.flush_enabled || admin) {
+        req.error(out, status::AUTH_ERROR);
+        return;
+    }
     let delay = match req.extras {
         [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]) as i64,
         _ => 0,

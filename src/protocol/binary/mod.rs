@@ -77,8 +77,7 @@ impl Req<'_> {
                 self.error(out, status::NOT_SUPPORTED)
             }
             StoreError::TooLarge => self.error(out, status::E2BIG),
-            // Binary keys may hold any byte; ours must be printable (they
-            // are shared with the text protocol).
+            // Keys may hold any byte; only an empty one is refused here.
             StoreError::BadKey => self.error(out, status::EINVAL),
             // A fenced primary refuses like a replica, saying why in the body.
             StoreError::Fenced => {
@@ -195,7 +194,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             Kind::Other
         }
         FLUSH => {
-            misc::flush(&req, out, ctx);
+            misc::flush(&req, session.admin, out, ctx);
             Kind::Other
         }
         VERBOSITY => {

@@ -7,6 +7,8 @@ pub const E2BIG: u16 = 0x0003;
 pub const EINVAL: u16 = 0x0004;
 pub const NOT_STORED: u16 = 0x0005;
 pub const DELTA_BADVAL: u16 = 0x0006;
+/// memcached's "Auth failure.": also its answer to a flush under `-F`.
+pub const AUTH_ERROR: u16 = 0x0020;
 pub const UNKNOWN_COMMAND: u16 = 0x0081;
 pub const ENOMEM: u16 = 0x0082;
 /// Our read-only replica refusing a write (see `READ_ONLY_MESSAGE`).
@@ -28,6 +30,7 @@ pub fn message(status: u16) -> &'static str {
         EINVAL => "Invalid arguments",
         NOT_STORED => "Not stored.",
         DELTA_BADVAL => "Non-numeric server-side value for incr or decr",
+        AUTH_ERROR => "Auth failure.",
         UNKNOWN_COMMAND => "Unknown command",
         ENOMEM => "Out of memory",
         NOT_SUPPORTED => READ_ONLY_MESSAGE,

@@ -93,8 +93,11 @@ fn header(out: &mut Vec<u8>, m: &MetaGet, ftok: &[&[u8]], f: &flags::MetaFlags) 
                 out.extend_from_slice(t);
                 continue;
             }
+            // memcached echoes a hit's key base64-encoded if the item was
+            // stored so (`ms ... b`), whatever this request said (a miss, ms,
+            // md and ma go by the request's `b`).
             b'k' => {
-                push_key(out, &f.key, f.key_binary);
+                push_key(out, &f.key, it.key_binary);
                 continue;
             }
             _ => continue,

@@ -38,8 +38,10 @@ pub(super) fn me(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
         return line(out, "EN");
     };
     let now = ctx.store.clock.now();
+    // memcached prints the key base64-encoded (without " b") if the item
+    // was stored so (`ms ... b`), whatever this request said.
     out.extend_from_slice(b"ME ");
-    if binary {
+    if m.key_binary {
         base64::encode(&key, out);
     } else {
         out.extend_from_slice(&key);

@@ -109,7 +109,7 @@ fn store_error(e: StoreError, ctx: &Ctx) -> &'static str {
             "SERVER_ERROR read-only replica"
         }
         StoreError::TooLarge => "SERVER_ERROR object too large for cache",
-        // A decoded base64 key with bytes our keys may not hold.
+        // A base64 key that decodes to nothing.
         StoreError::BadKey => "CLIENT_ERROR bad command line format",
         StoreError::Fenced => {
             ctx.stats.readonly_refused.incr();

@@ -77,6 +77,7 @@ pub(super) fn handle(
     let mut args = SetArgs::new(mode, &f.key, value, f.client_flags, f.ttl.unwrap_or(0));
     args.cas = cas;
     args.invalidate = f.invalidate && cas != 0 && mode == SetMode::Set;
+    args.key_binary = f.key_binary;
     // memcached 1.6.18 accepts N on ms but does not vivify an append.
     ctx.stats.cmd_set.incr();
     let appending = matches!(mode, SetMode::Append | SetMode::Prepend);

@@ -23,23 +23,10 @@ fn run(store: &Store, rt: &Runtime, input: &[u8]) -> Vec<u8> {
     while pos < input.len() {
         match step(&mut session, &input[pos..], &mut out, &ctx) {
             Step::Consumed { len: n, .. } | Step::Discarded(n) => pos += n,
-            Step::NeedMore | Step::Close => break,
+            Step::NeedMore | Step::Close | Step::Paused => break,
         }
     }
     out
-}
-
-fn packet(op: u8, key: &[u8], extras: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut v = vec![binary::REQUEST_MAGIC, op];
-    v.extend_from_slice(&(key.len() as u16).to_be_bytes());
-    v.push(extras.len() as u8);
-    v.extend_from_slice(&[0, 0, 0]);
-    v.extend_from_slice(&((key.len() + extras.len() + value.len()) as u32).to_be_bytes());
-    v.extend_from_slice(&[0; 12]);
-    v.extend_from_slice(extras);
-    v.extend_from_slice(key);
-    v.extend_from_slice(value);
-    v
 }
 
 #[test]
@@ -53,14 +40,14 @@ fn binary_writes_get_not_supported_with_a_reason() {
         (0x05, vec![0u8; 20], b""),
         (0x1c, vec![0u8; 4], b""),
     ] {
-        let out = run(&store, &rt, &packet(op, b"k", &extras, value));
+        let out = run(&store, &rt, &binary::header::test_request(op, b"k", &extras, value));
         assert_eq!(&out[6..8], &0x0083u16.to_be_bytes(), "op {op:#x}");
         assert_eq!(&out[24..], b"read-only replica");
     }
-    let out = run(&store, &rt, &packet(0x08, b"", &[], b""));
+    let out = run(&store, &rt, &binary::header::test_request(0x08, b"", &[], b""));
     assert_eq!(&out[6..8], &0x0083u16.to_be_bytes());
     // Reads work.
-    let out = run(&store, &rt, &packet(0x00, b"k", &[], b""));
+    let out = run(&store, &rt, &binary::header::test_request(0x00, b"k", &[], b""));
     assert_eq!((&out[6..8], &out[28..]), (&[0u8, 0][..], &b"v"[..]));
     let mut v = Vec::new();
     store.get(b"k", ReadOpts { value: true, note_access: false }, &mut v, |_, _| {});

@@ -4,14 +4,21 @@
 //! relative, beyond that a unix time).
 
 use super::parse::{safe_strtol, Tokens};
-use super::{reply, reply_error, reply_read_only, Ctx, BAD_EXPTIME, ERROR};
+use super::{reply, reply_error, reply_read_only, Ctx, Session, BAD_EXPTIME, ERROR};
 
-pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
+/// memcached's reply to `flush_all` under `-F`.
+pub const FLUSH_DISABLED: &[u8] = b"CLIENT_ERROR flush_all not allowed";
+
+pub fn step(t: &Tokens, session: &Session, out: &mut Vec<u8>, ctx: &Ctx) {
     if !(2..=4).contains(&t.count()) {
         return reply_error(out, false, ERROR, ctx);
     }
     let noreply = t.noreply();
     ctx.stats.cmd_flush.incr();
+    // `-F`, as memcached: counted, refused (silently with noreply).
+    if !(ctx.rt.settings.flush_enabled || session.admin) {
+        return reply(out, noreply, FLUSH_DISABLED);
+    }
     let mut delay = 0;
     // memcached reads a delay whenever the line has more than the command
     // (and its noreply); anything after the delay is ignored.

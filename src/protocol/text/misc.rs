@@ -1,7 +1,7 @@
 //! version, verbosity, shutdown (quit is a plain close, in mod.rs).
 
 use super::parse::{safe_strtoul, Tokens};
-use super::{reply, reply_error, Ctx, BAD_FORMAT, ERROR, VERSION};
+use super::{reply, reply_error, Ctx, Session, BAD_FORMAT, ERROR, VERSION};
 
 /// memcached's highest verbosity level; larger requests are clamped to it.
 const MAX_VERBOSITY_LEVEL: u32 = 2;
@@ -26,8 +26,30 @@ pub fn verbosity(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
     reply(out, noreply, b"OK");
 }
 
-/// `shutdown`: memcached refuses it unless started with -A; so do we (a
-/// cache is stopped by its supervisor, with SIGTERM).
-pub fn shutdown(out: &mut Vec<u8>) {
-    reply(out, false, b"ERROR: shutdown not enabled");
+/// `shutdown [graceful]`: memcached refuses it unless started with `-A`; so
+/// do we on the data port (a cache is stopped by its supervisor, with
+/// SIGTERM). Allowed (with `-A`, or in an admin session), it starts the same
+/// orderly shutdown as SIGTERM (`graceful` too: there is no restart to keep
+/// state for) and, as memcached, closes the connection without a reply:
+/// returns true then. Any other argument: memcached's `CLIENT_ERROR invalid
+/// shutdown mode`.
+pub fn shutdown(t: &Tokens, session: &Session, out: &mut Vec<u8>, ctx: &Ctx) -> bool {
+    if !(ctx.rt.settings.enable_shutdown || session.admin) {
+        reply(out, false, b"ERROR: shutdown not enabled");
+        return false;
+    }
+    match t.count() {
+        2 => {}
+        3 if t.get(1) == b"graceful" => {}
+        _ => {
+            reply(out, false, b"CLIENT_ERROR invalid shutdown mode");
+            return false;
+        }
+    }
+    if !ctx.rt.request_shutdown() {
+        // Nothing installed to hear it (a runtime without a server).
+        reply(out, false, b"SERVER_ERROR shutdown not available");
+        return false;
+    }
+    true
 }

@@ -19,14 +19,13 @@
 //! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) share the line format
 //! and are handed to `super::meta`.
 //!
-//! Replies and error strings are byte for byte memcached's. Deliberate
+//! Replies and error strings are byte for byte memcached's, and so are the
+//! keys accepted: any bytes but the space that separates tokens, up to 250
+//! (a NUL ends the line, as memcached's C string does). Deliberate
 //! differences (each where memcached would let bad input change data):
-//! - a key with control characters (or DEL) is refused with
-//!   `CLIENT_ERROR bad command line format`; memcached would store it;
-//! - a storage command refused for its key (too long, control characters)
-//!   swallows its data block when the length parsed, so the value cannot be
-//!   run as a command (memcached parses it as the next command line);
-//! - a set over `-I` leaves the old item in place (memcached unlinks it);
+//! - a storage command refused for its key (too long) swallows its data
+//!   block when the length parsed, so the value cannot be run as a command
+//!   (memcached parses it as the next command line);
 //! - a multi-get line without a newline is buffered up to
 //!   `MAX_MULTIGET_LINE` bytes, then the connection is closed (memcached has
 //!   no limit).
@@ -37,6 +36,8 @@ mod flush;
 mod misc;
 pub mod parse;
 mod retrieval;
+
+pub use retrieval::Resume;
 mod stats;
 mod storage;
 mod touch;
@@ -93,6 +94,9 @@ pub(crate) fn reply_read_only(out: &mut Vec<u8>, noreply: bool, ctx: &Ctx) {
 
 /// Handle at most one text command from the front of `input`.
 pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -> Step {
+    if let Some(r) = session.resume.take() {
+        return retrieval::resume(r, session, input, out, ctx);
+    }
     let Some(nl) = input.iter().position(|&b| b == b'\n') else {
         return no_newline_yet(input);
     };
@@ -100,7 +104,9 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
     // As memcached: a "\r" before the "\n" is dropped unless it is the
     // line's only byte ("\r\n" alone is then the one-byte command "\r").
     let line_end = if nl > 1 && input[nl - 1] == b'\r' { nl - 1 } else { nl };
-    let tokens = Tokens::new(&input[..line_end]);
+    let line_end = parse::c_line_len(&input[..line_end]);
+    let line = &input[..line_end];
+    let tokens = Tokens::new(line);
     let cmd = tokens.get(0);
     if cmd.len() == 2 && cmd[0] == b'm' && b"gsdaen".contains(&cmd[1]) {
         return meta::step(session, input, line_end, next, out, ctx);
@@ -111,23 +117,10 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         return Step::Consumed { len: next, kind: Kind::Other };
     }
     let kind = match cmd {
-        b"get" | b"bget" => {
-            retrieval::get(&tokens, retrieval::Kind::Get, out, ctx);
-            Kind::Get
-        }
-        b"gets" => {
-            retrieval::get(&tokens, retrieval::Kind::Gets, out, ctx);
-            Kind::Get
-        }
-        // Get-and-touch is timed as a touch.
-        b"gat" => {
-            retrieval::get(&tokens, retrieval::Kind::Gat, out, ctx);
-            Kind::Touch
-        }
-        b"gats" => {
-            retrieval::get(&tokens, retrieval::Kind::Gats, out, ctx);
-            Kind::Touch
-        }
+        b"get" | b"bget" => return retrieval::get(&tokens, retrieval::Kind::Get, line, next, session, out, ctx),
+        b"gets" => return retrieval::get(&tokens, retrieval::Kind::Gets, line, next, session, out, ctx),
+        b"gat" => return retrieval::get(&tokens, retrieval::Kind::Gat, line, next, session, out, ctx),
+        b"gats" => return retrieval::get(&tokens, retrieval::Kind::Gats, line, next, session, out, ctx),
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => {
             return storage::step(&tokens, session, input, next, out, ctx)
         }
@@ -144,7 +137,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             Kind::Touch
         }
         b"flush_all" => {
-            flush::step(&tokens, out, ctx);
+            flush::step(&tokens, session, out, ctx);
             Kind::Other
         }
         b"stats" => {
@@ -163,11 +156,13 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         // Ours, not memcached's: replication admin (`replica promote`, `replica follow URL`).
         b"replica" => {
             let args: Vec<&[u8]> = (1..tokens.count() - 1).map(|i| tokens.get(i)).collect();
-            out.extend_from_slice(super::admin::replica_command(&args, ctx).as_bytes());
+            out.extend_from_slice(super::admin::replica_command(&args, session, ctx).as_bytes());
             Kind::Other
         }
         b"shutdown" => {
-            misc::shutdown(out);
+            if misc::shutdown(&tokens, session, out, ctx) {
+                return Step::Close;
+            }
             Kind::Other
         }
         // memcached hangs up on what looks like an HTTP request.
@@ -197,6 +192,8 @@ fn no_newline_yet(input: &[u8]) -> Step {
     }
 }
 
+#[cfg(test)]
+mod retrieval_tests;
 #[cfg(test)]
 mod tests;
 

@@ -12,6 +12,13 @@ pub const MAX_TOKENS: usize = 24;
 /// Longest key memcached accepts.
 pub const KEY_MAX_LENGTH: usize = 250;
 
+/// Where memcached's view of a command line ends: at its first NUL, if any
+/// (memcached ends the line with a NUL and tokenizes up to the first one, so
+/// a NUL cuts the line short there, and no key can hold one).
+pub fn c_line_len(line: &[u8]) -> usize {
+    line.iter().position(|&b| b == 0).unwrap_or(line.len())
+}
+
 /// A command line split on spaces into a fixed array (no allocation).
 pub struct Tokens<'a> {
     toks: [&'a [u8]; MAX_TOKENS],
@@ -191,6 +198,13 @@ mod tests {
         assert_eq!(Tokens::new(b"").count(), 1);
         assert_eq!(Tokens::new(b"    ").count(), 1);
         assert!(!Tokens::new(b"noreply").noreply());
+    }
+
+    #[test]
+    fn a_nul_ends_the_line_as_in_c() {
+        assert_eq!(c_line_len(b"set a\0b 0 0 1"), 5);
+        assert_eq!(c_line_len(b"\0get k"), 0);
+        assert_eq!(c_line_len(b"get a\x01\x7f\xff\rb"), 10, "only a NUL cuts");
     }
 
     #[test]

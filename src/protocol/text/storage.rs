@@ -64,8 +64,13 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
         return set_step(next);
     }
     if vlen > ctx.store.max_item_size() {
-        // Refused before it is read; memcached swallows the data unparsed.
+        // Refused before it is read; memcached swallows the data unparsed,
+        // and a failed `set` unlinks the key's old value: a client that
+        // believes it wrote must never read the old one back.
         ctx.stats.store_too_large.incr();
+        if mode == SetMode::Set && !is_cas && !ctx.store.is_read_only() {
+            let _ = ctx.store.delete(key, 0);
+        }
         reply(out, noreply, TOO_LARGE);
         session.swallow = block;
         return set_step(next);

@@ -12,16 +12,26 @@
 //! Reads are not cached: re-executing a get is harmless and its reply may be
 //! large. A client issues its ids in increasing order and keeps one request
 //! outstanding per endpoint, so a small ring per client is enough.
+//!
+//! Bounded: at most [`PER_CLIENT`] replies and [`PER_CLIENT_BYTES`] per
+//! client (a reply larger than that, only a datagram of get-and-touch
+//! requests on large values, is not remembered: its retry runs again), and
+//! the worker's whole table of clients has a byte budget of its own
+//! (`super::peers`).
 
 use std::collections::VecDeque;
 
 /// Writes remembered per client.
 pub const PER_CLIENT: usize = 16;
+/// Reply bytes remembered per client (buffer capacity, as allocated).
+pub const PER_CLIENT_BYTES: usize = 64 << 10;
 
 /// The last few (request id, reply bytes) of one client.
 #[derive(Debug, Default)]
 pub struct Recent {
     ring: VecDeque<(u32, Vec<u8>)>,
+    /// Sum of the ring's buffer capacities.
+    bytes: usize,
 }
 
 impl Recent {
@@ -31,21 +41,45 @@ impl Recent {
     }
 
     /// Remember `reply` as the answer to `id`, forgetting the oldest beyond
-    /// [`PER_CLIENT`]. A repeated id replaces its old entry.
-    pub fn remember(&mut self, id: u32, reply: &[u8]) {
+    /// [`PER_CLIENT`] replies or [`PER_CLIENT_BYTES`]. A repeated id replaces
+    /// its old entry. A reply larger than [`PER_CLIENT_BYTES`] is not kept;
+    /// returns whether this one was.
+    pub fn remember(&mut self, id: u32, reply: &[u8]) -> bool {
         if let Some(pos) = self.ring.iter().position(|(i, _)| *i == id) {
-            self.ring.remove(pos);
-        }
-        if self.ring.len() == PER_CLIENT {
-            // Reuse the evicted buffer: no allocation per write in steady state.
-            if let Some((_, mut buf)) = self.ring.pop_front() {
-                buf.clear();
-                buf.extend_from_slice(reply);
-                self.ring.push_back((id, buf));
-                return;
+            if let Some((_, b)) = self.ring.remove(pos) {
+                self.bytes -= b.capacity();
             }
         }
-        self.ring.push_back((id, reply.to_vec()));
+        if reply.len() > PER_CLIENT_BYTES {
+            return false;
+        }
+        // Reuse the evicted buffer: no allocation per write in steady state.
+        let mut buf = Vec::new();
+        while self.ring.len() >= PER_CLIENT || self.bytes + reply.len() > PER_CLIENT_BYTES {
+            let Some((_, old)) = self.ring.pop_front() else { break };
+            self.bytes -= old.capacity();
+            buf = old;
+        }
+        buf.clear();
+        if buf.capacity() > PER_CLIENT_BYTES / 4 && reply.len() < buf.capacity() / 4 {
+            buf.shrink_to(reply.len()); // a big old reply does not pin its buffer
+        }
+        buf.extend_from_slice(reply);
+        self.bytes += buf.capacity();
+        if self.bytes > PER_CLIENT_BYTES {
+            // Capacity rounding: make room once more.
+            while self.bytes > PER_CLIENT_BYTES {
+                let Some((_, old)) = self.ring.pop_front() else { break };
+                self.bytes -= old.capacity();
+            }
+        }
+        self.ring.push_back((id, buf));
+        true
+    }
+
+    /// Bytes this client's remembered replies hold (buffer capacities).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -89,6 +123,29 @@ mod tests {
         r.remember(last, b"again");
         assert_eq!(r.lookup(last), Some(&b"again"[..]));
         assert_eq!(r.len(), PER_CLIENT);
+    }
+
+    #[test]
+    fn a_clients_replies_stay_within_its_byte_budget() {
+        let mut r = Recent::default();
+        let big = vec![7u8; PER_CLIENT_BYTES / 3];
+        for id in 0..10u32 {
+            assert!(r.remember(id, &big));
+            assert!(r.bytes() <= PER_CLIENT_BYTES, "{} bytes after {id}", r.bytes());
+            assert_eq!(r.lookup(id), Some(&big[..]), "the newest is always kept");
+        }
+        assert!(r.len() <= 3);
+        assert!(r.lookup(0).is_none(), "the oldest went to make room");
+        // Too large to keep at all: not remembered, and nothing else lost for it.
+        let before = r.len();
+        assert!(!r.remember(99, &vec![0u8; PER_CLIENT_BYTES + 1]));
+        assert!(r.lookup(99).is_none());
+        assert_eq!(r.len(), before);
+        // Small replies after big ones do not keep the big buffers pinned.
+        for id in 100..100 + PER_CLIENT as u32 {
+            r.remember(id, b"ok");
+        }
+        assert!(r.bytes() < 4 * 1024, "{} bytes for {} small replies", r.bytes(), r.len());
     }
 
     #[test]

@@ -1,10 +1,24 @@
 //! The datagram path of a worker: take a request datagram from its receive
 //! slot, answer a retried write from the client's reply cache or run it, and
 //! send the replies back in as many datagrams as they need.
+//!
+//! Replies go to the datagram's source as the NIC delivered it: the work
+//! completion's source QPN and the GRH area's source address
+//! ([`crate::rdma_wire::peer`]); nothing in the request names it. The
+//! address handle made for a client is filed under that same source, and
+//! only after checking that the handle sends exactly there.
+//!
+//! The worker never waits for a send slot: a reply datagram that finds none
+//! free joins a bounded queue, sent from the poll loop as send completions
+//! free slots, in order (a client reads one reply's datagrams in the order
+//! they come). A reply that would overflow the queue is dropped whole and
+//! counted (`rdma_drops`); the client's retry covers it, and a retried write
+//! is answered from the reply cache, so it still applies once.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 
 use super::dedup::Recent;
+use super::peers::{PeerTable, Weigh};
 use super::rc::MAX_RC_PER_WORKER;
 use crate::error::Result;
 use crate::protocol::Ctx;
@@ -16,13 +30,16 @@ use crate::rdma_wire::peer::{peer_key, PeerKey};
 const RECV_SLOTS: usize = 512;
 /// Send buffers per worker QP (replies in flight).
 const SEND_SLOTS: usize = 128;
-/// Clients a worker keeps address handles and reply caches for; beyond it the
-/// table starts over (a client then only pays one address-handle creation).
-const MAX_PEERS: usize = 4096;
-/// Polls waiting for a free send slot before the reply is dropped (the client
-/// retries); the send queue drains in microseconds unless the device is stuck.
-/// The only wait on this path: see [`UdPath::send_slot`].
-const SEND_SLOT_SPINS: u32 = 1_000_000;
+/// Reply datagrams that may wait for a send slot, per worker (at most this
+/// many path-MTU buffers: 1 MiB at a 4 KiB MTU).
+pub(super) const PENDING_SENDS: usize = 2 * SEND_SLOTS;
+/// Clients a worker keeps address handles and reply caches for.
+pub(super) const MAX_PEERS: usize = 4096;
+/// Bytes of client state per worker: [`PEER_OVERHEAD`] per client plus its
+/// remembered replies (at most [`super::dedup::PER_CLIENT_BYTES`] each).
+pub(super) const PEER_BYTES: usize = 8 << 20;
+/// What a client's entry costs beyond its replies (key, handle, ring).
+const PEER_OVERHEAD: usize = 256;
 
 /// What one client looks like to a worker.
 struct Peer {
@@ -30,22 +47,46 @@ struct Peer {
     recent: Recent,
 }
 
+impl Weigh for Peer {
+    fn weight(&self) -> usize {
+        PEER_OVERHEAD + self.recent.bytes()
+    }
+}
+
+/// A reply datagram waiting for a send slot.
+struct Pending {
+    dest: UdDest,
+    bytes: Vec<u8>,
+}
+
 /// A worker's UD endpoint and what it knows of its clients.
 pub(super) struct UdPath {
     ep: UdEndpoint,
     free_send: Vec<usize>,
-    peers: HashMap<PeerKey, Peer>,
+    peers: PeerTable<PeerKey, Peer>,
+    /// Oldest first.
+    pending: VecDeque<Pending>,
+    /// Buffers of sent pending datagrams, for the next ones.
+    spare: Vec<Vec<u8>>,
 }
 
 impl UdPath {
-    pub(super) fn new(ctx: &Context, pd: &ProtectionDomain) -> Result<UdPath> {
+    /// `qkey`: the server's secret Q_Key (see `super::start`).
+    pub(super) fn new(ctx: &Context, pd: &ProtectionDomain, qkey: u32) -> Result<UdPath> {
         // The CQs also take one completion per RC connection (they share them).
         let ep = UdEndpoint::builder(ctx, pd)
+            .options(crate::rdma::UdOptions { qkey, ..Default::default() })
             .recv_slots(RECV_SLOTS)
             .send_slots(SEND_SLOTS)
             .cq_headroom(MAX_RC_PER_WORKER + 16)
             .build()?;
-        Ok(UdPath { ep, free_send: (0..SEND_SLOTS).collect(), peers: HashMap::new() })
+        Ok(UdPath {
+            ep,
+            free_send: (0..SEND_SLOTS).collect(),
+            peers: PeerTable::new(MAX_PEERS, PEER_BYTES),
+            pending: VecDeque::new(),
+            spare: Vec::new(),
+        })
     }
 
     pub(super) fn endpoint(&self) -> &UdEndpoint {
@@ -69,6 +110,31 @@ impl UdPath {
             }
             if n < wcs.len() {
                 return;
+            }
+        }
+    }
+
+    /// Send what waits for a slot, in order, as far as free slots go.
+    /// Returns whether some still waits (the worker must not block then:
+    /// send completions raise no event it could wait for).
+    pub(super) fn flush_pending(&mut self, ctx: &Ctx) -> bool {
+        while !self.pending.is_empty() {
+            let Some(s) = self.free_send.pop() else { break };
+            let Some(p) = self.pending.pop_front() else { break };
+            self.post(s, &p.bytes, &p.dest, ctx);
+            let mut b = p.bytes;
+            b.clear();
+            self.spare.push(b);
+        }
+        !self.pending.is_empty()
+    }
+
+    fn post(&mut self, slot: usize, bytes: &[u8], dest: &UdDest, ctx: &Ctx) {
+        match self.ep.post_send(slot, bytes, dest) {
+            Ok(()) => ctx.stats.rdma_replies.incr(),
+            Err(_) => {
+                self.free_send.push(slot);
+                ctx.stats.rdma_drops.incr();
             }
         }
     }
@@ -100,60 +166,78 @@ impl UdPath {
             self.repost(slot);
             return;
         };
-        let key = peer_key(&grh, wc.src_qp());
+        // The sender as the NIC delivered it; the GRH area holds no GRH
+        // (only stale bytes) unless the completion says so.
+        let Some(key) = peer_key(wc.has_grh().then_some(&grh), wc.slid(), wc.src_qp()) else {
+            ctx.stats.rdma_drops.incr();
+            self.repost(slot);
+            return;
+        };
         // The reply address must be taken from the GRH before the buffer is reused.
-        if !self.peers.contains_key(&key) {
-            let dest = match self.ep.reply_dest(wc, slot) {
-                Ok(d) => d,
-                Err(_) => {
-                    ctx.stats.rdma_drops.incr();
-                    self.repost(slot);
-                    return;
-                }
-            };
-            if self.peers.len() >= MAX_PEERS {
-                self.peers.clear();
-            }
-            self.peers.insert(key, Peer { dest, recent: Recent::default() });
+        if self.peers.get_mut(&key).is_none() && !self.add_peer(wc, slot, key, ctx) {
+            ctx.stats.rdma_drops.incr();
+            self.repost(slot);
+            return;
         }
         self.repost(slot);
         let Some(peer) = self.peers.get_mut(&key) else { return };
-        if !super::answer_datagram(input, &mut peer.recent, out, ctx, mtu) {
+        let Some(remembered) = super::answer_datagram(input, &mut peer.recent, out, ctx, mtu) else {
             ctx.stats.rdma_drops.incr();
             return;
+        };
+        if remembered {
+            // The reply cache grew: the peer table may have to give way.
+            let gone = self.peers.settle(&key);
+            ctx.stats.rdma_peer_evictions.add(gone as u64);
         }
         if out.is_empty() {
             return; // quiet requests that succeeded: nothing to say
         }
-        let Some(dest) = self.peers.get(&key).map(|p| p.dest.clone()) else { return };
-        for chunk in reply_chunks(out, mtu) {
-            let Some(s) = self.send_slot() else {
-                ctx.stats.rdma_drops.incr();
-                return;
-            };
-            match self.ep.post_send(s, &out[chunk], &dest) {
-                Ok(()) => ctx.stats.rdma_replies.incr(),
-                Err(_) => {
-                    self.free_send.push(s);
-                    ctx.stats.rdma_drops.incr();
-                }
-            }
-        }
+        let Some(dest) = self.peers.get_mut(&key).map(|p| p.dest.clone()) else { return };
+        self.send_reply(out, mtu, &dest, ctx);
     }
 
-    /// A free send slot, reaping send completions until one is; `None` after
-    /// [`SEND_SLOT_SPINS`] polls (the reply is dropped and the client retries).
-    fn send_slot(&mut self) -> Option<usize> {
-        let mut spins = 0;
-        loop {
-            if let Some(s) = self.free_send.pop() {
-                return Some(s);
-            }
-            if spins >= SEND_SLOT_SPINS {
-                return None;
-            }
-            spins += 1;
+    /// A new client: make its reply handle and file it under `key`, if the
+    /// handle sends where the key says (libibverbs and [`peer_key`] read the
+    /// same GRH area; should they ever disagree, the datagram is dropped
+    /// rather than answered through a handle filed for someone else).
+    fn add_peer(&mut self, wc: &Wc, slot: usize, key: PeerKey, ctx: &Ctx) -> bool {
+        let Ok((dest, route)) = self.ep.reply_dest(wc, slot) else { return false };
+        if route != key.route || dest.qpn != key.qpn {
+            return false;
+        }
+        let gone = self.peers.insert(key, Peer { dest, recent: Recent::default() });
+        ctx.stats.rdma_peer_evictions.add(gone as u64);
+        true
+    }
+
+    /// Send `out` (whole reply frames) to `dest` in datagrams of at most
+    /// `mtu`: each into a free send slot, else behind the ones already
+    /// waiting; dropped whole (the client retries) when the queue has no
+    /// room for all of it.
+    fn send_reply(&mut self, out: &[u8], mtu: usize, dest: &UdDest, ctx: &Ctx) {
+        let chunks = reply_chunks(out, mtu);
+        if self.free_send.len() < chunks.len() {
             self.reap_sends();
+        }
+        let direct = if self.pending.is_empty() { self.free_send.len() } else { 0 };
+        let room = direct + PENDING_SENDS.saturating_sub(self.pending.len());
+        if chunks.len() > room {
+            ctx.stats.rdma_drops.add(chunks.len() as u64);
+            return;
+        }
+        for chunk in chunks {
+            let bytes = &out[chunk];
+            if self.pending.is_empty() {
+                if let Some(s) = self.free_send.pop() {
+                    self.post(s, bytes, dest, ctx);
+                    continue;
+                }
+            }
+            let mut b = self.spare.pop().unwrap_or_default();
+            b.extend_from_slice(bytes);
+            self.pending.push_back(Pending { dest: dest.clone(), bytes: b });
+            ctx.stats.rdma_send_queued.incr();
         }
     }
 }
