@@ -1,7 +1,6 @@
 //! Binary-protocol framing on the client side: encode requests, parse
 //! responses. The same bytes go over TCP, in UD datagrams and in RC messages.
 
-use super::End;
 use crate::bail;
 use crate::error::Result;
 use crate::protocol::binary::header::{HEADER_LEN, REQUEST_MAGIC, RESPONSE_MAGIC};
@@ -109,67 +108,6 @@ pub fn parse_all(mut b: &[u8]) -> Result<Vec<Response>> {
     Ok(v)
 }
 
-/// The replies of call `id`, assembled from whole messages as they arrive
-/// (datagrams, each a sequence of response frames). Frames under another id
-/// are stale (late answers to an earlier attempt or call) and skipped; with
-/// [`End::First`] the first frame completes the call, with [`End::Noop`] the
-/// NOOP's frame does (and is not kept); frames after that are ignored.
-#[derive(Debug)]
-pub struct Replies {
-    id: u32,
-    end: End,
-    got: Vec<Response>,
-    done: bool,
-    /// Frames skipped for their id.
-    pub stale: u64,
-}
-
-impl Replies {
-    pub fn new(id: u32, end: End) -> Replies {
-        Replies { id, end, got: Vec::new(), done: false, stale: 0 }
-    }
-
-    /// Take one received message. `Err` when it is not whole response frames:
-    /// none of it is taken. `Ok(true)` once the call is complete.
-    pub fn take(&mut self, msg: &[u8]) -> Result<bool> {
-        for f in parse_all(msg)? {
-            self.take_frame(f);
-        }
-        Ok(self.done)
-    }
-
-    fn take_frame(&mut self, f: Response) {
-        if f.opaque != self.id {
-            self.stale += 1;
-            return;
-        }
-        if self.done {
-            return;
-        }
-        match self.end {
-            End::First => {
-                self.got.push(f);
-                self.done = true;
-            }
-            End::Noop if f.opcode == opcode::NOOP => self.done = true,
-            End::Noop => self.got.push(f),
-        }
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// The replies kept so far.
-    pub fn got(&self) -> &[Response] {
-        &self.got
-    }
-
-    pub fn into_replies(self) -> Vec<Response> {
-        self.got
-    }
-}
-
 pub fn store_extras(flags: u32, exptime: u32) -> [u8; 8] {
     let mut x = [0u8; 8];
     x[..4].copy_from_slice(&flags.to_be_bytes());
@@ -227,28 +165,5 @@ mod tests {
         let mut bad = b.clone();
         bad[4] = 100;
         assert!(parse(&bad).is_err());
-    }
-
-    #[test]
-    fn replies_keep_their_call_up_to_its_end() {
-        let frame = |op: u8, opaque: u32, key: &[u8]| {
-            let mut b = Vec::new();
-            write_response_header(&mut b, op, 0, 0, key.len() as u16, key.len() as u32, opaque, 0);
-            b.extend_from_slice(key);
-            b
-        };
-        let d1 =
-            [frame(opcode::GETKQ, 7, b"a"), frame(opcode::GETKQ, 6, b"late"), frame(opcode::GETKQ, 7, b"b")].concat();
-        let d2 = [frame(opcode::NOOP, 7, b""), frame(opcode::GETKQ, 7, b"after")].concat();
-        let mut multi = Replies::new(7, End::Noop);
-        assert!(!multi.take(&d1).unwrap());
-        assert!(multi.take(&d1[..30]).is_err(), "a truncated datagram");
-        assert!(multi.take(&d2).unwrap());
-        let keys: Vec<&[u8]> = multi.got().iter().map(|r| r.key.as_slice()).collect();
-        assert_eq!(keys, [&b"a"[..], b"b"], "its own frames, before the NOOP");
-        assert_eq!(multi.stale, 1);
-        let mut one = Replies::new(7, End::First);
-        assert!(one.take(&d1).unwrap());
-        assert_eq!(one.into_replies().len(), 1);
     }
 }
