@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 /// Layers, top to bottom. A module may name modules of lower layers, and of
 /// its own layer except the pairs in `SIBLINGS`.
 const LAYERS: &[&[&str]] = &[
-    &["bench"],
+    // fuzzing: the fuzz targets' checks, which drive protocol, server and client.
+    &["bench", "fuzzing"],
     &["client", "server"],
     &["protocol", "rdma_wire"],
     &["runtime", "stats", "latency"],
