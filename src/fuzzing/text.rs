@@ -7,7 +7,7 @@
 
 use super::conn;
 use crate::protocol::meta::flags;
-use crate::protocol::text::parse::{safe_strtol, safe_strtoul, safe_strtoull, Tokens, MAX_TOKENS};
+use crate::protocol::text::parse::{c_line_len, safe_strtol, safe_strtoul, safe_strtoull, Tokens, MAX_TOKENS};
 
 pub fn text(data: &[u8]) {
     conn::run(data);
@@ -114,14 +114,13 @@ pub fn units(out: &[u8]) -> Result<Vec<Unit<'_>>, String> {
 }
 
 /// The command line of a consumed request, as the protocol cuts it: up to
-/// the first "\n", without the "\r" before it (unless it is the only byte).
+/// the first "\n", without the "\r" before it (unless it is the only byte),
+/// and only up to its first NUL.
 pub fn command_line(req: &[u8]) -> &[u8] {
     let nl = req.iter().position(|&b| b == b'\n').unwrap_or(req.len());
-    if nl > 1 && req[nl - 1] == b'\r' {
-        &req[..nl - 1]
-    } else {
-        &req[..nl]
-    }
+    let line = if nl > 1 && req[nl - 1] == b'\r' { &req[..nl - 1] } else { &req[..nl] };
+    // memcached tokenizes up to the first NUL: the rest of the line is not there.
+    &line[..c_line_len(line)]
 }
 
 /// Checks on one consumed text request `req` and its reply `out`.
@@ -254,5 +253,6 @@ mod tests {
         assert_eq!(command_line(b"get k\n"), b"get k");
         assert_eq!(command_line(b"\r\n"), b"\r");
         assert_eq!(command_line(b"set k 0 0 1\r\nx\r\n"), b"set k 0 0 1");
+        assert_eq!(command_line(b"mg k\0z v q\r\n"), b"mg k", "a NUL ends the line, as in memcached");
     }
 }
