@@ -209,7 +209,11 @@ impl Conn {
         let req = &self.stream[input.clone()];
         match self.session.protocol {
             Some(Protocol::Binary) => RequestHeader::parse(req).is_some_and(|h| h.opcode == opcode::STAT),
-            _ => req.split(|&b| b == b' ' || b == b'\n' || b == b'\r').find(|t| !t.is_empty()) == Some(b"stats"),
+            // The line as memcached reads it: up to its first NUL.
+            _ => {
+                let line = super::text::command_line(req);
+                line.split(|&b| b == b' ' || b == b'\r').find(|t| !t.is_empty()) == Some(b"stats")
+            }
         }
     }
 }
