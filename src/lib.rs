@@ -6,6 +6,9 @@ pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod error;
+/// Invariant checks shared by the fuzz targets and the corpus replay test.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod index;
 pub mod latency;
 pub mod log;

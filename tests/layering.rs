@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// `src/main.rs` and its command line `src/cli/`, which name the library as
 /// `logmemcached::` and are not checked.
 const LAYERS: &[&[&str]] = &[
-    &["bench"],
+    // fuzzing: the fuzz targets' checks, which drive protocol, server and client.
+    &["bench", "fuzzing"],
     &["client", "server"],
     &["protocol", "rdma_wire"],
     &["runtime", "stats", "latency"],

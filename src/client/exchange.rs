@@ -46,7 +46,9 @@ pub(super) fn only_reads(req: &[u8]) -> bool {
 }
 
 /// The replies to one call, kept apart by the id of the attempt they answer.
-struct Collector {
+/// Public (hidden) for the `client_reply` fuzz target only.
+#[doc(hidden)]
+pub struct Collector {
     end: End,
     /// (attempt id, its replies so far).
     attempts: Vec<(u32, Vec<Response>)>,
@@ -58,22 +60,22 @@ struct Collector {
 }
 
 impl Collector {
-    fn new(end: End, dedup: bool) -> Collector {
+    pub fn new(end: End, dedup: bool) -> Collector {
         Collector { end, attempts: Vec::new(), dedup, answer: None }
     }
 
-    fn attempt(&mut self, id: u32) {
+    pub fn attempt(&mut self, id: u32) {
         if !self.attempts.iter().any(|(i, _)| *i == id) {
             self.attempts.push((id, Vec::new()));
         }
     }
 
-    fn done(&self) -> bool {
+    pub fn done(&self) -> bool {
         self.answer.is_some()
     }
 
     /// Take the frames of one message that answer one of this call's attempts.
-    fn take(&mut self, msg: &[u8], stats: &mut TransportStats) {
+    pub fn take(&mut self, msg: &[u8], stats: &mut TransportStats) {
         let Ok(frames) = wire::parse_all(msg) else {
             stats.bad_replies += 1;
             return;
@@ -97,7 +99,7 @@ impl Collector {
         }
     }
 
-    fn into_answer(self) -> Vec<Response> {
+    pub fn into_answer(self) -> Vec<Response> {
         let Some(a) = self.answer else { return Vec::new() };
         self.attempts.into_iter().nth(a).map(|(_, got)| got).unwrap_or_default()
     }

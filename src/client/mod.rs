@@ -26,6 +26,8 @@
 //!   thread (`&mut self`). Use one client per thread.
 
 mod exchange;
+#[doc(hidden)]
+pub use exchange::Collector;
 pub mod ketama;
 pub mod rc;
 pub mod tcp;

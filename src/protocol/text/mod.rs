@@ -51,7 +51,7 @@ pub use crate::runtime::VERSION;
 
 /// memcached closes a connection whose buffered input has no newline after
 /// this many bytes (unless it looks like a large multi-get).
-const NO_NEWLINE_LIMIT: usize = 2048;
+pub const NO_NEWLINE_LIMIT: usize = 2048;
 /// Our bound on a multi-get line still waiting for its newline, so that one
 /// connection cannot grow our memory without bound (~30 000 maximal keys).
 pub const MAX_MULTIGET_LINE: usize = 8 << 20;

@@ -70,9 +70,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{Context as _, Result};
+use crate::protocol::binary::header::RequestHeader;
 use crate::protocol::{self, Ctx, Protocol, Session};
 use crate::rdma::{Context, Wc};
-use crate::rdma_wire::frames::write_needs_rc;
+use crate::rdma_wire::frames::{split_frames, write_needs_rc};
 use crate::runtime::{RdmaBudgets, RdmaControl};
 
 pub use rc::{default_rc_memory, rc_capacity, rc_connection_bytes};
@@ -218,6 +219,38 @@ impl WorkerRdma {
         }
         n > 0
     }
+}
+
+/// One request datagram's payload from a client whose recent writes are
+/// `recent`: `None` when its framing is malformed (it is dropped without a
+/// reply). Otherwise `out` holds the replies (empty: nothing to send): a
+/// retried write answered from `recent`, or the requests run (each reply
+/// larger than `mtu` replaced by `NEEDS_RC`); `Some(true)` when a write's
+/// replies were remembered in `recent` (it changed). Pure: no verbs, so the
+/// fuzz target `ud_request` drives it as the worker does.
+pub fn answer_datagram(
+    input: &[u8],
+    recent: &mut dedup::Recent,
+    out: &mut Vec<u8>,
+    ctx: &Ctx,
+    mtu: usize,
+) -> Option<bool> {
+    let frames = split_frames(input)?;
+    let first = RequestHeader::parse(input).map(|h| h.opaque);
+    let write = frames.iter().any(|f| input.get(f.start + 1).is_some_and(|&op| dedup::is_write(op)));
+    out.clear();
+    if let (true, Some(id)) = (write, first) {
+        if let Some(r) = recent.lookup(id) {
+            out.extend_from_slice(r);
+            ctx.stats.rdma_retries.incr();
+            return Some(false);
+        }
+    }
+    run_frames(input, &frames, out, ctx, Some(mtu));
+    if let (true, Some(id)) = (write, first) {
+        return Some(recent.remember(id, out));
+    }
+    Some(false)
 }
 
 /// Run every request of a well-formed message (`frames` from

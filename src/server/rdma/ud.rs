@@ -17,15 +17,13 @@
 
 use std::collections::VecDeque;
 
-use super::dedup::{self, Recent};
+use super::dedup::Recent;
 use super::peers::{PeerTable, Weigh};
 use super::rc::MAX_RC_PER_WORKER;
-use super::run_frames;
 use crate::error::Result;
-use crate::protocol::binary::header::RequestHeader;
 use crate::protocol::Ctx;
 use crate::rdma::{Context, ProtectionDomain, UdDest, UdEndpoint, Wc, GRH_SIZE};
-use crate::rdma_wire::frames::{reply_chunks, split_frames};
+use crate::rdma_wire::frames::reply_chunks;
 use crate::rdma_wire::peer::{peer_key, PeerKey};
 
 /// Receive buffers posted per worker QP (bounds how many datagrams can wait).
@@ -38,7 +36,7 @@ pub(super) const PENDING_SENDS: usize = 2 * SEND_SLOTS;
 /// Clients a worker keeps address handles and reply caches for.
 pub(super) const MAX_PEERS: usize = 4096;
 /// Bytes of client state per worker: [`PEER_OVERHEAD`] per client plus its
-/// remembered replies (at most [`dedup::PER_CLIENT_BYTES`] each).
+/// remembered replies (at most [`super::dedup::PER_CLIENT_BYTES`] each).
 pub(super) const PEER_BYTES: usize = 8 << 20;
 /// What a client's entry costs beyond its replies (key, handle, ring).
 const PEER_OVERHEAD: usize = 256;
@@ -186,30 +184,15 @@ impl UdPath {
             return;
         }
         self.repost(slot);
-        let Some(frames) = split_frames(input) else {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(remembered) = super::answer_datagram(input, &mut peer.recent, out, ctx, mtu) else {
             ctx.stats.rdma_drops.incr();
             return;
         };
-        let first = RequestHeader::parse(input).map(|h| h.opaque);
-        let write = frames.iter().any(|f| input.get(f.start + 1).is_some_and(|&op| dedup::is_write(op)));
-        out.clear();
-        let mut from_cache = false;
-        if let (true, Some(id)) = (write, first) {
-            if let Some(r) = self.peers.get_mut(&key).and_then(|p| p.recent.lookup(id)) {
-                out.extend_from_slice(r);
-                ctx.stats.rdma_retries.incr();
-                from_cache = true;
-            }
-        }
-        if !from_cache {
-            run_frames(input, &frames, out, ctx, Some(mtu));
-            if let (true, Some(id)) = (write, first) {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    p.recent.remember(id, out);
-                }
-                let gone = self.peers.settle(&key);
-                ctx.stats.rdma_peer_evictions.add(gone as u64);
-            }
+        if remembered {
+            // The reply cache grew: the peer table may have to give way.
+            let gone = self.peers.settle(&key);
+            ctx.stats.rdma_peer_evictions.add(gone as u64);
         }
         if out.is_empty() {
             return; // quiet requests that succeeded: nothing to say
