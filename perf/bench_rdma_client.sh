@@ -127,7 +127,12 @@ row() {  # row TARGET-PATTERN OP LABEL
 }
 rdma_p50=$(med '^BENCH .*target=rdma://[^ ]* op=get ' p50_us)
 tcp_p50=$(med '^BENCH .*target=tcp://[^ ]* op=get ' p50_us)
-ratio=$(awk -v a="$rdma_p50" -v b="$rtt" 'BEGIN{ if (b+0>0) printf "%.2f", a/b; else print "nan" }')
+. perf/lib/checks.sh
+# The anchor and both sides must be numbers: a failed perftest is a failed run, not a MISSED goal.
+check_number "perftest UD round trip (median)" "$rtt"
+check_number "rdma:// get p50 (median)" "$rdma_p50"
+check_number "tcp:// get p50 (median)" "$tcp_p50"
+ratio=$(awk -v a="$rdma_p50" -v b="$rtt" 'BEGIN{ printf "%.2f", a/b }')
 goal1=$(awk -v r="$ratio" 'BEGIN{print (r+0 > 0 && r+0 <= 1.5) ? "met" : "MISSED"}')
 goal2=$(awk -v a="$rdma_p50" -v b="$tcp_p50" 'BEGIN{print (a+0 > 0 && a+0 < b+0) ? "met" : "MISSED"}')
 envline=$(grep '^ENV' "$raw" | head -1 | cut -d' ' -f2-)
@@ -144,6 +149,11 @@ mkdir -p perf/results
     echo "then bench rdma://, then bench tcp:// (same server: \`serve -t 1 --poll busy --rdma-listen\`)."
     echo "Workload: 1 thread, 1 endpoint/connection, $ops operations, 90% gets / 10% sets, 1000 keys"
     echo "(uniform, prefilled), 32-byte values; client spins on its CQ (\`--spin-us 20000\`)."
+    echo "Checked in the VM before a figure was kept: every bench run's gets, hits and sets (with the"
+    echo "1000-key prefill) match the server's cmd_get/get_hits/cmd_set within the client's retries,"
+    echo "protocol_errors did not move, 0 errors and 0 misses; every perftest figure is a number"
+    echo "(its clock calibration fails under TCG on a loaded host and prints inf: such runs were retried,"
+    echo "$(grep -c '^PERFTEST_RETRY' "$raw" || true) this run)."
     echo
     echo "## Goals"
     echo

@@ -20,6 +20,9 @@
 # the 0-replica anchor produced a number; the lag probe timed out on no sample.
 # An invalid run exits 1 with one INVALID line. Writes perf/results/replication.md.
 #   perf/bench_replication.sh [seconds per run, default 10] [rounds, default 3]
+# BENCH_PROFILE=1 adds one watched run per placement (per-thread CPU, perf stat
+# software counters, perf record symbols): perf/results/replication_profile.md;
+# with rounds 0 only that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . perf/lib/checks.sh
@@ -99,6 +102,7 @@ for round in $(seq "$rounds"); do
     done
 done
 
+if [ "$rounds" -gt 0 ]; then
 # Lag, replicas apart (cpu1) as in the "apart" rows.
 CHECKS_CONTEXT="lag"
 start_replicas 1
@@ -120,6 +124,89 @@ check_number "memcaslap TPS (lag load)" "$MS_TPS"
 check_replicas_caught_up "$pport" 30 "${rports[@]}"
 stop_replicas
 unset CHECKS_CONTEXT
+fi
+
+# BENCH_PROFILE=1: one more run per placement with the primary watched, to
+# say what the replicas' cost on the primary is made of: per-thread CPU (from
+# /proc/PID/task), scheduler events per request (`perf stat` software
+# counters: this host exposes no hardware counters, so no cache misses), and
+# where the primary's time goes (`perf record -e cpu-clock`, symbols).
+thread_ticks() { # PID -> "name ticks" per thread, summed by name
+    for t in /proc/"$1"/task/*; do
+        printf '%s %s\n' "$(tr ' ' '_' < "$t/comm")" "$(awk '{ print $14 + $15 }' "$t/stat")"
+    done | awk '{ s[$1] += $2 } END { for (k in s) print k, s[k] }' | sort
+}
+if [ "${BENCH_PROFILE:-0}" = 1 ]; then
+    command -v perf >/dev/null || checks_die "BENCH_PROFILE=1 needs perf"
+    : > "$work/prof"
+    for pl in $placements; do
+        CHECKS_CONTEXT="profile, $pl"
+        case $pl in none) ;; apart) start_replicas 1 ;; shared) start_replicas 0 ;; esac
+        stats_snapshot "$pport" > "$work/before"
+        thread_ticks "$ppid" > "$work/th0"
+        taskset -c 1 perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults -p "$ppid" -o "$work/pstat.$pl" -- sleep "$secs" &
+        ps1=$!
+        taskset -c 1 perf record -q -e cpu-clock -F 4000 -p "$ppid" -o "$work/prec.$pl" -- sleep "$secs" 2>/dev/null &
+        ps2=$!
+        taskset -c 1 memcaslap -s "127.0.0.1:$pport" -T 1 -c "$conc" -t "${secs}s" -F "$work/mixed.cfg" > "$work/out" 2>&1 \
+            || checks_die "memcaslap failed: $(tail -3 "$work/out" | tr '\n' ' ')"
+        wait $ps1 $ps2 || checks_die "perf failed"
+        thread_ticks "$ppid" > "$work/th1"
+        stats_snapshot "$pport" > "$work/after"
+        check_memcaslap_run "$work/out" "$work/before" "$work/after" "$conc" 0.9
+        [ "$pl" = none ] || check_replicas_caught_up "$pport" 30 "${rports[@]}"
+        reqs=$(($(stat_delta "$work/before" "$work/after" cmd_get) + $(stat_delta "$work/before" "$work/after" cmd_set)))
+        # perf stat counted over sleep $secs, memcaslap ran $secs: per request, close enough.
+        for ev in context-switches cpu-migrations page-faults; do
+            v=$(awk -F, -v e="$ev" '$3 == e { print $1 }' "$work/pstat.$pl")
+            echo "$pl ev $ev $(awk -v v="$v" -v n="$reqs" 'BEGIN { printf "%.4f", v / n }')" >> "$work/prof"
+        done
+        join "$work/th0" "$work/th1" | awk -v pl="$pl" -v n="$reqs" -v t="$tck" '{ printf "%s th %s %.2f\n", pl, $1, ($3 - $2) * 1e6 / t / n }' >> "$work/prof"
+        perf report -i "$work/prec.$pl" --stdio --sort sym 2>/dev/null | awk -v pl="$pl" '/^ +[0-9.]+%/ { p = $1; sub(/%/, "", p); $1 = ""; $2 = ""; sub(/^ +/, ""); printf "%s sym %s %s\n", pl, p, $0 }' | head -15 >> "$work/prof"
+        echo "$pl tps $MS_TPS $(awk -v c=$(($(awk '{ s += $2 } END { print s }' "$work/th1") - $(awk '{ s += $2 } END { print s }' "$work/th0"))) -v t="$tck" -v n="$reqs" 'BEGIN { printf "%.2f", c * 1e6 / t / n }')" >> "$work/prof"
+        echo "profile $pl: $MS_TPS ops/s (checked)" >&2
+        [ "$pl" = none ] || stop_replicas
+    done
+    unset CHECKS_CONTEXT
+    {
+        echo "# What the replicas cost the primary, placement by placement"
+        echo
+        echo "BENCH_PROFILE=1 perf/bench_replication.sh $secs: one extra run per placement, on $(date -u '+%Y-%m-%d %H:%M UTC'),"
+        echo "commit $(git rev-parse --short HEAD); load average $(cut -d' ' -f1-3 /proc/loadavg) at the end. Same setup as"
+        echo "perf/results/replication.md (primary -t 1 on cpu0, memcaslap on cpu1, replicas on cpu1 = apart or cpu0 = shared);"
+        echo "perf stat and perf record attached to the primary, both pinned to cpu1. Runs checked as there."
+        echo "This host exposes no hardware counters (\`perf stat -e instructions\` is <not supported>), so cache misses"
+        echo "cannot be counted; scheduler events and where the time goes can."
+        echo
+        echo "| placement | ops/s | primary CPU us/request | context switches/request | migrations/request | page faults/request |"
+        echo "|---|---:|---:|---:|---:|---:|"
+        for pl in $placements; do
+            g() { awk -v p="$pl" -v e="$1" '$1 == p && $2 == "ev" && $3 == e { print $4 }' "$work/prof"; }
+            echo "| $pl | $(awk -v p="$pl" '$1 == p && $2 == "tps" { print $3 }' "$work/prof") | $(awk -v p="$pl" '$1 == p && $2 == "tps" { print $4 }' "$work/prof") | $(g context-switches) | $(g cpu-migrations) | $(g page-faults) |"
+        done
+        echo
+        echo "The primary's CPU per request by thread (us):"
+        echo
+        echo "| thread | $(echo $placements | sed 's/ / | /g') |"
+        echo "|---|$(for _ in $placements; do printf -- '---:|'; done)"
+        for th in $(awk '$2 == "th" { print $3 }' "$work/prof" | sort -u); do
+            echo "| $th | $(for pl in $placements; do printf '%s | ' "$(awk -v p="$pl" -v t="$th" '$1 == p && $2 == "th" && $3 == t { print $4 }' "$work/prof")"; done)"
+        done
+        echo
+        echo "Where the primary's time goes (perf record -e cpu-clock, share of its samples, top symbols):"
+        for pl in $placements; do
+            echo
+            echo "$pl:"
+            echo
+            echo "| % | symbol |"
+            echo "|---:|---|"
+            awk -v p="$pl" '$1 == p && $2 == "sym" { pc = $3; $1 = $2 = $3 = ""; sub(/^ +/, ""); printf "| %s | `%s` |\n", pc, $0 }' "$work/prof"
+        done
+    } | tee perf/results/replication_profile.md
+fi
+
+# rounds 0: the profile only (BENCH_PROFILE=1 perf/bench_replication.sh 10 0).
+[ "$rounds" -gt 0 ] || exit 0
 
 med() { # PLACEMENT FIELD
     awk -v p="$1" -v k="$2" '$2 == p { print $k }' "$raw" | sort -g \

@@ -158,4 +158,9 @@ PY
     echo "| p50 us | p99 us | p99.9 us | max us | samples | plain get RTT p50 us |"
     echo "|---:|---:|---:|---:|---:|---:|"
     echo "| $(get p50) | $(get p99) | $(get p999) | $(get max) | $(get n) | $(get get_rtt_p50) |"
+    echo
+    echo "What limits it: the VM has 2 vCPUs, and rxe's READ processing (both ends, in the emulated"
+    echo "kernel) competes with the replica's copy out of the staging buffer, checksum and apply; the"
+    echo "faster the VM runs rxe (a quieter host), the larger that share. The lag includes the probe's"
+    echo "TCP get round trips inside the VM (the plain get RTT column)."
 } | tee perf/results/replication_verbs.md

@@ -213,7 +213,7 @@ host_cpu=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
     echo "|---|---:|---:|---:|---|---|"
     echo "$table"
     echo
-    echo "Every round (perftest | wrapper; a 0.00 is a perftest glitch under TCG, left out of the medians):"
+    echo "Every round (perftest | wrapper; perftest runs whose clock calibration failed were retried: $(grep -c "^PERFTEST_RETRY" "$raw" || true) this run):"
     echo
     echo "| measurement | perftest rounds | wrapper rounds | | | |"
     echo "|---|---|---|---|---|---|"
