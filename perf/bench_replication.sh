@@ -136,6 +136,11 @@ thread_ticks() { # PID -> "name ticks" per thread, summed by name
         printf '%s %s\n' "$(tr ' ' '_' < "$t/comm")" "$(awk '{ print $14 + $15 }' "$t/stat")"
     done | awk '{ s[$1] += $2 } END { for (k in s) print k, s[k] }' | sort
 }
+switches() { # PID... -> "voluntary nonvoluntary" context switches, all threads of all PIDs
+    local p
+    for p in "$@"; do cat /proc/"$p"/task/*/status; done \
+        | awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 } END { print v + 0, n + 0 }'
+}
 if [ "${BENCH_PROFILE:-0}" = 1 ]; then
     command -v perf >/dev/null || checks_die "BENCH_PROFILE=1 needs perf"
     : > "$work/prof"
@@ -144,6 +149,8 @@ if [ "${BENCH_PROFILE:-0}" = 1 ]; then
         case $pl in none) ;; apart) start_replicas 1 ;; shared) start_replicas 0 ;; esac
         stats_snapshot "$pport" > "$work/before"
         thread_ticks "$ppid" > "$work/th0"
+        read -r pv0 pn0 < <(switches "$ppid"); read -r rv0 rn0 < <(switches "${rpids[@]}")
+        w0=$SECONDS
         taskset -c 1 perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults -p "$ppid" -o "$work/pstat.$pl" -- sleep "$secs" &
         ps1=$!
         taskset -c 1 perf record -q -e cpu-clock -F 4000 -p "$ppid" -o "$work/prec.$pl" -- sleep "$secs" 2>/dev/null &
@@ -152,6 +159,8 @@ if [ "${BENCH_PROFILE:-0}" = 1 ]; then
             || checks_die "memcaslap failed: $(tail -3 "$work/out" | tr '\n' ' ')"
         wait $ps1 $ps2 || checks_die "perf failed"
         thread_ticks "$ppid" > "$work/th1"
+        read -r pv1 pn1 < <(switches "$ppid"); read -r rv1 rn1 < <(switches "${rpids[@]}")
+        w1=$((SECONDS - w0))
         stats_snapshot "$pport" > "$work/after"
         check_memcaslap_run "$work/out" "$work/before" "$work/after" "$conc" 0.9
         [ "$pl" = none ] || check_replicas_caught_up "$pport" 30 "${rports[@]}"
@@ -161,8 +170,9 @@ if [ "${BENCH_PROFILE:-0}" = 1 ]; then
             v=$(awk -F, -v e="$ev" '$3 == e { print $1 }' "$work/pstat.$pl")
             echo "$pl ev $ev $(awk -v v="$v" -v n="$reqs" 'BEGIN { printf "%.4f", v / n }')" >> "$work/prof"
         done
+        echo "$pl sw $(awk -v a=$((pv1 - pv0)) -v b=$((pn1 - pn0)) -v c=$(( (rv1 - rv0) + (rn1 - rn0) )) -v n="$reqs" -v w="$w1" 'BEGIN { printf "%.4f %.4f %.0f", a / n, b / n, c / (w > 0 ? w : 1) }')" >> "$work/prof"
         join "$work/th0" "$work/th1" | awk -v pl="$pl" -v n="$reqs" -v t="$tck" '{ printf "%s th %s %.2f\n", pl, $1, ($3 - $2) * 1e6 / t / n }' >> "$work/prof"
-        perf report -i "$work/prec.$pl" --stdio --sort sym 2>/dev/null | awk -v pl="$pl" '/^ +[0-9.]+%/ { p = $1; sub(/%/, "", p); $1 = ""; $2 = ""; sub(/^ +/, ""); printf "%s sym %s %s\n", pl, p, $0 }' | head -15 >> "$work/prof"
+        perf report -i "$work/prec.$pl" --stdio --sort sym 2>/dev/null | awk -v pl="$pl" '/^ +[0-9.]+%/ { p = $1; sub(/%/, "", p); $1 = ""; $2 = ""; sub(/^ +/, ""); if (n++ < 15) printf "%s sym %s %s\n", pl, p, $0 }' >> "$work/prof"
         echo "$pl tps $MS_TPS $(awk -v c=$(($(awk '{ s += $2 } END { print s }' "$work/th1") - $(awk '{ s += $2 } END { print s }' "$work/th0"))) -v t="$tck" -v n="$reqs" 'BEGIN { printf "%.2f", c * 1e6 / t / n }')" >> "$work/prof"
         echo "profile $pl: $MS_TPS ops/s (checked)" >&2
         [ "$pl" = none ] || stop_replicas
@@ -178,11 +188,11 @@ if [ "${BENCH_PROFILE:-0}" = 1 ]; then
         echo "This host exposes no hardware counters (\`perf stat -e instructions\` is <not supported>), so cache misses"
         echo "cannot be counted; scheduler events and where the time goes can."
         echo
-        echo "| placement | ops/s | primary CPU us/request | context switches/request | migrations/request | page faults/request |"
-        echo "|---|---:|---:|---:|---:|---:|"
+        echo "| placement | ops/s | primary CPU us/request | context switches/request (perf stat) | voluntary / preempted per request (/proc) | replicas' context switches per second | migrations/request | page faults/request |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|"
         for pl in $placements; do
             g() { awk -v p="$pl" -v e="$1" '$1 == p && $2 == "ev" && $3 == e { print $4 }' "$work/prof"; }
-            echo "| $pl | $(awk -v p="$pl" '$1 == p && $2 == "tps" { print $3 }' "$work/prof") | $(awk -v p="$pl" '$1 == p && $2 == "tps" { print $4 }' "$work/prof") | $(g context-switches) | $(g cpu-migrations) | $(g page-faults) |"
+            echo "| $pl | $(awk -v p="$pl" '$1 == p && $2 == "tps" { print $3 }' "$work/prof") | $(awk -v p="$pl" '$1 == p && $2 == "tps" { print $4 }' "$work/prof") | $(g context-switches) | $(awk -v p="$pl" '$1 == p && $2 == "sw" { print $3 " / " $4 }' "$work/prof") | $(awk -v p="$pl" '$1 == p && $2 == "sw" { print $5 }' "$work/prof") | $(g cpu-migrations) | $(g page-faults) |"
         done
         echo
         echo "The primary's CPU per request by thread (us):"
