@@ -102,10 +102,12 @@ exe=target/release/examples/verbs_bench
 mkdir -p "$outdir"
 rm -f "$raw"
 t0=$(date +%s)
+set +e   # a failed VM run must reach the message below, not stop the script silently
 RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-1200} "$vm" run bash perf/verbs_bench.sh --in-vm "$exe" "$raw" \
     "${VERBS_BENCH_ROUNDS:-5}" "${VERBS_BENCH_BW_ITERS:-1000}" "${VERBS_BENCH_BW2M_ITERS:-100}" "${VERBS_BENCH_LAT_ITERS:-1000}" \
     "${VERBS_BENCH_MODES:-bw64 bw2m lat}" "${VERBS_BENCH_PIN:-0}" 2>&1 | tee "$outdir/vm.log"
 rc=${PIPESTATUS[0]}
+set -e
 [ "$rc" = 0 ] && grep -q '^DONE' "$raw" || { echo "verbs_bench: the VM run failed (exit $rc); see $outdir/vm.log" >&2; exit 1; }
 secs=$(( $(date +%s) - t0 )); echo "$secs" > "$outdir/secs"
 load=$(cut -d' ' -f1-3 /proc/loadavg); echo "$load" > "$outdir/load"
