@@ -126,7 +126,7 @@ notes() {
   userspace above `ibv_post_send`/`ibv_poll_cq` is a rounding error at this speed.
   The comparison shows the wrapper adds no measurable cost, not what a real NIC does.
 - **Noise.** The VM shares a 2-core host with other engineers' compilers; a single
-  round can move by a factor of two at host load ~4 (see the per-round table), which is why tools alternate
+  round can move by a factor of two or more (see the per-round table), which is why tools alternate
   inside each round and medians are reported. A ratio above 1.0 for bandwidth or
   below 1.0 for latency is noise, not a real advantage. Latency is bimodal in this
   VM for both tools (rounds at ~62 us and at ~110-140 us, by where the scheduler
@@ -152,13 +152,10 @@ notes() {
   and bandwidth 0.00. Such a run measured nothing: the script retries it (up to
   5 times, each retry is a `PERFTEST_RETRY` line in target/verbs-bench/raw.txt)
   and fails if no attempt produced a number.
-- **Development runs** (same script, same machine, Nov 2026): wrapper/perftest for
-  2 MiB READ bandwidth was 1.01, 1.00, 0.81 (pinned run) and 0.76 (5 rounds at host
-  load ~4); for 64 KiB 1.20, 1.00, 1.26, 0.99; for median latency 0.70, 1.61, 0.65,
-  0.73, and 1.01 in a latency-only 5-round run. The sign of the difference flips
-  from run to run, so none of these gaps is a property of the wrapper: at ~20 MiB/s
-  and ~100 us both tools are waiting on the emulated kernel, and a quiet host or a
-  real NIC is needed to resolve differences below ~25%.
+- **Earlier runs** (Nov 2026, before the script checked its figures) moved the
+  same way: the sign of each gap flipped from run to run. At a few MiB/s and
+  ~100 us both tools wait on the emulated kernel; a quiet host or a real NIC is
+  needed to resolve differences below ~25%.
 - perftest's time base is the TSC scaled by the guest's calibrated `cpu MHz`; its
   client wall times (in target/verbs-bench/vm.log) agree with its reported
   bandwidth, so the two tools are measured on the same clock.
