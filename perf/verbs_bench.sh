@@ -110,6 +110,7 @@ rc=${PIPESTATUS[0]}
 set -e
 [ "$rc" = 0 ] && grep -q '^DONE' "$raw" || { echo "verbs_bench: the VM run failed (exit $rc); see $outdir/vm.log" >&2; exit 1; }
 secs=$(( $(date +%s) - t0 )); echo "$secs" > "$outdir/secs"
+git rev-parse --short HEAD > "$outdir/commit"; echo "${VERBS_BENCH_ROUNDS:-5}" > "$outdir/rounds"
 load=$(cut -d' ' -f1-3 /proc/loadavg); echo "$load" > "$outdir/load"
 fi
 
@@ -194,7 +195,9 @@ table=$(
     row "READ latency, 2 B, 99th percentile (us)" read_lat 2 t_p99_us lat
 )
 envline=$(grep '^ENV' "$raw" | head -1 | cut -d' ' -f2-)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# What was measured, as recorded by the run (--report-only may come later).
+commit=$(cat "$outdir/commit" 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
+VERBS_BENCH_ROUNDS=$(cat "$outdir/rounds" 2>/dev/null || echo "${VERBS_BENCH_ROUNDS:-5}")
 host_cpu=$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)
 {
     echo "# RDMA verbs: perftest vs logmemcached::rdma"
