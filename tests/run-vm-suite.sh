@@ -21,7 +21,7 @@
 #
 # Exit status: the tests' own; non-zero with a loud line when the VM cannot start.
 # LOGMEMCACHED_SKIP_VM=1 skips everything with one loud line and exits 0.
-# Env: RDMA_VM_TIMEOUT (s, default 600) bounds the whole VM run; other RDMA_VM_*
+# Env: RDMA_VM_TIMEOUT (s, default 1500: the emulated VM runs the whole suite in 5 to 10 minutes, more on a loaded host) bounds the whole VM run; other RDMA_VM_*
 # knobs go to tests/vm/rdma-vm.sh; LOGMEMCACHED_VM_TEST_ARGS adds libtest
 # arguments (e.g. a test name filter) to the verbs binary.
 set -euo pipefail
@@ -100,7 +100,7 @@ echo "run-vm-suite: booting the Soft-RoCE VM for $lib (rdma::) and $verbs" >&2
 t0=$(date +%s)
 set +e
 # shellcheck disable=SC2086
-RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-600} RDMA_VM_HUGEPAGES=${RDMA_VM_HUGEPAGES:-32} \
+RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-1500} RDMA_VM_HUGEPAGES=${RDMA_VM_HUGEPAGES:-32} \
     "$vm" run sh tests/vm/suite-in-vm.sh "$lib" "$verbs" "$repl" "$client" --include-ignored --test-threads=1 --nocapture --color=never ${LOGMEMCACHED_VM_TEST_ARGS:-}
 rc=$?
 set -e
@@ -110,7 +110,7 @@ if [ $rc = 0 ]; then
     echo "run-vm-suite: two-VM failover (tests/vm/failover-pair.sh)" >&2
     t1=$(date +%s)
     set +e
-    RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-600} tests/vm/failover-pair.sh "$server"
+    RDMA_VM_TIMEOUT=${RDMA_VM_TIMEOUT:-1500} tests/vm/failover-pair.sh "$server"
     rc=$?
     set -e
     echo "run-vm-suite: two-VM failover took $(( $(date +%s) - t1 )) s, exit status $rc" >&2
