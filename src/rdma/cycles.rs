@@ -57,6 +57,9 @@ mod tests {
         }
         let ticks = now() - t0;
         let us = ticks as f64 / cal.per_us();
-        assert!((15_000.0..200_000.0).contains(&us), "20 ms measured as {us} us");
+        // The units, not the precision: an emulated TSC (the Soft-RoCE VM's
+        // TCG) runs unevenly against the wall clock under load (12.4 ms seen
+        // for 20), while a unit slip (ns for us, a missed scale) is 1000x.
+        assert!((2_000.0..200_000.0).contains(&us), "20 ms measured as {us} us");
     }
 }
