@@ -73,6 +73,42 @@ fn metadump(arg: &[u8], out: &mut Vec<u8>, ctx: &Ctx) {
     reply(out, false, b"END");
 }
 
+/// memcached's bound on one `stats cachedump` reply.
+const CACHEDUMP_LIMIT: usize = 2 << 20;
+
+/// `stats cachedump <class> <limit>`: `ITEM <key> [<bytes> b; <exptime> s]`
+/// per live item of the class (memcached's class by item size), at most
+/// `limit` (0: all) and 2 MiB of lines, then END; memcached's replies for bad
+/// arguments and under `-X`. memcached walks one LRU from its newest item;
+/// the index has no such order, so the order here is the index's.
+pub fn cachedump(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
+    if ctx.rt.settings.disable_dumping {
+        return reply(out, false, b"CLIENT_ERROR stats cachedump not allowed");
+    }
+    if t.count() < 5 {
+        return reply(out, false, b"CLIENT_ERROR bad command line");
+    }
+    let (Some(id), Some(limit)) = (safe_strtoul(t.get(2)), safe_strtoul(t.get(3))) else {
+        return reply(out, false, BAD_FORMAT);
+    };
+    if id > MAX_CLASS {
+        return reply(out, false, b"CLIENT_ERROR Illegal slab id");
+    }
+    let (start, mut shown) = (out.len(), 0u32);
+    ctx.store.for_each_item(|key, m| {
+        if (limit != 0 && shown >= limit) || out.len() - start >= CACHEDUMP_LIMIT {
+            return;
+        }
+        if slab_class(item_size(key.len(), m)) as u32 == id {
+            out.extend_from_slice(b"ITEM ");
+            out.extend_from_slice(key);
+            out.extend_from_slice(format!(" [{} b; {} s]\r\n", m.value_len, m.expiry).as_bytes());
+            shown += 1;
+        }
+    });
+    reply(out, false, b"END");
+}
+
 /// memcached's metadump line: the key URI-encoded, times absolute.
 fn line(out: &mut Vec<u8>, key: &[u8], m: &ItemMeta, cls: usize) {
     out.extend_from_slice(b"key=");
@@ -104,21 +140,45 @@ mod tests {
     use crate::runtime::{Runtime, Settings};
     use crate::store::{SetArgs, SetMode, Store, StoreConfig};
 
-    fn dump(settings: Settings) -> String {
+    fn run(settings: Settings, request: &[u8]) -> String {
         let cfg = StoreConfig { memory_bytes: 4 << 20, max_item_size: 64 << 10, hugepages: HugePages::Off };
         let store = Store::new(&cfg).unwrap();
         store.set(&SetArgs::new(SetMode::Set, b"a b", b"v", 3, 0)).unwrap();
+        store.set(&SetArgs::new(SetMode::Set, b"c", b"hello", 0, 0)).unwrap();
         let rt = Runtime::new(Settings { threads: 1, ..settings }, 0);
         let ctx = Ctx { store: &store, stats: &rt.workers[0], rt: &rt };
         let mut out = Vec::new();
-        step(&mut Session::default(), b"lru_crawler metadump all\r\n", &mut out, &ctx);
+        step(&mut Session::default(), request, &mut out, &ctx);
         String::from_utf8(out).unwrap()
+    }
+
+    fn dump(settings: Settings) -> String {
+        run(settings, b"lru_crawler metadump all\r\n")
+    }
+
+    #[test]
+    fn cachedump_answers_as_memcached_1_6_18() {
+        // Replies taken from Debian's memcached 1.6.18 with the same items.
+        let d = run(Settings::default(), b"stats cachedump 1 0\r\n");
+        let mut lines: Vec<&str> = d.lines().collect();
+        assert_eq!(lines.pop(), Some("END"), "{d}");
+        lines.sort();
+        assert_eq!(lines, ["ITEM a b [1 b; 0 s]", "ITEM c [5 b; 0 s]"]);
+        assert_eq!(run(Settings::default(), b"stats cachedump 1 1\r\n").lines().count(), 2, "limit 1");
+        assert_eq!(run(Settings::default(), b"stats cachedump 2 0\r\n"), "END\r\n");
+        assert_eq!(run(Settings::default(), b"stats cachedump 63 0\r\n"), "END\r\n");
+        assert_eq!(run(Settings::default(), b"stats cachedump 64 0\r\n"), "CLIENT_ERROR Illegal slab id\r\n");
+        assert_eq!(run(Settings::default(), b"stats cachedump 1\r\n"), "CLIENT_ERROR bad command line\r\n");
+        assert_eq!(run(Settings::default(), b"stats cachedump x 0\r\n"), "CLIENT_ERROR bad command line format\r\n");
+        let refused = run(Settings { disable_dumping: true, ..Settings::default() }, b"stats cachedump 1 0\r\n");
+        assert_eq!(refused, "CLIENT_ERROR stats cachedump not allowed\r\n", "-X");
     }
 
     #[test]
     fn metadump_lists_items_unless_dumping_is_disabled() {
         let d = dump(Settings::default());
-        assert!(d.starts_with("key=a%20b exp=-1 la=") && d.ends_with(" fetch=no cls=1 size=67\nEND\r\n"), "{d}");
+        assert!(d.contains("key=a%20b exp=-1 la=") && d.contains(" fetch=no cls=1 size=67\n"), "{d}");
+        assert!(d.contains("key=c exp=-1 la=") && d.ends_with("END\r\n"), "{d}");
         let refused = dump(Settings { disable_dumping: true, ..Settings::default() });
         assert_eq!(refused, "ERROR metadump not allowed\r\n", "-X");
     }

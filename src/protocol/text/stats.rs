@@ -30,9 +30,7 @@ pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
                 _ => reply(out, false, b"CLIENT_ERROR usage: stats detail on|off|dump"),
             };
         }
-        // memcached's answer when item dumps are disabled: listing keys by
-        // walking the log would stall the writer.
-        b"cachedump" => return reply(out, false, b"CLIENT_ERROR stats cachedump not allowed"),
+        b"cachedump" => return super::crawler::cachedump(t, out, ctx),
         _ => {}
     }
     let report = std::str::from_utf8(group).ok().and_then(|g| crate::stats::report(g, ctx.rt, ctx.store));
