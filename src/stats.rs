@@ -15,6 +15,7 @@ use crate::runtime::Runtime;
 
 pub mod conns;
 pub mod detail;
+pub mod watch;
 use crate::store::Store;
 
 /// A counter with one writing thread.

@@ -104,11 +104,25 @@ pub struct Session {
     pub resume: Option<text::Resume>,
     /// Logged in (`-Y`: see ascii_auth.rs); unused without `-Y`.
     pub authenticated: bool,
+    /// Set by `watch`: the session only streams events from then on.
+    pub watch: Option<std::sync::Arc<crate::stats::watch::Watcher>>,
+    /// The connection's descriptor, as memcached's event lines name it
+    /// (`cfd=`); -1 where there is none.
+    pub cfd: i32,
 }
 
 impl Default for Session {
     fn default() -> Session {
-        Session { protocol: None, swallow: 0, admin: false, out_limit: usize::MAX, resume: None, authenticated: false }
+        Session {
+            protocol: None,
+            swallow: 0,
+            admin: false,
+            out_limit: usize::MAX,
+            resume: None,
+            authenticated: false,
+            watch: None,
+            cfd: -1,
+        }
     }
 }
 

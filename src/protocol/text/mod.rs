@@ -131,7 +131,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             Kind::IncrDecr
         }
         b"delete" => {
-            delete::step(&tokens, out, ctx);
+            delete::step(&tokens, session.cfd, out, ctx);
             Kind::Delete
         }
         b"touch" => {
@@ -168,6 +168,10 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         }
         b"verbosity" => {
             misc::verbosity(&tokens, out, ctx);
+            Kind::Other
+        }
+        b"watch" => {
+            misc::watch(&tokens, session, out, ctx);
             Kind::Other
         }
         b"quit" => return Step::Close,

@@ -1,0 +1,239 @@
+//! `watch`: connections that stream log lines of events from every worker,
+//! in memcached 1.6's format (`ts=... gid=... type=item_get key=...`).
+//!
+//! A worker never waits for a watcher: an event is formatted only when some
+//! watcher wants its class (one relaxed load otherwise), and goes into each
+//! such watcher's bounded queue with a `try_lock` and a length check; when
+//! the queue is full (the watcher reads slowly) or busy, the event is
+//! dropped and counted, and the watcher is told with memcached's
+//! `skipped=N` line before its next lines. The watcher's own worker moves
+//! queued lines into that connection's output from its poll loop.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Event classes, as `watch` names them.
+pub const FETCHERS: u8 = 1;
+pub const MUTATIONS: u8 = 2;
+pub const EVICTIONS: u8 = 4;
+pub const CONNEVENTS: u8 = 8;
+
+/// Bytes of lines a watcher's queue holds (memcached's watcher buffer is
+/// 256 KiB too); past it, events are skipped. Below `CONN_OUTPUT_CAP`, so a
+/// full queue always fits a drained output.
+pub const QUEUE_BYTES: usize = 256 << 10;
+
+/// `watch [class...]`'s classes: memcached's default (no argument) is the
+/// fetchers; an unknown word refuses the command (`None`).
+pub fn parse_classes<'a>(words: impl Iterator<Item = &'a [u8]>) -> Option<u8> {
+    let mut mask = 0;
+    for w in words {
+        mask |= match w {
+            b"fetchers" => FETCHERS,
+            b"mutations" => MUTATIONS,
+            b"evictions" => EVICTIONS,
+            b"connevents" => CONNEVENTS,
+            _ => return None,
+        };
+    }
+    Some(if mask == 0 { FETCHERS } else { mask })
+}
+
+/// One watching connection's queue.
+#[derive(Debug)]
+pub struct Watcher {
+    classes: u8,
+    queue: Mutex<Vec<u8>>,
+    skipped: AtomicU64,
+}
+
+impl Watcher {
+    fn offer(&self, line: &[u8]) {
+        match self.queue.try_lock() {
+            Ok(mut q) if q.len() + line.len() <= QUEUE_BYTES => q.extend_from_slice(line),
+            _ => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Lines (or a skipped count) wait to be moved; a busy queue counts
+    /// as waiting.
+    pub fn has_lines(&self) -> bool {
+        self.skipped.load(Ordering::Relaxed) > 0 || self.queue.try_lock().map_or(true, |q| !q.is_empty())
+    }
+
+    /// Move whole queued lines into `out` while it stays under `limit`
+    /// bytes, the skipped count first. Returns whether anything moved.
+    pub fn drain_into(&self, out: &mut Vec<u8>, limit: usize) -> bool {
+        let skipped = self.skipped.load(Ordering::Relaxed);
+        let mut moved = false;
+        if skipped > 0 && out.len() + 32 <= limit {
+            self.skipped.fetch_sub(skipped, Ordering::Relaxed);
+            let _ = writeln!(Line(out), "skipped={skipped}");
+            moved = true;
+        }
+        let Ok(mut q) = self.queue.lock() else { return moved };
+        if q.is_empty() {
+            return moved;
+        }
+        let room = limit.saturating_sub(out.len());
+        let take = if q.len() <= room {
+            q.len()
+        } else {
+            // Whole lines only.
+            match q[..room].iter().rposition(|&b| b == b'\n') {
+                Some(nl) => nl + 1,
+                None => return moved,
+            }
+        };
+        out.extend_from_slice(&q[..take]);
+        q.drain(..take);
+        true
+    }
+}
+
+struct Line<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Line<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Every watcher of the process.
+#[derive(Debug, Default)]
+pub struct Watchers {
+    /// The union of the watchers' classes: the one load an event costs
+    /// when nobody watches it.
+    mask: AtomicU8,
+    list: RwLock<Vec<Arc<Watcher>>>,
+    /// memcached's `gid`: a global sequence over the lines emitted.
+    gid: AtomicU64,
+}
+
+impl Watchers {
+    pub fn add(&self, classes: u8) -> Arc<Watcher> {
+        let w = Arc::new(Watcher { classes, queue: Mutex::new(Vec::new()), skipped: AtomicU64::new(0) });
+        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
+        list.push(w.clone());
+        self.mask.store(list.iter().fold(0, |m, w| m | w.classes), Ordering::Relaxed);
+        w
+    }
+
+    pub fn remove(&self, w: &Arc<Watcher>) {
+        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
+        list.retain(|x| !Arc::ptr_eq(x, w));
+        self.mask.store(list.iter().fold(0, |m, w| m | w.classes), Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn wants(&self, class: u8) -> bool {
+        self.mask.load(Ordering::Relaxed) & class != 0
+    }
+
+    /// Format an event (its fields after `type=`) and offer it to every
+    /// watcher of `class`. Call only when `wants(class)`.
+    fn emit(&self, class: u8, fields: std::fmt::Arguments) {
+        let Ok(list) = self.list.try_read() else { return };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let gid = self.gid.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut line = Vec::with_capacity(160);
+        // memcached prints the microseconds unpadded ("%d.%d").
+        let _ = writeln!(Line(&mut line), "ts={}.{} gid={gid} type={fields}", now.as_secs(), now.subsec_micros());
+        for w in list.iter().filter(|w| w.classes & class != 0) {
+            w.offer(&line);
+        }
+    }
+
+    /// A key looked up (`get` and its kin): memcached's `item_get`.
+    pub fn item_get(&self, key: &[u8], found: bool, size: usize, cfd: i32) {
+        if !self.wants(FETCHERS) {
+            return;
+        }
+        let (status, clsid, size) = if found { ("found", 1, size) } else { ("not_found", 0, 0) };
+        let key = String::from_utf8_lossy(key);
+        self.emit(FETCHERS, format_args!("item_get key={key} status={status} clsid={clsid} cfd={cfd} size={size}"));
+    }
+
+    /// A storage command's outcome: memcached's `item_store`. `status` is
+    /// memcached's word (stored, not_stored, exists, not_found, too_large).
+    pub fn item_store(&self, key: &[u8], status: &str, cmd: &str, ttl: i64, size: usize, cfd: i32) {
+        if !self.wants(MUTATIONS) {
+            return;
+        }
+        let key = String::from_utf8_lossy(key);
+        self.emit(
+            MUTATIONS,
+            format_args!("item_store key={key} status={status} cmd={cmd} ttl={ttl} clsid=1 cfd={cfd} size={size}"),
+        );
+    }
+
+    /// A connection accepted: memcached's `conn_new`.
+    pub fn conn_new(&self, peer: Option<std::net::SocketAddr>, transport: &str, cfd: i32) {
+        if !self.wants(CONNEVENTS) {
+            return;
+        }
+        let (rip, rport) = peer.map(|a| (a.ip().to_string(), a.port())).unwrap_or_default();
+        self.emit(CONNEVENTS, format_args!("conn_new rip={rip} rport={rport} transport={transport} cfd={cfd}"));
+    }
+
+    /// A connection closed: memcached's `conn_close`.
+    pub fn conn_close(&self, peer: Option<std::net::SocketAddr>, transport: &str, reason: &str, cfd: i32) {
+        if !self.wants(CONNEVENTS) {
+            return;
+        }
+        let (rip, rport) = peer.map(|a| (a.ip().to_string(), a.port())).unwrap_or_default();
+        self.emit(
+            CONNEVENTS,
+            format_args!("conn_close rip={rip} rport={rport} transport={transport} reason={reason} cfd={cfd}"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_default_to_fetchers_and_refuse_unknown_words() {
+        assert_eq!(parse_classes(std::iter::empty()), Some(FETCHERS));
+        let words: [&[u8]; 2] = [b"mutations", b"connevents"];
+        assert_eq!(parse_classes(words.into_iter()), Some(MUTATIONS | CONNEVENTS));
+        let bad: [&[u8]; 1] = [b"bogus"];
+        assert_eq!(parse_classes(bad.into_iter()), None);
+    }
+
+    #[test]
+    fn no_watcher_no_line_and_a_full_queue_counts_what_it_skips() {
+        let ws = Watchers::default();
+        assert!(!ws.wants(FETCHERS));
+        let w = ws.add(FETCHERS);
+        assert!(ws.wants(FETCHERS) && !ws.wants(MUTATIONS));
+        ws.item_store(b"k", "stored", "set", 0, 1, 5);
+        ws.item_get(b"foo", true, 3, 12);
+        let mut out = Vec::new();
+        assert!(w.drain_into(&mut out, usize::MAX));
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.starts_with("ts=") && line.ends_with(" type=item_get key=foo status=found clsid=1 cfd=12 size=3\n")
+        );
+        assert!(line.contains(" gid=1 "), "{line}");
+        let key = vec![b'x'; 200];
+        let mut n = 0;
+        while w.skipped.load(Ordering::Relaxed) == 0 {
+            ws.item_get(&key, false, 0, 1);
+            n += 1;
+        }
+        let mut out = Vec::new();
+        assert!(w.drain_into(&mut out, 100));
+        assert_eq!(out, b"skipped=1\n", "the count first, then no partial line");
+        out.clear();
+        w.drain_into(&mut out, usize::MAX);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), n - 1);
+        ws.remove(&w);
+        assert!(!ws.wants(FETCHERS));
+    }
+}
