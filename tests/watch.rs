@@ -193,6 +193,14 @@ fn watched_session(port: u16) -> Vec<String> {
     assert_eq!(c.cmd("get nope\r\n"), "END\r\n");
     assert_eq!(c.cmd("add foo 0 0 1\r\ny\r\n"), "NOT_STORED\r\n");
     assert_eq!(c.cmd("delete foo\r\n"), "DELETED\r\n");
+    assert_eq!(c.cmd("set a%b 0 0 1\r\n5\r\n"), "STORED\r\n");
+    assert_eq!(c.cmd("incr a%b 2\r\n"), "7\r\n");
+    assert_eq!(c.cmd("touch a%b 9\r\n"), "TOUCHED\r\n");
+    assert_eq!(c.cmd("ms m1 2 T5\r\nhi\r\n"), "HD\r\n");
+    c.send(b"mg m1 v\r\n");
+    assert_eq!((c.line(), c.line()), ("VA 2\r\n".to_string(), "hi\r\n".to_string()));
+    assert_eq!(c.cmd("md m1\r\n"), "HD\r\n");
+    assert_eq!(c.cmd("mg m1\r\n"), "EN\r\n");
     c.send(b"quit\r\n");
     let mut rest = Vec::new();
     assert_eq!(c.stream.read_to_end(&mut rest).unwrap(), 0);
@@ -229,4 +237,6 @@ fn event_lines_have_memcacheds_fields_in_its_order() {
     let without_lookups: Vec<_> = theirs.iter().filter(|t| !ours.contains(t)).collect();
     assert!(without_lookups.iter().all(|t| t.0 == "item_get"), "only store-side lookups differ: {without_lookups:?}");
     assert_eq!(ours.iter().filter(|e| e.0 == "conn_new").count(), 1);
+    assert!(ours.iter().any(|e| e.1 == "a%25b"), "keys URI-encoded as memcached's: {ours:?}");
+    assert_eq!(ours.len(), 14, "every command's event: {ours:?}");
 }

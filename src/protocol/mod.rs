@@ -55,6 +55,17 @@ impl Ctx<'_> {
     }
 }
 
+/// `watch fetchers`: memcached logs the lookup a keyed command makes
+/// (delete, touch, incr/decr, md, ma) as an `item_get`; peek at the item
+/// for it, only while someone watches.
+pub(crate) fn watch_lookup(key: &[u8], cfd: i32, ctx: &Ctx) {
+    if ctx.rt.watch.wants(crate::stats::watch::FETCHERS) {
+        let peek = crate::store::ReadOpts { value: false, note_access: false };
+        let found = ctx.store.get(key, peek, &mut Vec::new(), |_, _| {});
+        ctx.rt.watch.item_get(key, found.is_some(), found.map_or(0, |m| m.value_len as usize), cfd);
+    }
+}
+
 /// The result of one attempt to handle the front of a connection's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {

@@ -94,6 +94,13 @@ impl Watcher {
     }
 }
 
+/// A key as memcached's lines show it: URI-encoded (so always ASCII).
+fn encoded(key: &[u8]) -> String {
+    let mut out = Vec::with_capacity(key.len());
+    super::uriencode(key, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 struct Line<'a>(&'a mut Vec<u8>);
 
 impl std::fmt::Write for Line<'_> {
@@ -154,7 +161,7 @@ impl Watchers {
             return;
         }
         let (status, clsid, size) = if found { ("found", 1, size) } else { ("not_found", 0, 0) };
-        let key = String::from_utf8_lossy(key);
+        let key = encoded(key);
         self.emit(FETCHERS, format_args!("item_get key={key} status={status} clsid={clsid} cfd={cfd} size={size}"));
     }
 
@@ -164,7 +171,7 @@ impl Watchers {
         if !self.wants(MUTATIONS) {
             return;
         }
-        let key = String::from_utf8_lossy(key);
+        let key = encoded(key);
         self.emit(
             MUTATIONS,
             format_args!("item_store key={key} status={status} cmd={cmd} ttl={ttl} clsid=1 cfd={cfd} size={size}"),

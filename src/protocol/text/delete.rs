@@ -5,7 +5,7 @@
 
 use super::parse::{Tokens, KEY_MAX_LENGTH};
 use super::{reply, reply_error, reply_read_only, Ctx, BAD_FORMAT, ERROR};
-use crate::store::{valid_key, DeleteOutcome, ReadOpts, StoreError};
+use crate::store::{valid_key, DeleteOutcome, StoreError};
 
 /// `session_cfd`: the connection's descriptor, for `watch` lines.
 pub fn step(t: &Tokens, session_cfd: i32, out: &mut Vec<u8>, ctx: &Ctx) {
@@ -27,12 +27,7 @@ pub fn step(t: &Tokens, session_cfd: i32, out: &mut Vec<u8>, ctx: &Ctx) {
         return reply_error(out, noreply, BAD_FORMAT, ctx);
     }
     ctx.rt.detail.delete(key, ctx.rt.settings.detail_delimiter);
-    if ctx.rt.watch.wants(crate::stats::watch::FETCHERS) {
-        // memcached's delete looks the item up first, and `watch` shows it.
-        let peek = ReadOpts { value: false, note_access: false };
-        let found = ctx.store.get(key, peek, &mut Vec::new(), |_, _| {});
-        ctx.rt.watch.item_get(key, found.is_some(), found.map_or(0, |m| m.value_len as usize), session_cfd);
-    }
+    crate::protocol::watch_lookup(key, session_cfd, ctx);
     match ctx.store.delete(key, 0) {
         Ok(DeleteOutcome::Deleted) => {
             ctx.stats.delete_hits.incr();

@@ -127,7 +127,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             return storage::step(&tokens, session, input, next, out, ctx)
         }
         b"incr" | b"decr" => {
-            arith::step(&tokens, cmd == b"incr", out, ctx);
+            arith::step(&tokens, cmd == b"incr", session.cfd, out, ctx);
             Kind::IncrDecr
         }
         b"delete" => {
@@ -135,7 +135,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             Kind::Delete
         }
         b"touch" => {
-            touch::step(&tokens, out, ctx);
+            touch::step(&tokens, session.cfd, out, ctx);
             Kind::Touch
         }
         b"flush_all" => {
