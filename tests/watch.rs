@@ -104,7 +104,8 @@ fn a_watcher_sees_gets_sets_and_deletes_from_another_client() {
 
 #[test]
 fn a_watcher_that_never_reads_skips_lines_without_slowing_a_client() {
-    let s = Server::start(&["-t", "2"]);
+    // memcached's own test of this uses an 8 KiB watcher buffer too.
+    let s = Server::start(&["-t", "2", "-o", "watcher_logbuf_size=8"]);
     let small = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     small.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     (&small).write_all(b"watch\r\n").unwrap();

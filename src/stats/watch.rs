@@ -19,10 +19,13 @@ pub const MUTATIONS: u8 = 2;
 pub const EVICTIONS: u8 = 4;
 pub const CONNEVENTS: u8 = 8;
 
-/// Bytes of lines a watcher's queue holds (memcached's watcher buffer is
-/// 256 KiB too); past it, events are skipped. Below `CONN_OUTPUT_CAP`, so a
-/// full queue always fits a drained output.
-pub const QUEUE_BYTES: usize = 256 << 10;
+/// The most bytes of lines a watcher's queue may hold (`-o
+/// watcher_logbuf_size`, 256 KiB unless told, as memcached's); past it,
+/// events are skipped. At most a connection's output cap, so a full queue
+/// always fits a drained output.
+pub fn queue_bytes(watcher_logbuf_size: usize) -> usize {
+    watcher_logbuf_size.clamp(4 << 10, crate::runtime::CONN_OUTPUT_CAP)
+}
 
 /// `watch [class...]`'s classes: memcached's default (no argument) is the
 /// fetchers; an unknown word refuses the command (`None`).
@@ -44,6 +47,8 @@ pub fn parse_classes<'a>(words: impl Iterator<Item = &'a [u8]>) -> Option<u8> {
 #[derive(Debug)]
 pub struct Watcher {
     classes: u8,
+    /// Bytes `queue` may hold.
+    cap: usize,
     queue: Mutex<Vec<u8>>,
     skipped: AtomicU64,
 }
@@ -51,7 +56,7 @@ pub struct Watcher {
 impl Watcher {
     fn offer(&self, line: &[u8]) {
         match self.queue.try_lock() {
-            Ok(mut q) if q.len() + line.len() <= QUEUE_BYTES => q.extend_from_slice(line),
+            Ok(mut q) if q.len() + line.len() <= self.cap => q.extend_from_slice(line),
             _ => {
                 self.skipped.fetch_add(1, Ordering::Relaxed);
             }
@@ -122,8 +127,10 @@ pub struct Watchers {
 }
 
 impl Watchers {
-    pub fn add(&self, classes: u8) -> Arc<Watcher> {
-        let w = Arc::new(Watcher { classes, queue: Mutex::new(Vec::new()), skipped: AtomicU64::new(0) });
+    /// A watcher of `classes` whose queue holds `queue_bytes` (see [`queue_bytes`]).
+    pub fn add(&self, classes: u8, queue_bytes: usize) -> Arc<Watcher> {
+        let w =
+            Arc::new(Watcher { classes, cap: queue_bytes, queue: Mutex::new(Vec::new()), skipped: AtomicU64::new(0) });
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
         list.push(w.clone());
         self.mask.store(list.iter().fold(0, |m, w| m | w.classes), Ordering::Relaxed);
@@ -217,7 +224,7 @@ mod tests {
     fn no_watcher_no_line_and_a_full_queue_counts_what_it_skips() {
         let ws = Watchers::default();
         assert!(!ws.wants(FETCHERS));
-        let w = ws.add(FETCHERS);
+        let w = ws.add(FETCHERS, queue_bytes(8 << 10));
         assert!(ws.wants(FETCHERS) && !ws.wants(MUTATIONS));
         ws.item_store(b"k", "stored", "set", 0, 1, 5);
         ws.item_get(b"foo", true, 3, 12);

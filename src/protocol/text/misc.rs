@@ -65,6 +65,7 @@ pub fn watch(t: &Tokens, session: &mut Session, out: &mut Vec<u8>, ctx: &Ctx) {
     let Some(classes) = crate::stats::watch::parse_classes((1..t.count() - 1).map(|i| t.get(i))) else {
         return reply_error(out, false, ERROR, ctx);
     };
-    session.watch = Some(ctx.rt.watch.add(classes));
+    let queue = crate::stats::watch::queue_bytes(ctx.rt.settings.watcher_logbuf_size);
+    session.watch = Some(ctx.rt.watch.add(classes, queue));
     reply(out, false, b"OK");
 }
