@@ -241,3 +241,46 @@ fn event_lines_have_memcacheds_fields_in_its_order() {
     assert!(ours.iter().any(|e| e.1 == "a%25b"), "keys URI-encoded as memcached's: {ours:?}");
     assert_eq!(ours.len(), 14, "every command's event: {ours:?}");
 }
+
+/// One binary request: opcode, extras, key, value.
+fn binary(op: u8, extras: &[u8], key: &[u8], value: &[u8]) -> Vec<u8> {
+    let body = (extras.len() + key.len() + value.len()) as u32;
+    let mut v = vec![0x80, op];
+    v.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    v.extend_from_slice(&[extras.len() as u8, 0, 0, 0]);
+    v.extend_from_slice(&body.to_be_bytes());
+    v.extend_from_slice(&[0; 12]);
+    v.extend_from_slice(extras);
+    v.extend_from_slice(key);
+    v.extend_from_slice(value);
+    v
+}
+
+#[test]
+fn binary_protocol_commands_are_watched_too() {
+    let s = Server::start(&["-t", "2"]);
+    let mut w = Watch::start(s.port, "fetchers mutations");
+    let mut c = s.connect();
+    c.send(&binary(0x01, &[0, 0, 0, 0, 0, 0, 0, 30], b"bk", b"hello"));
+    let h = c.bytes(24);
+    assert_eq!((h[1], &h[6..8]), (0x01, &[0u8, 0][..]), "SET succeeded: {h:?}");
+    c.send(&binary(0x00, &[], b"bk", b""));
+    let h = c.bytes(24);
+    let body = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+    assert_eq!(&c.bytes(body)[4..], b"hello");
+    c.send(&binary(0x00, &[], b"gone", b""));
+    let h = c.bytes(24);
+    c.bytes(u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize);
+    let lines = w.until("item_get", "gone");
+    let seen: Vec<_> = lines.iter().map(|l| what(l)).collect();
+    let e = |t: &str, k: &str, st: &str, cmd: &str| (t.to_string(), k.to_string(), st.to_string(), cmd.to_string());
+    assert_eq!(
+        seen,
+        [
+            e("item_store", "bk", "stored", "set"),
+            e("item_get", "bk", "found", ""),
+            e("item_get", "gone", "not_found", "")
+        ]
+    );
+    assert_eq!((field(&lines[0], "ttl"), field(&lines[0], "size")), (Some("30"), Some("5")));
+}
