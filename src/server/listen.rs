@@ -93,7 +93,7 @@ impl Stream {
     }
 
     /// The peer and transport as memcached's `watch connevents` lines name
-    /// them (`rip`/`rport` are empty for a UNIX socket, "local").
+    /// them (a UNIX socket has no peer address: `rip=unix`, "local").
     pub fn watch_peer(&self) -> (Option<std::net::SocketAddr>, &'static str) {
         match self {
             Stream::Tcp(s) => (s.peer_addr().ok(), "tcp"),

@@ -99,6 +99,11 @@ impl Watcher {
     }
 }
 
+/// memcached's `rip`/`rport`: a UNIX socket's peer (none) is `unix`, 0.
+fn rip_rport(peer: Option<std::net::SocketAddr>) -> (String, u16) {
+    peer.map_or_else(|| ("unix".to_string(), 0), |a| (a.ip().to_string(), a.port()))
+}
+
 /// A key as memcached's lines show it: URI-encoded (so always ASCII).
 fn encoded(key: &[u8]) -> String {
     let mut out = Vec::with_capacity(key.len());
@@ -151,6 +156,8 @@ impl Watchers {
     /// Format an event (its fields after `type=`) and offer it to every
     /// watcher of `class`. Call only when `wants(class)`.
     fn emit(&self, class: u8, fields: std::fmt::Arguments) {
+        // Write-locked only while a watcher comes or goes: the event is
+        // dropped then rather than wait (uncounted: whose would it be?).
         let Ok(list) = self.list.try_read() else { return };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let gid = self.gid.fetch_add(1, Ordering::Relaxed) + 1;
@@ -190,7 +197,7 @@ impl Watchers {
         if !self.wants(CONNEVENTS) {
             return;
         }
-        let (rip, rport) = peer.map(|a| (a.ip().to_string(), a.port())).unwrap_or_default();
+        let (rip, rport) = rip_rport(peer);
         self.emit(CONNEVENTS, format_args!("conn_new rip={rip} rport={rport} transport={transport} cfd={cfd}"));
     }
 
@@ -199,7 +206,7 @@ impl Watchers {
         if !self.wants(CONNEVENTS) {
             return;
         }
-        let (rip, rport) = peer.map(|a| (a.ip().to_string(), a.port())).unwrap_or_default();
+        let (rip, rport) = rip_rport(peer);
         self.emit(
             CONNEVENTS,
             format_args!("conn_close rip={rip} rport={rport} transport={transport} reason={reason} cfd={cfd}"),
@@ -210,6 +217,25 @@ impl Watchers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_lines_name_a_unix_peer_as_memcached() {
+        let ws = Watchers::default();
+        let w = ws.add(CONNEVENTS, queue_bytes(0));
+        ws.conn_new(None, "local", 25);
+        ws.conn_close("127.0.0.1:4242".parse().ok(), "tcp", "normal", 26);
+        let mut out = Vec::new();
+        w.drain_into(&mut out, usize::MAX);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().map(|l| l.split_once(" type=").map_or("", |(_, rest)| rest)).collect();
+        assert_eq!(
+            lines,
+            [
+                "conn_new rip=unix rport=0 transport=local cfd=25",
+                "conn_close rip=127.0.0.1 rport=4242 transport=tcp reason=normal cfd=26"
+            ]
+        );
+    }
 
     #[test]
     fn classes_default_to_fetchers_and_refuse_unknown_words() {
