@@ -314,7 +314,8 @@ pub struct Runtime {
     /// `stats sizes_enable|sizes_disable`: whether `stats sizes` answers.
     pub sizes_enabled: std::sync::atomic::AtomicBool,
     /// `watch`: the connections streaming events.
-    pub watch: crate::stats::watch::Watchers,
+    /// Shared with the store's eviction hook (`Watchers::eviction_hook`).
+    pub watch: Arc<crate::stats::watch::Watchers>,
 }
 
 impl Runtime {

@@ -160,9 +160,14 @@ struct Memcached {
 
 impl Memcached {
     fn start() -> Memcached {
+        Memcached::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Memcached {
         let port = free_port();
         let mut cmd = Command::new("memcached");
         cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "2"]);
+        cmd.args(args);
         use std::os::unix::fs::MetadataExt;
         if std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
             cmd.args(["-u", "nobody"]);
@@ -283,4 +288,39 @@ fn binary_protocol_commands_are_watched_too() {
         ]
     );
     assert_eq!((field(&lines[0], "ttl"), field(&lines[0], "size")), (Some("30"), Some("5")));
+}
+
+/// Fill a 2 MB cache past full after storing and reading `k0` (ttl 100):
+/// the first eviction line the watcher sees.
+fn first_eviction(port: u16) -> String {
+    let mut w = Watch::start(port, "evictions");
+    let mut c = Client::connect(port);
+    let value = "x".repeat(1000);
+    assert_eq!(c.cmd(&format!("set k0 0 100 1000\r\n{value}\r\n")), "STORED\r\n");
+    c.send(b"get k0\r\n");
+    c.until("END\r\n");
+    let sets: String = (1..4000).map(|i| format!("set k{i} 0 0 1000 noreply\r\n{value}\r\n")).collect();
+    c.send(sets.as_bytes());
+    assert_eq!(c.cmd("version\r\n").split(' ').next(), Some("VERSION"));
+    w.line()
+}
+
+#[test]
+fn evictions_are_watched_with_memcacheds_fields() {
+    let s = Server::start(&["-m", "2"]);
+    let ours = first_eviction(s.port);
+    assert_eq!(what(&ours).0, "eviction", "{ours}");
+    assert_eq!(
+        (field(&ours, "key"), field(&ours, "fetch"), field(&ours, "size")),
+        (Some("k0"), Some("yes"), Some("1000"))
+    );
+    let ttl: i64 = field(&ours, "ttl").unwrap().parse().unwrap();
+    assert!((90..=100).contains(&ttl), "{ours}");
+    if !peer("memcached", have("memcached", "-V")) {
+        return;
+    }
+    let mc = Memcached::start_with(&["-m", "2"]);
+    let theirs = first_eviction(mc.port);
+    assert_eq!(names(&ours), names(&theirs), "ours {ours:?}, memcached's {theirs:?}");
+    assert_eq!(what(&ours), what(&theirs));
 }

@@ -198,6 +198,7 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
     }
     let _unix = server::listen::bind_unix(&settings, &mut listener_sets)?;
     let rt = Arc::new(Runtime::new(settings, a.verbose));
+    store.set_eviction_hook(rt.watch.eviction_hook());
     logmemcached::logging::follow(rt.verbosity_handle());
     let shared = server::Shared::new(rt.clone())?;
     server::install_shutdown_signals(shared.clone())?;

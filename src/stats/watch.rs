@@ -192,6 +192,24 @@ impl Watchers {
         );
     }
 
+    /// An item the log's writer evicted: memcached's `eviction` (no `cfd`:
+    /// no connection asked for it).
+    pub fn eviction(&self, key: &[u8], e: &crate::store::Evicted) {
+        if !self.wants(EVICTIONS) {
+            return;
+        }
+        let (key, fetch) = (encoded(key), if e.fetched { "yes" } else { "no" });
+        let (ttl, la, size) = (e.ttl, e.idle, e.value_len);
+        self.emit(EVICTIONS, format_args!("eviction key={key} fetch={fetch} ttl={ttl} la={la} clsid=1 size={size}"));
+    }
+
+    /// The store's hook for [`Watchers::eviction`] (install with
+    /// `Store::set_eviction_hook`): it holds the watchers, not the runtime.
+    pub fn eviction_hook(self: &Arc<Self>) -> crate::store::EvictionHook {
+        let watch = self.clone();
+        Box::new(move |key, e| watch.eviction(key, e))
+    }
+
     /// A connection accepted: memcached's `conn_new`.
     pub fn conn_new(&self, peer: Option<std::net::SocketAddr>, transport: &str, cfd: i32) {
         if !self.wants(CONNEVENTS) {
