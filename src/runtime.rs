@@ -313,6 +313,9 @@ pub struct Runtime {
     pub conn_table: crate::stats::conns::ConnTable,
     /// `stats sizes_enable|sizes_disable`: whether `stats sizes` answers.
     pub sizes_enabled: std::sync::atomic::AtomicBool,
+    /// `watch`: the connections streaming events.
+    /// Shared with the store's eviction hook (`Watchers::eviction_hook`).
+    pub watch: Arc<crate::stats::watch::Watchers>,
 }
 
 impl Runtime {
@@ -338,6 +341,7 @@ impl Runtime {
             detail: Default::default(),
             conn_table: Default::default(),
             sizes_enabled: std::sync::atomic::AtomicBool::new(sizes_on),
+            watch: Default::default(),
         };
         rt.detail.set_enabled(detail_on);
         rt

@@ -15,7 +15,21 @@ use crate::runtime::Runtime;
 
 pub mod conns;
 pub mod detail;
+pub mod watch;
 use crate::store::Store;
+
+/// memcached's `uriencode`, for keys in its reports (`lru_crawler
+/// metadump`, `watch`): unreserved characters as they are, every other byte
+/// as `%XX`.
+pub fn uriencode(key: &[u8], out: &mut Vec<u8>) {
+    for &b in key {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+}
 
 /// A counter with one writing thread.
 #[derive(Default, Debug)]

@@ -198,6 +198,7 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
     }
     let _unix = server::listen::bind_unix(&settings, &mut listener_sets)?;
     let rt = Arc::new(Runtime::new(settings, a.verbose));
+    store.set_eviction_hook(rt.watch.eviction_hook());
     logmemcached::logging::follow(rt.verbosity_handle());
     let shared = server::Shared::new(rt.clone())?;
     server::install_shutdown_signals(shared.clone())?;
@@ -266,14 +267,10 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
 /// on: said at start rather than silently ignored. Remove a line here when
 /// its layer honours the setting.
 fn not_enforced_yet(a: &ServeArgs) -> Vec<&'static str> {
-    [
-        (!a.evictions, "-M (Settings.evictions)"),
-        (!a.watch_enabled, "-W (Settings.disable_watch)"),
-        (a.ext.idle_timeout > 0, "-o idle_timeout (Settings.idle_timeout)"),
-    ]
-    .into_iter()
-    .filter_map(|(set, what)| set.then_some(what))
-    .collect()
+    [(!a.evictions, "-M (Settings.evictions)"), (a.ext.idle_timeout > 0, "-o idle_timeout (Settings.idle_timeout)")]
+        .into_iter()
+        .filter_map(|(set, what)| set.then_some(what))
+        .collect()
 }
 
 /// Spin before blocking only when there is a core the workers do not use:

@@ -55,6 +55,17 @@ impl Ctx<'_> {
     }
 }
 
+/// `watch fetchers`: memcached logs the lookup a keyed command makes
+/// (delete, touch, incr/decr, md, ma) as an `item_get`; peek at the item
+/// for it, only while someone watches.
+pub(crate) fn watch_lookup(key: &[u8], cfd: i32, ctx: &Ctx) {
+    if ctx.rt.watch.wants(crate::stats::watch::FETCHERS) {
+        let peek = crate::store::ReadOpts { value: false, note_access: false };
+        let found = ctx.store.get(key, peek, &mut Vec::new(), |_, _| {});
+        ctx.rt.watch.item_get(key, found.is_some(), found.map_or(0, |m| m.value_len as usize), cfd);
+    }
+}
+
 /// The result of one attempt to handle the front of a connection's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -104,11 +115,25 @@ pub struct Session {
     pub resume: Option<text::Resume>,
     /// Logged in (`-Y`: see ascii_auth.rs); unused without `-Y`.
     pub authenticated: bool,
+    /// Set by `watch`: the session only streams events from then on.
+    pub watch: Option<std::sync::Arc<crate::stats::watch::Watcher>>,
+    /// The connection's descriptor, as memcached's event lines name it
+    /// (`cfd=`); -1 where there is none.
+    pub cfd: i32,
 }
 
 impl Default for Session {
     fn default() -> Session {
-        Session { protocol: None, swallow: 0, admin: false, out_limit: usize::MAX, resume: None, authenticated: false }
+        Session {
+            protocol: None,
+            swallow: 0,
+            admin: false,
+            out_limit: usize::MAX,
+            resume: None,
+            authenticated: false,
+            watch: None,
+            cfd: -1,
+        }
     }
 }
 

@@ -133,6 +133,8 @@ enum Wait {
 
 impl Conn {
     pub fn new(stream: Stream) -> Conn {
+        use std::os::fd::{AsFd, AsRawFd};
+        let cfd = stream.as_fd().as_raw_fd();
         Conn {
             stream,
             input: Vec::new(),
@@ -141,7 +143,7 @@ impl Conn {
             out_pos: 0,
             counted_out: 0,
             counted_in: 0,
-            session: Session::default(),
+            session: Session { cfd, ..Session::default() },
             stalled: false,
             quantum_end: 0,
             requests_left: 0,
@@ -240,6 +242,9 @@ impl Conn {
         if self.out.capacity() == 0 {
             std::mem::swap(&mut self.out, &mut scratch.out);
         }
+        if self.session.watch.is_some() {
+            return self.on_watch(ctx, scratch);
+        }
         self.stalled = false;
         // What the socket takes now is room to produce in.
         self.flush(ctx);
@@ -267,6 +272,42 @@ impl Conn {
         // Output all held is not waiting for the socket: the worker serves
         // this connection again when its holds settle.
         if self.out_pos < self.sendable_end() || self.stalled {
+            Next::Write
+        } else {
+            Next::Read
+        }
+    }
+
+    /// Whether this connection streams `watch` events (the worker then
+    /// serves it on every poll, to move them).
+    pub fn watching(&self) -> bool {
+        self.session.watch.is_some()
+    }
+
+    /// A watcher with event lines waiting to move.
+    pub fn watch_has_lines(&self) -> bool {
+        self.session.watch.as_ref().is_some_and(|w| w.has_lines())
+    }
+
+    /// A watcher: its input is read and ignored (as memcached's) only to
+    /// see it close; queued event lines move into the output while it is
+    /// under the connection's cap.
+    fn on_watch(&mut self, ctx: &Ctx, scratch: &mut Scratch) -> Next {
+        self.input.clear();
+        self.in_pos = 0;
+        while !self.eof && self.read_into(&mut scratch.input, ctx).is_some() {}
+        self.flush(ctx);
+        if let Some(w) = &self.session.watch {
+            let limit = self.out_pos + CONN_OUTPUT_CAP;
+            if w.drain_into(&mut self.out, limit) {
+                self.flush(ctx);
+            }
+        }
+        self.give_back(ctx, scratch);
+        if self.closing || self.eof {
+            return Next::Close;
+        }
+        if self.out_pos < self.out.len() {
             Next::Write
         } else {
             Next::Read
@@ -363,6 +404,10 @@ impl Conn {
             }
             match step {
                 Step::Consumed { len, kind } => {
+                    if self.session.watch.is_some() {
+                        // `watch`: what follows it is never run.
+                        return input.len();
+                    }
                     ctx.stats.latency.record(kind, t0.elapsed());
                     self.requests_left = self.requests_left.saturating_sub(1);
                     if let Some((start, end)) = self.open_hold.take() {
@@ -476,6 +521,9 @@ impl Conn {
 
     /// Take this connection's share out of the counters (it is closing).
     pub fn release(&mut self, ctx: &Ctx) {
+        if let Some(w) = self.session.watch.take() {
+            ctx.rt.watch.remove(&w);
+        }
         Buffers::update(&ctx.rt.buffers.output, self.counted_out, 0);
         Buffers::update(&ctx.rt.buffers.input, self.counted_in, 0);
         self.counted_out = 0;

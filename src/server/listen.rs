@@ -92,6 +92,15 @@ impl Stream {
         }
     }
 
+    /// The peer and transport as memcached's `watch connevents` lines name
+    /// them (a UNIX socket has no peer address: `rip=unix`, "local").
+    pub fn watch_peer(&self) -> (Option<std::net::SocketAddr>, &'static str) {
+        match self {
+            Stream::Tcp(s) => (s.peer_addr().ok(), "tcp"),
+            Stream::Unix(_) => (None, "local"),
+        }
+    }
+
     /// TCP_NODELAY where there is TCP; and non-blocking.
     pub fn prepare(&self) -> std::io::Result<()> {
         match self {

@@ -32,6 +32,7 @@ use crate::error::{Context, Result};
 use crate::protocol::Ctx;
 use crate::runtime::PollMode;
 use crate::stats::conns::ConnInfo;
+use crate::stats::watch::CONNEVENTS;
 use crate::store::Store;
 use std::os::fd::AsRawFd;
 
@@ -48,6 +49,8 @@ const ACCEPTS_PER_EVENT: usize = 64;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// The longest a worker blocks while replies are held for replicas.
 const HOLD_POLL: Duration = Duration::from_millis(1);
+/// How often an idle worker moves queued `watch` lines to its watchers.
+const WATCH_POLL: Duration = Duration::from_millis(10);
 
 pub struct Worker {
     id: usize,
@@ -75,6 +78,9 @@ pub struct Worker {
     /// them kept for reuse while settling.
     holding: HashSet<u64>,
     settling: Vec<u64>,
+    /// Connections streaming `watch` events: served on every poll, which
+    /// wakes at least every `WATCH_POLL` while there are any.
+    watching: HashSet<u64>,
 }
 
 impl Worker {
@@ -107,6 +113,7 @@ impl Worker {
             accept_failing: false,
             rdma: None,
             holding: HashSet::new(),
+            watching: HashSet::new(),
             settling: Vec::new(),
         })
     }
@@ -134,6 +141,7 @@ impl Worker {
             if self.settle() {
                 idle = 0;
             }
+            self.feed_watchers();
             let mut block = mode == PollMode::Adaptive && idle >= budget;
             if let Some(r) = self.rdma.as_mut() {
                 let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
@@ -142,10 +150,15 @@ impl Worker {
                     block = false;
                 }
             }
-            let wake = match (self.accept_paused_until, self.holding.is_empty()) {
-                (t, true) => t,
-                (Some(t), false) => Some(t.min(Instant::now() + HOLD_POLL)),
-                (None, false) => Some(Instant::now() + HOLD_POLL),
+            let poll = match (self.holding.is_empty(), self.watching.is_empty()) {
+                (true, true) => None,
+                (false, _) => Some(HOLD_POLL),
+                (true, false) => Some(WATCH_POLL),
+            };
+            let wake = match (self.accept_paused_until, poll) {
+                (t, None) => t,
+                (Some(t), Some(p)) => Some(t.min(Instant::now() + p)),
+                (None, Some(p)) => Some(Instant::now() + p),
             };
             let timeout = match (block, wake) {
                 (false, _) => EpollTimeout::ZERO,
@@ -277,6 +290,10 @@ impl Worker {
             self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
             return;
         }
+        if self.shared.rt.watch.wants(CONNEVENTS) {
+            let (rip, transport) = conn.stream.watch_peer();
+            self.shared.rt.watch.conn_new(rip, transport, conn.stream.as_fd().as_raw_fd());
+        }
         let (peer, local) = conn.stream.stats_addrs();
         self.conn_info.insert(token, self.shared.rt.conn_table.register(conn.stream.as_fd().as_raw_fd(), peer, local));
         self.conns.insert(token, (conn, interest));
@@ -312,6 +329,26 @@ impl Worker {
         any
     }
 
+    /// Serve every watcher, to move its queued lines out.
+    fn feed_watchers(&mut self) {
+        if self.watching.is_empty() {
+            return;
+        }
+        let mut tokens = std::mem::take(&mut self.settling);
+        tokens.clear();
+        tokens.extend(self.watching.iter().copied());
+        for &token in &tokens {
+            match self.conns.get(&token) {
+                Some((conn, _)) if conn.watch_has_lines() => self.serve(token),
+                Some(_) => {}
+                None => {
+                    self.watching.remove(&token);
+                }
+            }
+        }
+        self.settling = tokens;
+    }
+
     fn serve(&mut self, token: u64) {
         let Some((conn, registered)) = self.conns.get_mut(&token) else { return };
         let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
@@ -324,16 +361,24 @@ impl Worker {
             // Not reading while replies are pending is the backpressure.
             Next::Write => EpollFlags::EPOLLOUT,
             Next::Close => {
+                if ctx.rt.watch.wants(CONNEVENTS) {
+                    let (rip, transport) = conn.stream.watch_peer();
+                    ctx.rt.watch.conn_close(rip, transport, "normal", conn.stream.as_fd().as_raw_fd());
+                }
                 conn.release(&ctx);
                 let _ = self.epoll.delete(conn.stream.as_fd());
                 self.shared.rt.conn_table.unregister(conn.stream.as_fd().as_raw_fd());
                 self.conn_info.remove(&token);
                 self.conns.remove(&token);
                 self.holding.remove(&token);
+                self.watching.remove(&token);
                 self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
         };
+        if conn.watching() {
+            self.watching.insert(token);
+        }
         if conn.holding() {
             self.holding.insert(token);
         } else if !self.holding.is_empty() {

@@ -110,7 +110,25 @@ pub struct Store {
     stats: StoreStats,
     /// A store over a memory file (`-e`): what opening it found.
     recovery: std::sync::OnceLock<Recovery>,
+    /// Told of every eviction (`watch evictions`); installed once at start.
+    eviction_hook: std::sync::OnceLock<EvictionHook>,
 }
+
+/// An item the log's writer evicted to make room, as memcached's `watch
+/// evictions` line describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Evicted {
+    pub fetched: bool,
+    /// Seconds it had left; -1: no expiry.
+    pub ttl: i64,
+    /// Seconds since its last access.
+    pub idle: u32,
+    pub value_len: u32,
+}
+
+/// Called (with the key) for every eviction, under the writer's lock: it
+/// must not block.
+pub type EvictionHook = Box<dyn Fn(&[u8], &Evicted) + Send + Sync>;
 
 /// The key rule every protocol shares: 1..=250 bytes, any bytes, as
 /// memcached 1.6 checks only the length (its text and meta tokenizers split
@@ -193,7 +211,13 @@ impl Store {
             sync: std::sync::OnceLock::new(),
             stats: StoreStats::default(),
             recovery: std::sync::OnceLock::new(),
+            eviction_hook: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Install what every eviction calls (once; later calls change nothing).
+    pub fn set_eviction_hook(&self, hook: EvictionHook) {
+        let _ = self.eviction_hook.set(hook);
     }
 
     pub fn log(&self) -> &Arc<Log> {

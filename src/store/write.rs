@@ -88,6 +88,11 @@ impl Store {
                     if !fetched {
                         stats.evicted_unfetched.fetch_add(1, Ordering::Relaxed);
                     }
+                    if let Some(hook) = self.eviction_hook.get() {
+                        let ttl = if e.expiry() == 0 { -1 } else { i64::from(e.expiry()) - i64::from(now) };
+                        let idle = now.saturating_sub(e.last_access.load(Ordering::Relaxed));
+                        hook(key, &super::Evicted { fetched, ttl, idle, value_len: h.value_len });
+                    }
                 } else if !fetched {
                     stats.expired_unfetched.fetch_add(1, Ordering::Relaxed);
                 }

@@ -22,6 +22,7 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
         initial: (expiration != u32::MAX).then_some((initial, expiration as i64)),
         new_exptime: None,
     };
+    crate::protocol::watch_lookup(req.key, req.cfd, ctx);
     match ctx.store.arith(&args) {
         Ok(ArithOutcome::Value { value, cas }) => {
             if incr {

@@ -6,6 +6,7 @@ use crate::store::DeleteOutcome;
 
 pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
     ctx.rt.detail.delete(req.key, ctx.rt.settings.detail_delimiter);
+    crate::protocol::watch_lookup(req.key, req.cfd, ctx);
     match ctx.store.delete(req.key, ctx.compared_cas(req.h.cas)) {
         Ok(DeleteOutcome::Deleted) => {
             ctx.stats.delete_hits.incr();

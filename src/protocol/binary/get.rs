@@ -11,6 +11,9 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
         write_hit_header(req, out, m.flags, ctx.shown_cas(m.cas), m.value_len, with_key);
     });
     ctx.rt.detail.get(req.key, ctx.rt.settings.detail_delimiter, hit.is_some());
+    if ctx.rt.watch.wants(crate::stats::watch::FETCHERS) {
+        ctx.rt.watch.item_get(req.key, hit.is_some(), hit.as_ref().map_or(0, |m| m.value_len as usize), req.cfd);
+    }
     if hit.is_some() {
         ctx.stats.get_hits.incr();
     } else {

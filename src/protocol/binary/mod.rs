@@ -36,6 +36,8 @@ pub(crate) struct Req<'a> {
     pub extras: &'a [u8],
     pub key: &'a [u8],
     pub value: &'a [u8],
+    /// The connection's descriptor, for `watch` lines (-1: none, RDMA).
+    pub cfd: i32,
 }
 
 impl Req<'_> {
@@ -130,7 +132,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
     let (op, quiet) = opcode::base(h.opcode);
     let fail = |out: &mut Vec<u8>, status: u16| {
         ctx.stats.protocol_errors.incr();
-        let req = Req { h, op, quiet, extras: &[], key: &[], value: &[] };
+        let req = Req { h, op, quiet, extras: &[], key: &[], value: &[], cfd: session.cfd };
         req.error(out, status);
         Step::Close
     };
@@ -144,7 +146,7 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
     }
     let extras = &input[header::HEADER_LEN..header::HEADER_LEN + h.extras_len as usize];
     let key = &input[header::HEADER_LEN + h.extras_len as usize..head];
-    let mut req = Req { h, op, quiet, extras, key, value: &[] };
+    let mut req = Req { h, op, quiet, extras, key, value: &[], cfd: session.cfd };
 
     if is_storage(op) {
         if value_len > ctx.store.max_item_size() {

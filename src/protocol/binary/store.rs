@@ -34,7 +34,11 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
     if !appending {
         ctx.rt.detail.set(req.key, ctx.rt.settings.detail_delimiter);
     }
-    match ctx.store.set(&args) {
+    let result = ctx.store.set(&args);
+    if ctx.rt.watch.wants(crate::stats::watch::MUTATIONS) {
+        watch_store(req, mode, exptime, &result, ctx);
+    }
+    match result {
         Ok(SetOutcome::Stored { cas: new }) => {
             if cas != 0 && !appending {
                 ctx.stats.cas_hits.incr();
@@ -75,4 +79,26 @@ pub(crate) fn too_large(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
         let _ = ctx.store.delete(req.key, 0);
     }
     req.error(out, status::E2BIG);
+}
+
+/// memcached's `item_store` line for a binary store (`watch mutations`); a
+/// refusal for the role stored nothing to show.
+fn watch_store(req: &Req, mode: SetMode, exptime: i64, r: &Result<SetOutcome, StoreError>, ctx: &Ctx) {
+    let appending = matches!(mode, SetMode::Append | SetMode::Prepend);
+    let status = match r {
+        Ok(SetOutcome::Stored { .. }) => "stored",
+        Ok(SetOutcome::Exists) => "exists",
+        Ok(SetOutcome::NotFound) if !appending => "not_found",
+        Ok(_) | Err(StoreError::TooLarge) => "not_stored",
+        Err(_) => return,
+    };
+    let cmd = match mode {
+        SetMode::Set if req.h.cas != 0 => "cas",
+        SetMode::Set => "set",
+        SetMode::Add => "add",
+        SetMode::Replace => "replace",
+        SetMode::Append => "append",
+        SetMode::Prepend => "prepend",
+    };
+    ctx.rt.watch.item_store(req.key, status, cmd, exptime.max(0), req.value.len(), req.cfd);
 }

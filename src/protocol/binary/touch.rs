@@ -15,6 +15,9 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
             let len = if with_value { m.value_len } else { 0 };
             get::write_hit_header(req, out, m.flags, ctx.shown_cas(m.cas), len, with_key);
         });
+    if let (Ok(hit), true) = (&r, ctx.rt.watch.wants(crate::stats::watch::FETCHERS)) {
+        ctx.rt.watch.item_get(req.key, hit.is_some(), hit.as_ref().map_or(0, |m| m.value_len as usize), req.cfd);
+    }
     match r {
         Ok(Some(_)) => ctx.stats.touch_hits.incr(),
         Ok(None) => {

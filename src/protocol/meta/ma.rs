@@ -4,7 +4,8 @@ use super::{common_checks, flags, line, push_key, push_opaque_and_key, store_err
 use crate::protocol::Ctx;
 use crate::store::{absolute_expiry, ArithArgs, ArithOutcome};
 
-pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
+/// `cfd`: the connection's descriptor, for `watch` lines.
+pub(super) fn handle(tokens: &[&[u8]], cfd: i32, out: &mut Vec<u8>, ctx: &Ctx) {
     if let Err(e) = common_checks(tokens, "CLIENT_ERROR options flags too long") {
         return line(out, e);
     }
@@ -32,6 +33,7 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
         new_exptime: f.ttl,
     };
     let now = ctx.store.clock.now();
+    crate::protocol::watch_lookup(&f.key, cfd, ctx);
     let (outcome, expiry) = match ctx.store.arith_ex(&args) {
         Ok(r) => r,
         Err(e) => return line(out, store_error(e, ctx)),

@@ -4,7 +4,8 @@ use super::{common_checks, flags, line, push_opaque_and_key, store_error};
 use crate::protocol::Ctx;
 use crate::store::DeleteOutcome;
 
-pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
+/// `cfd`: the connection's descriptor, for `watch` lines.
+pub(super) fn handle(tokens: &[&[u8]], cfd: i32, out: &mut Vec<u8>, ctx: &Ctx) {
     if let Err(e) = common_checks(tokens, "CLIENT_ERROR options flags too long") {
         return line(out, e);
     }
@@ -17,6 +18,7 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
         return line(out, "CLIENT_ERROR opaque token too long");
     }
     let cas = ctx.compared_cas(f.cas.unwrap_or(0));
+    crate::protocol::watch_lookup(&f.key, cfd, ctx);
     let r = if f.invalidate {
         // I: mark stale (new CAS, optional new TTL) instead of removing.
         ctx.store.invalidate(&f.key, cas, f.ttl)

@@ -4,7 +4,8 @@ use super::{common_checks, flags, line, push_key, push_opaque_and_key, store_err
 use crate::protocol::Ctx;
 use crate::store::{absolute_expiry, MetaGet, MetaGetArgs};
 
-pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
+/// `cfd`: the connection's descriptor, for `watch` lines.
+pub(super) fn handle(tokens: &[&[u8]], cfd: i32, out: &mut Vec<u8>, ctx: &Ctx) {
     if let Err(e) = common_checks(tokens, "CLIENT_ERROR options flags are too long") {
         return line(out, e);
     }
@@ -31,6 +32,12 @@ pub(super) fn handle(tokens: &[&[u8]], out: &mut Vec<u8>, ctx: &Ctx) {
         ctx.stats.cmd_get.incr();
     }
     let r = ctx.store.meta_get(&f.key, &args, out, |m, out| header(out, m, ftok, &f, ctx));
+    if let Ok(hit) = &r {
+        if ctx.rt.watch.wants(crate::stats::watch::FETCHERS) {
+            let size = hit.as_ref().map_or(0, |m| m.item.value_len as usize);
+            ctx.rt.watch.item_get(&f.key, hit.is_some(), size, cfd);
+        }
+    }
     match r {
         Ok(Some(_)) => {
             if f.value {

@@ -31,9 +31,9 @@ pub fn step(session: &mut Session, input: &[u8], line_end: usize, next: usize, o
     match cmd.get(1).copied() {
         Some(b'n') if cmd.len() == 2 => mn_me::mn(out),
         Some(b'e') if cmd.len() == 2 => mn_me::me(&tokens, out, ctx),
-        Some(b'g') if cmd.len() == 2 => mg::handle(&tokens, out, ctx),
-        Some(b'd') if cmd.len() == 2 => md::handle(&tokens, out, ctx),
-        Some(b'a') if cmd.len() == 2 => ma::handle(&tokens, out, ctx),
+        Some(b'g') if cmd.len() == 2 => mg::handle(&tokens, session.cfd, out, ctx),
+        Some(b'd') if cmd.len() == 2 => md::handle(&tokens, session.cfd, out, ctx),
+        Some(b'a') if cmd.len() == 2 => ma::handle(&tokens, session.cfd, out, ctx),
         Some(b's') if cmd.len() == 2 => return ms::handle(session, input, &tokens, next, out, ctx),
         _ => out.extend_from_slice(b"ERROR\r\n"),
     }

@@ -81,7 +81,20 @@ pub(super) fn handle(
     // memcached 1.6.18 accepts N on ms but does not vivify an append.
     ctx.stats.cmd_set.incr();
     let appending = matches!(mode, SetMode::Append | SetMode::Prepend);
-    let (status, new_cas) = match ctx.store.set(&args) {
+    let result = ctx.store.set(&args);
+    // A refusal for the role (a replica, fenced) stored nothing to show.
+    let watched = ctx.rt.watch.wants(crate::stats::watch::MUTATIONS);
+    if let (true, Some(status)) = (watched, store_status(&result, appending)) {
+        let cmd = match mode {
+            SetMode::Set => "set",
+            SetMode::Add => "add",
+            SetMode::Replace => "replace",
+            SetMode::Append => "append",
+            SetMode::Prepend => "prepend",
+        };
+        ctx.rt.watch.item_store(&f.key, status, cmd, f.ttl.unwrap_or(0).max(0), value.len(), session.cfd);
+    }
+    let (status, new_cas) = match result {
         Ok(SetOutcome::Stored { cas }) => {
             if f.no_reply {
                 return meta_step(end);
@@ -112,4 +125,15 @@ pub(super) fn handle(
     }
     out.extend_from_slice(b"\r\n");
     meta_step(end)
+}
+
+/// memcached's `item_store` status word for an outcome (`watch mutations`).
+fn store_status(r: &Result<SetOutcome, StoreError>, appending: bool) -> Option<&'static str> {
+    Some(match r {
+        Ok(SetOutcome::Stored { .. }) => "stored",
+        Ok(SetOutcome::Exists) => "exists",
+        Ok(SetOutcome::NotFound) if !appending => "not_found",
+        Ok(_) | Err(StoreError::TooLarge) => "not_stored",
+        Err(_) => return None,
+    })
 }

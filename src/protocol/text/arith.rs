@@ -8,7 +8,8 @@ use super::parse::{push_u64, safe_strtoull, Tokens, KEY_MAX_LENGTH};
 use super::{reply, reply_error, reply_read_only, Ctx, BAD_FORMAT, ERROR};
 use crate::store::{valid_key, ArithArgs, ArithOutcome, StoreError};
 
-pub fn step(t: &Tokens, incr: bool, out: &mut Vec<u8>, ctx: &Ctx) {
+/// `cfd`: the connection's descriptor, for `watch` lines.
+pub fn step(t: &Tokens, incr: bool, cfd: i32, out: &mut Vec<u8>, ctx: &Ctx) {
     if t.count() != 4 && t.count() != 5 {
         return reply_error(out, false, ERROR, ctx);
     }
@@ -24,6 +25,7 @@ pub fn step(t: &Tokens, incr: bool, out: &mut Vec<u8>, ctx: &Ctx) {
         return reply_error(out, noreply, BAD_FORMAT, ctx);
     }
     let args = ArithArgs { key, incr, delta, cas: 0, initial: None, new_exptime: None };
+    crate::protocol::watch_lookup(key, cfd, ctx);
     match ctx.store.arith(&args) {
         Ok(ArithOutcome::Value { value, .. }) => {
             if incr {

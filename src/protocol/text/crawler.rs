@@ -112,25 +112,13 @@ pub fn cachedump(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
 /// memcached's metadump line: the key URI-encoded, times absolute.
 fn line(out: &mut Vec<u8>, key: &[u8], m: &ItemMeta, cls: usize) {
     out.extend_from_slice(b"key=");
-    uriencode(key, out);
+    crate::stats::uriencode(key, out);
     let exp = if m.expiry == 0 { -1 } else { m.expiry as i64 };
     let fetch = if m.fetched { "yes" } else { "no" };
     let size = item_size(key.len(), m);
     out.extend_from_slice(
         format!(" exp={exp} la={} cas={} fetch={fetch} cls={cls} size={size}\n", m.last_access, m.cas).as_bytes(),
     );
-}
-
-/// memcached's `uriencode`: unreserved characters as they are, every other
-/// byte as `%XX`.
-fn uriencode(key: &[u8], out: &mut Vec<u8>) {
-    for &b in key {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b);
-        } else {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
-        }
-    }
 }
 
 #[cfg(test)]
@@ -186,7 +174,7 @@ mod tests {
     #[test]
     fn keys_are_uri_encoded_as_memcached_does() {
         let mut out = Vec::new();
-        super::uriencode(b"b%c d\x01~A-z.9_", &mut out);
+        crate::stats::uriencode(b"b%c d\x01~A-z.9_", &mut out);
         assert_eq!(out, b"b%25c%20d%01~A-z.9_");
     }
 

@@ -7,7 +7,8 @@ use super::parse::{Tokens, KEY_MAX_LENGTH};
 use super::{reply, reply_error, reply_read_only, Ctx, BAD_FORMAT, ERROR};
 use crate::store::{valid_key, DeleteOutcome, StoreError};
 
-pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
+/// `session_cfd`: the connection's descriptor, for `watch` lines.
+pub fn step(t: &Tokens, session_cfd: i32, out: &mut Vec<u8>, ctx: &Ctx) {
     if !(3..=5).contains(&t.count()) {
         return reply_error(out, false, ERROR, ctx);
     }
@@ -26,6 +27,7 @@ pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
         return reply_error(out, noreply, BAD_FORMAT, ctx);
     }
     ctx.rt.detail.delete(key, ctx.rt.settings.detail_delimiter);
+    crate::protocol::watch_lookup(key, session_cfd, ctx);
     match ctx.store.delete(key, 0) {
         Ok(DeleteOutcome::Deleted) => {
             ctx.stats.delete_hits.incr();

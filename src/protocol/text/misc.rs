@@ -53,3 +53,19 @@ pub fn shutdown(t: &Tokens, session: &Session, out: &mut Vec<u8>, ctx: &Ctx) -> 
     }
     true
 }
+
+/// `watch [fetchers] [mutations] [evictions] [connevents]`: from now on the
+/// session streams event lines (the connection drains them; see
+/// `crate::stats::watch`). Refused under `-W`, and on the admin socket,
+/// whose sessions no worker polls.
+pub fn watch(t: &Tokens, session: &mut Session, out: &mut Vec<u8>, ctx: &Ctx) {
+    if ctx.rt.settings.disable_watch || session.admin {
+        return reply(out, false, b"CLIENT_ERROR watch commands not allowed");
+    }
+    let Some(classes) = crate::stats::watch::parse_classes((1..t.count() - 1).map(|i| t.get(i))) else {
+        return reply_error(out, false, ERROR, ctx);
+    };
+    let queue = crate::stats::watch::queue_bytes(ctx.rt.settings.watcher_logbuf_size);
+    session.watch = Some(ctx.rt.watch.add(classes, queue));
+    reply(out, false, b"OK");
+}

@@ -127,15 +127,15 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
             return storage::step(&tokens, session, input, next, out, ctx)
         }
         b"incr" | b"decr" => {
-            arith::step(&tokens, cmd == b"incr", out, ctx);
+            arith::step(&tokens, cmd == b"incr", session.cfd, out, ctx);
             Kind::IncrDecr
         }
         b"delete" => {
-            delete::step(&tokens, out, ctx);
+            delete::step(&tokens, session.cfd, out, ctx);
             Kind::Delete
         }
         b"touch" => {
-            touch::step(&tokens, out, ctx);
+            touch::step(&tokens, session.cfd, out, ctx);
             Kind::Touch
         }
         b"flush_all" => {
@@ -168,6 +168,10 @@ pub fn step(session: &mut Session, input: &[u8], out: &mut Vec<u8>, ctx: &Ctx) -
         }
         b"verbosity" => {
             misc::verbosity(&tokens, out, ctx);
+            Kind::Other
+        }
+        b"watch" => {
+            misc::watch(&tokens, session, out, ctx);
             Kind::Other
         }
         b"quit" => return Step::Close,

@@ -179,6 +179,9 @@ fn produce(mut r: Resume, line: &[u8], session: &mut Session, out: &mut Vec<u8>,
             hit
         };
         ctx.rt.detail.get(key, ctx.rt.settings.detail_delimiter, hit.is_some());
+        if ctx.rt.watch.wants(crate::stats::watch::FETCHERS) {
+            ctx.rt.watch.item_get(key, hit.is_some(), hit.as_ref().map_or(0, |m| m.value_len as usize), session.cfd);
+        }
         if hit.is_some() {
             out.extend_from_slice(b"\r\n");
             if out.len() >= session.out_limit && next_token(line, r.at).is_some() {

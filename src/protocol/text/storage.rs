@@ -130,6 +130,28 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
             return consumed;
         }
     };
+    if ctx.rt.watch.wants(crate::stats::watch::MUTATIONS) {
+        watch_store(t.get(0), key, line, exptime as i64, vlen, session.cfd, ctx);
+    }
     reply(out, noreply, line);
     consumed
+}
+
+/// memcached's `item_store` line for this outcome (`watch mutations`).
+fn watch_store(cmd: &[u8], key: &[u8], line: &[u8], exptime: i64, size: usize, cfd: i32, ctx: &Ctx) {
+    let status = match line {
+        b"STORED" => "stored",
+        b"NOT_STORED" => "not_stored",
+        b"EXISTS" => "exists",
+        b"NOT_FOUND" => "not_found",
+        _ => "too_large",
+    };
+    // memcached shows the time left: an absolute time (past 30 days) relative to now.
+    let ttl = if exptime > 60 * 60 * 24 * 30 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        (exptime - now).max(0)
+    } else {
+        exptime.max(0)
+    };
+    ctx.rt.watch.item_store(key, status, std::str::from_utf8(cmd).unwrap_or("set"), ttl, size, cfd);
 }

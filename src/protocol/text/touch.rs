@@ -5,7 +5,8 @@ use super::parse::{safe_strtol, Tokens, KEY_MAX_LENGTH};
 use super::{reply, reply_error, reply_read_only, Ctx, BAD_EXPTIME, BAD_FORMAT, ERROR};
 use crate::store::{valid_key, StoreError};
 
-pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
+/// `cfd`: the connection's descriptor, for `watch` lines.
+pub fn step(t: &Tokens, cfd: i32, out: &mut Vec<u8>, ctx: &Ctx) {
     if t.count() != 4 && t.count() != 5 {
         return reply_error(out, false, ERROR, ctx);
     }
@@ -20,6 +21,7 @@ pub fn step(t: &Tokens, out: &mut Vec<u8>, ctx: &Ctx) {
     if !valid_key(key) {
         return reply_error(out, noreply, BAD_FORMAT, ctx);
     }
+    crate::protocol::watch_lookup(key, cfd, ctx);
     match ctx.store.touch(key, exptime as i64) {
         Ok(found) => {
             ctx.stats.cmd_touch.incr();
