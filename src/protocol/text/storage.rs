@@ -129,6 +129,11 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
             reply_error(out, noreply, BAD_FORMAT, ctx);
             return consumed;
         }
+        // -M: storing it would have evicted a live item.
+        Err(StoreError::NoMemory) => {
+            ctx.stats.store_no_memory.incr();
+            b"SERVER_ERROR out of memory storing object"
+        }
     };
     reply(out, noreply, line);
     consumed
