@@ -214,14 +214,13 @@ fn oldest_age(store: &Store) -> u64 {
 /// `stats items`: memcached 1.6's per-class item figures, in its order, for
 /// the log's one class. Always 0 here, and why: the hot/warm/temp segments
 /// and their moves, hits and ages (the log is one FIFO: every item counts
-/// as cold); `outofmemory` (the writer always frees room by evicting the
-/// oldest records; a value too large is refused before that); `tailrepairs`
+/// as cold); `tailrepairs`
 /// and `lrutail_reflocked` (no reference counts: a reader copies the value
 /// under the index lock); `evicted_active` (no LRU bumps); the crawler's
 /// figures (no crawler: expired records are reclaimed by the writer's
 /// cleaner, or unlinked by the reader that finds them). `direct_reclaims`
 /// is every eviction: the writer evicts inline, as memcached's direct
-/// reclaim does. `log_records` is ours (records appended).
+/// reclaim does. `outofmemory` counts item writes `-M` refused. `log_records` is ours (records appended).
 fn items(rt: &Runtime, store: &Store) -> Vec<StatLine> {
     let snap = store.snapshot();
     if snap.curr_items == 0 {
@@ -241,7 +240,7 @@ fn items(rt: &Runtime, store: &Store) -> Vec<StatLine> {
         ("evicted", snap.evictions),
         ("evicted_nonzero", snap.evicted_nonzero),
         ("evicted_time", snap.evicted_time),
-        ("outofmemory", 0),
+        ("outofmemory", snap.outofmemory),
         ("tailrepairs", 0),
         ("reclaimed", snap.reclaimed),
         ("expired_unfetched", snap.expired_unfetched),
@@ -412,7 +411,7 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         // memcached's name for the listen address.
         ("inter", s.listen.clone()),
         ("verbosity", rt.verbosity().to_string()),
-        ("evictions", "on".into()),
+        ("evictions", if s.evictions { "on" } else { "off" }.into()),
         ("shutdown_command", if s.enable_shutdown { "yes" } else { "no" }.into()),
         ("num_threads", s.threads.to_string()),
         ("detail_enabled", if rt.detail.enabled() { "yes" } else { "no" }.into()),

@@ -152,6 +152,9 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
         Some(f) => Store::open_memory_file(&cfg, f).context("-e")?,
         None => Store::open(&cfg, region_file.as_deref()).context("creating the item log")?,
     });
+    // -M: refuse an item write rather than evict (a replica applies its
+    // primary's records whatever this says; promoted, it honours it).
+    store.set_evictions(settings.evictions);
     if let (Some(n), Some(f)) = (&shm_name, &settings.memory_file) {
         replication::shm::link_region(n, a.hugepages != HugePages::Off, f)?;
     }
@@ -267,7 +270,7 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
 /// on: said at start rather than silently ignored. Remove a line here when
 /// its layer honours the setting.
 fn not_enforced_yet(a: &ServeArgs) -> Vec<&'static str> {
-    [(!a.evictions, "-M (Settings.evictions)"), (a.ext.idle_timeout > 0, "-o idle_timeout (Settings.idle_timeout)")]
+    [(a.ext.idle_timeout > 0, "-o idle_timeout (Settings.idle_timeout)")]
         .into_iter()
         .filter_map(|(set, what)| set.then_some(what))
         .collect()

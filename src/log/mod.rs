@@ -236,6 +236,21 @@ impl Log {
 pub enum AppendError {
     /// Larger than the log can ever hold (more than half its capacity).
     TooLarge,
+    /// [`Reclaim::DeadOnly`]: making room would reclaim a record the caller
+    /// holds live; nothing was reclaimed or written.
+    NoRoom,
+}
+
+/// What the cleaner may reclaim to make room for an append.
+pub enum Reclaim<'a> {
+    /// The oldest records, whatever they hold (a cache's eviction).
+    Any,
+    /// Only records `live(pos, header, key)` says are dead (memcached's
+    /// `-M`), and only if `reserve` more bytes could be freed the same way
+    /// after this record (room kept for records that must not fail). Space
+    /// is freed in log order, so a live record at the tail refuses the
+    /// append even if dead bytes lie behind it.
+    DeadOnly { live: &'a mut dyn FnMut(u64, &Header, &[u8]) -> bool, reserve: u64 },
 }
 
 /// A mirrored record does not fit where it claims to be.
@@ -325,6 +340,20 @@ impl LogWriter {
         value: &[&[u8]],
         reclaim: &mut dyn FnMut(u64, &Header, &[u8]),
     ) -> Result<u64, AppendError> {
+        self.append_with(rec, key, value, Reclaim::Any, reclaim)
+    }
+
+    /// `append`, reclaiming only what `policy` allows: with
+    /// [`Reclaim::DeadOnly`] an append that would reclaim a live record
+    /// fails with `NoRoom` and leaves the log as it was.
+    pub fn append_with(
+        &mut self,
+        rec: NewRecord,
+        key: &[u8],
+        value: &[&[u8]],
+        policy: Reclaim<'_>,
+        reclaim: &mut dyn FnMut(u64, &Header, &[u8]),
+    ) -> Result<u64, AppendError> {
         let value_len: usize = value.iter().map(|p| p.len()).sum();
         let len = record::record_len(key.len(), value_len);
         if len > self.max_record() || key.len() > record::MAX_KEY_LEN || value_len > u32::MAX as usize {
@@ -332,6 +361,12 @@ impl LogWriter {
         }
         let room = self.log.room_to_end(self.head);
         let pad = if room < len { room } else { 0 };
+        if let Reclaim::DeadOnly { live, reserve } = policy {
+            let need = (pad + len).saturating_add(reserve).min(self.log.capacity());
+            if !self.room_without_live(need, live) {
+                return Err(AppendError::NoRoom);
+            }
+        }
         self.make_room(pad + len, reclaim);
 
         let mut pos = self.head;
@@ -406,6 +441,35 @@ impl LogWriter {
         if self.tail != before {
             self.publish_tail();
         }
+    }
+
+    /// Whether `need` bytes can be freed above head without reclaiming a
+    /// record `live` holds live: the walk `make_room` would take, reading
+    /// only (so a refusal leaves the tail where it was).
+    fn room_without_live(&self, need: u64, live: &mut dyn FnMut(u64, &Header, &[u8]) -> bool) -> bool {
+        let cap = self.log.capacity();
+        let mut tail = self.tail;
+        while self.head + need - tail > cap {
+            let pos = self.log.skip_gap(tail);
+            if pos != tail {
+                tail = pos;
+                continue;
+            }
+            let h = self
+                .log
+                .read_header(pos)
+                .unwrap_or_else(|| panic!("log corrupt: no valid record at tail position {pos}"));
+            if h.kind.is_item() {
+                let mut key = [0u8; record::MAX_KEY_LEN];
+                let key = &mut key[..h.key_len as usize];
+                self.log.read_key(pos, key);
+                if live(pos, &h, key) {
+                    return false;
+                }
+            }
+            tail = pos + h.total_len();
+        }
+        true
     }
 
     /// Invariant 2: readers learn the space below `tail` is gone before any
@@ -605,6 +669,60 @@ mod tests {
         // What fits is still taken.
         let fits = record::encode_record(h(small.len() as u64), b"k", &[7; 1000]);
         w.append_raw(small.len() as u64, &fits, &mut |_, _, _| {}).unwrap();
+    }
+
+    /// `-M`: a live record at the tail refuses the append, and the log is
+    /// as it was; once it is dead, the same append reclaims it.
+    #[test]
+    fn dead_only_refuses_at_a_live_tail_and_changes_nothing() {
+        let (log, mut w) = small_log();
+        let value = vec![3u8; 100_000];
+        let mut n = 0u32;
+        let mut live_from = 0u64;
+        loop {
+            let key = format!("k{n}");
+            let mut live = |pos: u64, _: &Header, _: &[u8]| pos >= live_from;
+            let r = w.append_with(
+                set(n),
+                key.as_bytes(),
+                &[&value],
+                Reclaim::DeadOnly { live: &mut live, reserve: 0 },
+                &mut |_, _, _| panic!("nothing live may be reclaimed"),
+            );
+            match r {
+                Ok(_) => n += 1,
+                Err(e) => {
+                    assert_eq!(e, AppendError::NoRoom);
+                    break;
+                }
+            }
+        }
+        assert!(n > 1);
+        let (head, tail) = (log.head(), log.tail());
+        assert_eq!(tail, 0);
+        // Still refused: nothing moved.
+        let mut live = |_: u64, _: &Header, _: &[u8]| true;
+        let r = w.append_with(
+            set(n),
+            b"x",
+            &[&value],
+            Reclaim::DeadOnly { live: &mut live, reserve: 0 },
+            &mut |_, _, _| {},
+        );
+        assert_eq!(r, Err(AppendError::NoRoom));
+        assert_eq!((log.head(), log.tail()), (head, tail));
+        // The first two records dead (room for the record and a lap's
+        // padding): only they may be reclaimed to make room.
+        live_from = 2 * record::record_len(2, value.len());
+        let mut live = |pos: u64, _: &Header, _: &[u8]| pos >= live_from;
+        let mut reclaimed = Vec::new();
+        w.append_with(set(n), b"x", &[&value], Reclaim::DeadOnly { live: &mut live, reserve: 0 }, &mut |p, _, k| {
+            reclaimed.push((p, k.to_vec()))
+        })
+        .unwrap();
+        assert!(!reclaimed.is_empty());
+        assert!(reclaimed.iter().all(|(p, _)| *p < live_from), "{reclaimed:?}");
+        assert_eq!(reclaimed[0], (0, b"k0".to_vec()));
     }
 
     #[test]

@@ -77,6 +77,9 @@ struct Writer {
     /// Reused for read-modify-write values (append, prepend, incr): the new
     /// record is assembled once, never allocated twice.
     scratch: Vec<u8>,
+    /// memcached's evictions setting (`-M` turns it off): whether a write
+    /// may reclaim a live item to make room (see `append_locked`).
+    evictions: bool,
 }
 
 pub struct StoreConfig {
@@ -193,7 +196,7 @@ impl Store {
                 max_item_size
             );
         }
-        let writer = Writer { log: LogWriter::new(log.clone()), next_cas: 1, scratch: Vec::new() };
+        let writer = Writer { log: LogWriter::new(log.clone()), next_cas: 1, scratch: Vec::new(), evictions: true };
         let clock = Clock::default();
         let started = clock.now();
         Ok(Store {
@@ -230,6 +233,13 @@ impl Store {
 
     pub fn max_item_size(&self) -> usize {
         self.max_item_size
+    }
+
+    /// memcached's `-M` (`on` false): a write of an item that would need
+    /// the cleaner to reclaim a live item is refused (`StoreError::NoMemory`)
+    /// instead; dead records are still reclaimed.
+    pub fn set_evictions(&self, on: bool) {
+        self.lock().evictions = on;
     }
 
     pub fn set_read_only(&self, ro: bool) {
@@ -294,6 +304,7 @@ impl Store {
             total_items: l(&s.total_items),
             bytes: self.index.bytes(),
             evictions: l(&s.evictions),
+            outofmemory: l(&s.outofmemory),
             evicted_unfetched: l(&s.evicted_unfetched),
             evicted_nonzero: l(&s.evicted_nonzero),
             evicted_time: l(&s.evicted_time),

@@ -111,6 +111,8 @@ pub enum StoreError {
     /// Written, but fewer than `--sync-replicas` replicas confirmed it within
     /// `--sync-timeout`.
     NotReplicated,
+    /// `-M`: storing it would reclaim a live item; nothing was written.
+    NoMemory,
 }
 
 impl std::fmt::Display for StoreError {
@@ -121,6 +123,7 @@ impl std::fmt::Display for StoreError {
             StoreError::BadKey => "bad key",
             StoreError::Fenced => "stale primary: a replica was promoted to a newer epoch; writes refused",
             StoreError::NotReplicated => "stored, but not confirmed by the required replicas in time",
+            StoreError::NoMemory => "out of memory storing object",
         })
     }
 }
@@ -202,6 +205,8 @@ pub struct ReadOpts {
 pub struct StoreStats {
     pub total_items: AtomicU64,
     pub evictions: AtomicU64,
+    /// Writes refused under `-M` (memcached's `outofmemory`).
+    pub outofmemory: AtomicU64,
     pub evicted_unfetched: AtomicU64,
     /// Evictions of items that had an expiry (memcached's `evicted_nonzero`).
     pub evicted_nonzero: AtomicU64,
@@ -222,6 +227,7 @@ pub struct StoreSnapshot {
     pub total_items: u64,
     pub bytes: u64,
     pub evictions: u64,
+    pub outofmemory: u64,
     pub evicted_unfetched: u64,
     pub evicted_nonzero: u64,
     pub evicted_time: u64,

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::{absolute_expiry, DeleteOutcome, SetArgs, SetMode, SetOutcome, Store, StoreError, Writer};
 use crate::index::Entry;
 use crate::log::record::{Header, Kind, ITEM_KEY_BINARY, ITEM_STALE};
-use crate::log::{AppendError, NewRecord};
+use crate::log::{AppendError, NewRecord, Reclaim};
 
 /// The access state a new item starts with: memcached keeps it across an
 /// in-place change (incr/decr that fits, `md I`, a stale `ms I`). Set on
@@ -17,6 +17,13 @@ use crate::log::{AppendError, NewRecord};
 pub(super) struct ItemState {
     pub fetched: bool,
     pub win_sent: bool,
+}
+
+/// `-M`: the log space item writes leave for Delete, Touch and Flush
+/// records (1/64 of the log: about a thousand deletes of long keys in a
+/// 2 MiB log).
+pub(super) fn no_evictions_reserve(capacity: u64) -> u64 {
+    capacity / 64
 }
 
 impl Store {
@@ -98,8 +105,32 @@ impl Store {
                 }
             }
         };
-        let pos = w.log.append(rec, key, value, &mut reclaim).map_err(|e| match e {
+        let r = if w.evictions {
+            w.log.append(rec, key, value, &mut reclaim)
+        } else {
+            // `-M`: an item write (memcached's allocation) reclaims only dead
+            // records and keeps `reserve` bytes free the same way, for the
+            // Delete, Touch and Flush records memcached writes without
+            // allocating: a full cache must still take deletes. Those use the
+            // reserve, and only once it is gone reclaim a live record (an
+            // eviction) rather than fail.
+            let mut live = |pos: u64, h: &Header, key: &[u8]| {
+                let shard = self.index.read(key);
+                shard.get(key).is_some_and(|e| e.pos == pos && self.alive(e.expiry(), h.time, now))
+            };
+            let reserve = if rec.kind == Kind::Set { no_evictions_reserve(w.log.log().capacity()) } else { 0 };
+            let policy = Reclaim::DeadOnly { live: &mut live, reserve };
+            match w.log.append_with(rec, key, value, policy, &mut reclaim) {
+                Err(AppendError::NoRoom) if rec.kind != Kind::Set => w.log.append(rec, key, value, &mut reclaim),
+                r => r,
+            }
+        };
+        let pos = r.map_err(|e| match e {
             AppendError::TooLarge => StoreError::TooLarge,
+            AppendError::NoRoom => {
+                self.stats.outofmemory.fetch_add(1, Ordering::Relaxed);
+                StoreError::NoMemory
+            }
         })?;
         self.stats.records_appended.fetch_add(1, Ordering::Relaxed);
         Ok(pos)
@@ -415,6 +446,74 @@ mod tests {
         assert!(snap.evictions > 0, "the cache filled");
         assert!(peak <= snap.limit_maxbytes, "bytes {peak} > limit_maxbytes {}", snap.limit_maxbytes);
         assert!(peak > snap.limit_maxbytes * 9 / 10, "the log is used: {peak}");
+    }
+
+    /// `-M`: filled with live items until a write is refused; the refusal
+    /// writes nothing, loses nothing and is counted; dead records behind a
+    /// live one free nothing until the live one is gone; deletes still work.
+    #[test]
+    fn without_evictions_a_full_log_refuses_and_keeps_every_item() {
+        let s = store(4);
+        s.set_evictions(false);
+        let v = [b'x'; 1000];
+        let mut n = 0;
+        let refused = loop {
+            match s.set(&SetArgs::new(SetMode::Set, format!("k{n}").as_bytes(), &v, 0, 0)) {
+                Ok(SetOutcome::Stored { .. }) if n < 10_000 => n += 1,
+                other => break other,
+            }
+        };
+        assert_eq!(refused, Err(StoreError::NoMemory));
+        let snap = s.snapshot();
+        assert_eq!((snap.evictions, snap.outofmemory, snap.curr_items), (0, 1, n));
+        assert!(snap.log_head - snap.log_tail > snap.log_capacity * 9 / 10, "the log filled");
+        // Refused again, and nothing in the log moved.
+        assert_eq!(s.set(&SetArgs::new(SetMode::Set, b"again", &v, 0, 0)), Err(StoreError::NoMemory));
+        let again = s.snapshot();
+        assert_eq!(
+            (again.log_head, again.log_tail, again.records_appended),
+            (snap.log_head, snap.log_tail, snap.records_appended)
+        );
+        assert_eq!(again.outofmemory, 2);
+        let incr = ArithArgs { key: b"k0", incr: true, delta: 1, cas: 0, initial: None, new_exptime: None };
+        assert!(s.arith(&incr).is_ok(), "not numeric: refused before any write");
+        for i in 0..n {
+            assert_eq!(get(&s, format!("k{i}").as_bytes()).unwrap().0, v, "k{i}");
+        }
+        // Deleting items behind the tail frees nothing: the tail is live.
+        for i in 10..20 {
+            assert_eq!(s.delete(format!("k{i}").as_bytes(), 0).unwrap(), DeleteOutcome::Deleted);
+        }
+        assert_eq!(s.set(&SetArgs::new(SetMode::Set, b"new", &v, 0, 0)), Err(StoreError::NoMemory));
+        assert_eq!(s.snapshot().evictions, 0, "deletes took the reserve, not a live item");
+        // Once the items at the tail are dead too, their space and the
+        // deleted items' behind them are reclaimed.
+        for i in 0..10 {
+            s.delete(format!("k{i}").as_bytes(), 0).unwrap();
+        }
+        for i in 0..15 {
+            let r = s.set(&SetArgs::new(SetMode::Set, format!("new{i}").as_bytes(), &v, 0, 0));
+            assert!(matches!(r, Ok(SetOutcome::Stored { .. })), "new{i}: {r:?}");
+        }
+        let snap = s.snapshot();
+        assert_eq!(snap.evictions, 0);
+        for i in 20..n {
+            assert!(get(&s, format!("k{i}").as_bytes()).is_some(), "k{i} kept");
+        }
+        // Expired items are dead: they are reclaimed.
+        let t = store(4);
+        t.set_evictions(false);
+        for i in 0..n {
+            t.set(&SetArgs::new(SetMode::Set, format!("e{i}").as_bytes(), &v, 0, 10)).unwrap();
+        }
+        assert!(t.snapshot().log_head - t.snapshot().log_tail > t.snapshot().log_capacity * 9 / 10);
+        t.clock.advance(11);
+        // (A lap's padding falls elsewhere this time: one item fewer.)
+        for i in 0..n - 1 {
+            let r = t.set(&SetArgs::new(SetMode::Set, format!("f{i}").as_bytes(), &v, 0, 0));
+            assert!(matches!(r, Ok(SetOutcome::Stored { .. })), "f{i}/{n}: {r:?}");
+        }
+        assert_eq!((t.snapshot().evictions, t.snapshot().outofmemory), (0, 0));
     }
 
     /// A store whose `--sync-replicas` wait always times out.

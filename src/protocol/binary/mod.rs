@@ -87,6 +87,8 @@ impl Req<'_> {
                 self.reply(out, status::NOT_SUPPORTED, 0, &[], &[], e.to_string().as_bytes())
             }
             StoreError::NotReplicated => self.reply(out, status::ETMPFAIL, 0, &[], &[], e.to_string().as_bytes()),
+            // -M: memcached's words for a failed item allocation.
+            StoreError::NoMemory => self.reply(out, status::ENOMEM, 0, &[], &[], b"Out of memory allocating item"),
         }
     }
 }

@@ -67,7 +67,13 @@ pub(crate) fn handle(req: &Req, out: &mut Vec<u8>, ctx: &Ctx) {
         ),
         // A grown append/prepend that no longer fits: memcached says "not stored".
         Err(StoreError::TooLarge) if appending => req.error(out, status::NOT_STORED),
-        Err(e) => req.store_error(out, e, ctx),
+        Err(e) => {
+            // -M refused a SET: memcached unlinks the old value, as in `too_large`.
+            if e == StoreError::NoMemory && req.op == opcode::SET {
+                let _ = ctx.store.delete(req.key, 0);
+            }
+            req.store_error(out, e, ctx)
+        }
     }
 }
 

@@ -116,5 +116,9 @@ fn store_error(e: StoreError, ctx: &Ctx) -> &'static str {
             "SERVER_ERROR stale primary: a replica was promoted to a newer epoch; writes refused"
         }
         StoreError::NotReplicated => "SERVER_ERROR stored, but not confirmed by the required replicas in time",
+        StoreError::NoMemory => {
+            ctx.stats.store_no_memory.incr();
+            "SERVER_ERROR out of memory storing object"
+        }
     }
 }

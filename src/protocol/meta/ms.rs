@@ -107,6 +107,10 @@ pub(super) fn handle(
         Ok(SetOutcome::NotFound) => ("NF", 0),
         Err(StoreError::TooLarge) if appending => ("NS", 0),
         Err(e) => {
+            if e == StoreError::NoMemory {
+                // -M: memcached unlinks the old value (any mode), as above.
+                let _ = ctx.store.delete(&f.key, 0);
+            }
             line(out, store_error(e, ctx));
             return meta_step(end);
         }

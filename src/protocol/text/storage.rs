@@ -129,6 +129,15 @@ pub fn step(t: &Tokens, session: &mut Session, input: &[u8], next: usize, out: &
             reply_error(out, noreply, BAD_FORMAT, ctx);
             return consumed;
         }
+        // -M: storing it would have evicted a live item. memcached then
+        // unlinks a plain set's old value, as for one too large.
+        Err(StoreError::NoMemory) => {
+            ctx.stats.store_no_memory.incr();
+            if mode == SetMode::Set && !is_cas {
+                let _ = ctx.store.delete(key, 0);
+            }
+            b"SERVER_ERROR out of memory storing object"
+        }
     };
     if ctx.rt.watch.wants(crate::stats::watch::MUTATIONS) {
         watch_store(t.get(0), key, line, exptime as i64, vlen, session.cfd, ctx);

@@ -35,7 +35,7 @@ pub fn step(t: &Tokens, cfd: i32, out: &mut Vec<u8>, ctx: &Ctx) {
         }
         Err(StoreError::ReadOnly) => reply_read_only(out, noreply, ctx),
         Err(e @ (StoreError::Fenced | StoreError::NotReplicated)) => super::reply_role_error(out, noreply, e, ctx),
-        Err(StoreError::TooLarge) => reply(out, noreply, b"SERVER_ERROR out of memory"),
+        Err(StoreError::TooLarge | StoreError::NoMemory) => reply(out, noreply, b"SERVER_ERROR out of memory"),
         Err(StoreError::BadKey) => reply_error(out, noreply, BAD_FORMAT, ctx),
     }
 }
