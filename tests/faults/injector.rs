@@ -189,10 +189,13 @@ impl Injector {
 
     /// Run faults until the configured time is up, then a last checkpoint.
     pub fn run(&mut self) {
-        let deadline = self.t0 + Duration::from_secs_f64(self.cfg.secs);
+        // The duration counts from the first fault's schedule, not from
+        // the cluster's start (which takes most of a short run in the VM),
+        // and every run injects at least one round of faults.
+        let deadline = Instant::now() + Duration::from_secs_f64(self.cfg.secs);
         let mut deck: Vec<Fault> = Vec::new();
         let mut first = true;
-        while Instant::now() < deadline && self.load.violations.count() == 0 {
+        while (first || Instant::now() < deadline) && self.load.violations.count() == 0 {
             // The load runs meanwhile: this wait is the schedule.
             let gap = Duration::from_millis(300 + self.rng.below(1200));
             std::thread::sleep(self.scaled(gap));
