@@ -10,7 +10,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -151,39 +151,6 @@ fn the_admin_socket_may_flush_under_dash_f_and_shut_down_without_dash_a() {
 
 // ------------------------------------------------ memcached's own switches
 
-/// memcached with `flags`, on a free port; killed (by pid) on drop.
-struct Memcached {
-    port: u16,
-    child: Child,
-}
-
-impl Memcached {
-    fn start(flags: &[&str]) -> Memcached {
-        let port = free_port();
-        let mut cmd = Command::new(MEMCACHED);
-        cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "1"]).args(flags);
-        // memcached refuses to run as root without -u.
-        use std::os::unix::fs::MetadataExt;
-        if std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
-            cmd.args(["-u", "nobody"]);
-        }
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("spawning memcached");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "memcached did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Memcached { port, child }
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Send `req` on a new connection; everything received until `n` bytes came
 /// or the server closed (then "<EOF>" is appended).
 fn exchange(port: u16, req: &[u8], n: usize) -> Vec<u8> {
@@ -226,7 +193,7 @@ fn shutdown_and_flush_all_switches_answer_as_memcached_does() {
         return;
     }
     // Without -A: shutdown is refused, whatever its arguments.
-    let (mc, lm) = (Memcached::start(&[]), Server::start(&[]));
+    let (mc, lm) = (Memcached::start_with(&["-t", "1"]), Server::start(&[]));
     let refused = b"ERROR: shutdown not enabled\r\n";
     for req in ["shutdown\r\n", "shutdown graceful\r\n", "shutdown nonsense\r\n"] {
         assert_eq!(same(mc.port, lm.port, req.as_bytes(), refused.len()), refused);
@@ -236,7 +203,7 @@ fn shutdown_and_flush_all_switches_answer_as_memcached_does() {
 
     // -F: flush_all refused (text: CLIENT_ERROR, silent with noreply; binary:
     // Auth failure, to the quiet variant too), data kept.
-    let (mut mc, mut lm) = (Memcached::start(&["-A", "-F"]), Server::start(&["-A", "-F"]));
+    let (mut mc, mut lm) = (Memcached::start_with(&["-t", "1", "-A", "-F"]), Server::start(&["-A", "-F"]));
     let set = b"set k 0 0 1\r\nv\r\n";
     same(mc.port, lm.port, set, 8);
     let text = b"flush_all\r\nflush_all 10\r\nflush_all noreply\r\nflush_all a b c d\r\nget k\r\n";
@@ -255,6 +222,6 @@ fn shutdown_and_flush_all_switches_answer_as_memcached_does() {
         assert_eq!(same(mc.port, lm.port, req.as_bytes(), bad.len()), bad);
     }
     assert_eq!(same(mc.port, lm.port, b"shutdown\r\n", 1), b"<EOF>");
-    wait_until("memcached to exit", 10, || matches!(mc.child.try_wait(), Ok(Some(_))));
+    wait_until("memcached to exit", 10, || !mc.alive());
     wait_until("logmemcached to exit", 10, || !lm.alive());
 }

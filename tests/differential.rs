@@ -19,15 +19,11 @@ mod common;
 use common::*;
 #[path = "differential/edges.rs"]
 mod edges;
-#[path = "differential/peer.rs"]
-mod peer;
 #[path = "differential/sequences.rs"]
 mod sequences;
-use peer::Memcached;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DEFAULT_PROTOCOLS: &str = "binary,meta,text";

@@ -12,38 +12,6 @@ use std::time::{Duration, Instant};
 const MEMCACHED: &str = "/usr/bin/memcached";
 const MEMCACHED_TOOL: &str = "/usr/share/memcached/scripts/memcached-tool";
 
-/// Debian's memcached on a free port, killed (by its pid) on drop.
-struct Memcached {
-    port: u16,
-    child: Child,
-}
-
-impl Memcached {
-    fn start() -> Memcached {
-        let port = free_port();
-        let mut cmd = Command::new(MEMCACHED);
-        cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "2", "-m", "64"]);
-        use std::os::unix::fs::MetadataExt;
-        if std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
-            cmd.args(["-u", "nobody"]);
-        }
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("spawning memcached");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "memcached did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Memcached { port, child }
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn tools_present() -> bool {
     peer(MEMCACHED, std::path::Path::new(MEMCACHED).exists())
         && peer(MEMCACHED_TOOL, std::path::Path::new(MEMCACHED_TOOL).exists())

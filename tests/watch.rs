@@ -7,8 +7,7 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A watcher connection, reading its stream line by line.
 struct Watch {
@@ -150,43 +149,6 @@ fn dash_w_refuses_watch_and_unknown_classes_are_errors() {
     let mut c = s.connect();
     assert_eq!(c.cmd("watch bogus\r\n"), "ERROR\r\n");
     assert_eq!(c.cmd("watch fetchers\r\n"), "OK\r\n");
-}
-
-/// Debian's memcached on a free port, killed (by its pid) on drop.
-struct Memcached {
-    port: u16,
-    child: Child,
-}
-
-impl Memcached {
-    fn start() -> Memcached {
-        Memcached::start_with(&[])
-    }
-
-    fn start_with(args: &[&str]) -> Memcached {
-        let port = free_port();
-        let mut cmd = Command::new("memcached");
-        cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "2"]);
-        cmd.args(args);
-        use std::os::unix::fs::MetadataExt;
-        if std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
-            cmd.args(["-u", "nobody"]);
-        }
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("spawning memcached");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "memcached did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Memcached { port, child }
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The same client session, watched: every line up to its conn_close.

@@ -335,3 +335,53 @@ pub fn token_file() -> String {
 pub fn test_token() -> logmemcached::auth::AuthToken {
     logmemcached::auth::AuthToken::new(TEST_TOKEN).expect("the test token is long enough")
 }
+
+/// Debian's memcached 1.6, the reference the differential and tool tests
+/// compare against.
+pub const MEMCACHED_BIN: &str = "/usr/bin/memcached";
+
+/// A reference memcached on a free 127.0.0.1 port, killed when dropped.
+pub struct Memcached {
+    pub port: u16,
+    child: Child,
+}
+
+impl Memcached {
+    /// `-m 64 -t 2`, as the tests start logmemcached.
+    pub fn start() -> Memcached {
+        Memcached::start_with(&["-m", "64"])
+    }
+
+    /// memcached with `args` after its port, address, `-U 0` and `-t 2`
+    /// (a later `-t` wins).
+    pub fn start_with(args: &[&str]) -> Memcached {
+        let port = free_port();
+        let mut cmd = Command::new(MEMCACHED_BIN);
+        cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "2"]).args(args);
+        // memcached refuses to run as root without -u; /proc/self belongs
+        // to our effective user.
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
+            cmd.args(["-u", "nobody"]);
+        }
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("spawning memcached");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "memcached did not start");
+            std::thread::sleep(Duration::from_millis(20)); // test-side start-up wait only
+        }
+        Memcached { port, child }
+    }
+
+    /// Whether it is still running (false once it exited, e.g. on `shutdown`).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
