@@ -211,6 +211,8 @@ pub struct Connections {
     pub curr: AtomicU64,
     pub total: AtomicU64,
     pub rejected: AtomicU64,
+    /// Closed by `-o idle_timeout` (memcached's `idle_kicks`).
+    pub idle_kicks: AtomicU64,
 }
 
 /// What the RDMA endpoint (`--rdma-listen`) may hold; `server::rdma::budgets`

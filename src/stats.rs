@@ -339,6 +339,7 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
         ("curr_connections".into(), ld(&rt.connections.curr)),
         ("total_connections".into(), ld(&rt.connections.total)),
         ("rejected_connections".into(), ld(&rt.connections.rejected)),
+        ("idle_kicks".into(), ld(&rt.connections.idle_kicks)),
         ("connection_structures".into(), ld(&rt.connections.curr)),
     ];
     for (name, value) in WorkerStats::sum(&rt.workers) {
@@ -412,6 +413,7 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("inter", s.listen.clone()),
         ("verbosity", rt.verbosity().to_string()),
         ("evictions", if s.evictions { "on" } else { "off" }.into()),
+        ("idle_timeout", s.idle_timeout.to_string()),
         ("shutdown_command", if s.enable_shutdown { "yes" } else { "no" }.into()),
         ("num_threads", s.threads.to_string()),
         ("detail_enabled", if rt.detail.enabled() { "yes" } else { "no" }.into()),

@@ -80,9 +80,6 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
     for n in &a.ext.notices {
         logmemcached::log_notice!("{n}");
     }
-    for n in not_enforced_yet(&a) {
-        logmemcached::log_warn!("{n}: accepted and recorded in the settings, but this build does not act on it yet");
-    }
     // memcached refuses to run as root without -u; that would break every
     // root-run setup of ours (tests, containers), so it is a warning here.
     let user = match (&a.user, daemon::is_root()) {
@@ -263,17 +260,6 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
     }
     drop(pidfile);
     Ok(served?)
-}
-
-/// Flags whose setting the layers below consume (the protocol, the
-/// store, the warm restart) and that this build parses but does not yet act
-/// on: said at start rather than silently ignored. Remove a line here when
-/// its layer honours the setting.
-fn not_enforced_yet(a: &ServeArgs) -> Vec<&'static str> {
-    [(a.ext.idle_timeout > 0, "-o idle_timeout (Settings.idle_timeout)")]
-        .into_iter()
-        .filter_map(|(set, what)| set.then_some(what))
-        .collect()
 }
 
 /// Spin before blocking only when there is a core the workers do not use:

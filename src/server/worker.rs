@@ -81,7 +81,13 @@ pub struct Worker {
     /// Connections streaming `watch` events: served on every poll, which
     /// wakes at least every `WATCH_POLL` while there are any.
     watching: HashSet<u64>,
+    /// When `-o idle_timeout` next looks for idle connections.
+    next_idle_check: Instant,
 }
+
+/// How often `-o idle_timeout` looks (memcached's timeout thread wakes about
+/// once a second too).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl Worker {
     pub fn new(id: usize, listeners: Vec<Listener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<Worker> {
@@ -115,6 +121,7 @@ impl Worker {
             holding: HashSet::new(),
             watching: HashSet::new(),
             settling: Vec::new(),
+            next_idle_check: Instant::now() + IDLE_CHECK,
         })
     }
 
@@ -142,6 +149,7 @@ impl Worker {
                 idle = 0;
             }
             self.feed_watchers();
+            self.kick_idle();
             let mut block = mode == PollMode::Adaptive && idle >= budget;
             if let Some(r) = self.rdma.as_mut() {
                 let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
@@ -151,6 +159,9 @@ impl Worker {
                 }
             }
             let poll = match (self.holding.is_empty(), self.watching.is_empty()) {
+                (true, true) if self.shared.rt.settings.idle_timeout > 0 && !self.conns.is_empty() => {
+                    Some(self.next_idle_check.saturating_duration_since(Instant::now()))
+                }
                 (true, true) => None,
                 (false, _) => Some(HOLD_POLL),
                 (true, false) => Some(WATCH_POLL),
@@ -349,6 +360,44 @@ impl Worker {
         self.settling = tokens;
     }
 
+    /// Forget connection `token` and close it (`reason` for `watch connevents`).
+    fn close(&mut self, token: u64, reason: &str) {
+        let Some((mut conn, _)) = self.conns.remove(&token) else { return };
+        let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
+        if ctx.rt.watch.wants(CONNEVENTS) {
+            let (rip, transport) = conn.stream.watch_peer();
+            ctx.rt.watch.conn_close(rip, transport, reason, conn.stream.as_fd().as_raw_fd());
+        }
+        conn.release(&ctx);
+        let _ = self.epoll.delete(conn.stream.as_fd());
+        self.shared.rt.conn_table.unregister(conn.stream.as_fd().as_raw_fd());
+        self.conn_info.remove(&token);
+        self.holding.remove(&token);
+        self.watching.remove(&token);
+        self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// `-o idle_timeout=S`: close connections whose last request is more
+    /// than S seconds old, as memcached does (not one holding replies for
+    /// `--sync-replicas` or streaming `watch`: they are waiting on us).
+    fn kick_idle(&mut self) {
+        let limit = u64::from(self.shared.rt.settings.idle_timeout);
+        if limit == 0 || Instant::now() < self.next_idle_check {
+            return;
+        }
+        self.next_idle_check = Instant::now() + IDLE_CHECK;
+        let idle: Vec<u64> = self
+            .conn_info
+            .iter()
+            .filter(|(t, i)| i.idle_secs() > limit && !self.holding.contains(t) && !self.watching.contains(t))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in idle {
+            self.close(token, "idle_timeout");
+            self.shared.rt.connections.idle_kicks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn serve(&mut self, token: u64) {
         let Some((conn, registered)) = self.conns.get_mut(&token) else { return };
         let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
@@ -360,21 +409,7 @@ impl Worker {
             Next::Read => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
             // Not reading while replies are pending is the backpressure.
             Next::Write => EpollFlags::EPOLLOUT,
-            Next::Close => {
-                if ctx.rt.watch.wants(CONNEVENTS) {
-                    let (rip, transport) = conn.stream.watch_peer();
-                    ctx.rt.watch.conn_close(rip, transport, "normal", conn.stream.as_fd().as_raw_fd());
-                }
-                conn.release(&ctx);
-                let _ = self.epoll.delete(conn.stream.as_fd());
-                self.shared.rt.conn_table.unregister(conn.stream.as_fd().as_raw_fd());
-                self.conn_info.remove(&token);
-                self.conns.remove(&token);
-                self.holding.remove(&token);
-                self.watching.remove(&token);
-                self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
-                return;
-            }
+            Next::Close => return self.close(token, "normal"),
         };
         if conn.watching() {
             self.watching.insert(token);

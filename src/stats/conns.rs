@@ -23,6 +23,11 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// Seconds since its last request (or since it connected).
+    pub fn idle_secs(&self) -> u64 {
+        unix_now().saturating_sub(self.last_cmd.load(Ordering::Relaxed))
+    }
+
     /// The worker is handling this connection's input (`busy`) or done.
     pub fn serving(&self, busy: bool) {
         if busy {
