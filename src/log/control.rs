@@ -24,6 +24,10 @@
 //!  112     follows AtomicU64      a replica: the incarnation of the primary log it
 //!                                 mirrors (0 = none), so a replica restarted from its
 //!                                 memory file knows whose history it holds
+//!  120     fenced by AtomicU64    a primary fenced by a promoted replica: that epoch
+//!                                 (0 = not fenced), so a restart from the memory file
+//!                                 stays fenced instead of taking writes a newer
+//!                                 primary will never see
 //!  4096    progress slots: MAX_REPLICAS x 64 bytes (one cache line each)
 //!          slot: applied position u64, epoch u64, updated (us) u64, replica id u64,
 //!                caught-up (us) u64
@@ -52,6 +56,7 @@ pub const OFF_FLUSH_AT: usize = 88;
 pub const OFF_MEMORY_BYTES: usize = 96;
 pub const OFF_MAX_ITEM: usize = 104;
 pub const OFF_FOLLOWS: usize = 112;
+pub const OFF_FENCED_BY: usize = 120;
 /// Bytes a remote reader fetches to learn head, tail, epoch and heartbeat.
 pub const HEADER_FETCH_LEN: usize = 128;
 

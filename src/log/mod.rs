@@ -72,6 +72,7 @@ impl Log {
         a(OFF_MEMORY_BYTES).store(0, Ordering::Relaxed);
         a(OFF_MAX_ITEM).store(0, Ordering::Relaxed);
         a(OFF_FOLLOWS).store(0, Ordering::Relaxed);
+        a(OFF_FENCED_BY).store(0, Ordering::Relaxed);
         a(OFF_EPOCH).store(epoch, Ordering::Release);
         Log { region, geo }
     }
@@ -143,6 +144,15 @@ impl Log {
 
     pub fn set_follows(&self, incarnation: u64) {
         self.region.atomic_u64(OFF_FOLLOWS).store(incarnation, Ordering::Release)
+    }
+
+    /// The epoch of the promotion that fenced this log's primary (0: none).
+    pub fn fenced_by(&self) -> u64 {
+        self.region.atomic_u64(OFF_FENCED_BY).load(Ordering::Acquire)
+    }
+
+    pub fn set_fenced_by(&self, epoch: u64) {
+        self.region.atomic_u64(OFF_FENCED_BY).store(epoch, Ordering::Release)
     }
 
     pub fn max_cas(&self) -> u64 {

@@ -197,7 +197,7 @@ impl Ticker {
                         // expire while this primary was frozen.
                         let newer = slots.all().into_iter().find(|s| s.id != 0 && s.epoch > mine);
                         if let Some(SlotView { slot, epoch, .. }) = newer {
-                            store.fence();
+                            store.fence(epoch);
                             if !fenced_reported.swap(true, Ordering::Relaxed) || verbose {
                                 crate::log_warn!(
                                     "replica in slot {slot} reports epoch {epoch} > ours ({mine}): a replica was promoted; \

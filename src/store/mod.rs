@@ -256,8 +256,11 @@ impl Store {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Refuse writes from now on: a newer primary exists.
-    pub fn fence(&self) {
+    /// Refuse writes from now on: a newer primary exists (promoted at
+    /// `epoch`). Kept in the control block, so a restart from the memory
+    /// file stays fenced until it is promoted or follows a primary.
+    pub fn fence(&self, epoch: u64) {
+        self.log.set_fenced_by(epoch.max(1));
         self.fenced.store(true, Ordering::Release);
     }
 

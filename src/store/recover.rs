@@ -104,6 +104,17 @@ impl Store {
             ),
         }
         let _ = store.recovery.set(r);
+        let by = store.log().fenced_by();
+        if by != 0 {
+            // A promoted replica took over before the stop: taking writes
+            // now would acknowledge what the new primary never sees.
+            store.fenced.store(true, Ordering::Release);
+            crate::log_warn!(
+                "memory file {}: this primary was fenced by a replica promoted at epoch {by}; it refuses writes \
+                 (follow the new primary, or promote it through the admin socket)",
+                path.display()
+            );
+        }
         Ok(store)
     }
 
@@ -223,5 +234,29 @@ mod tests {
         let e = Store::open_memory_file(&cfg(4, 64 << 10), &f).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("in use by another process"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_fenced_primary_restarted_from_its_file_stays_fenced_until_promoted() {
+        let d = dir("fenced");
+        let f = d.join("mem");
+        {
+            let s = Store::open_memory_file(&cfg(4, 64 << 10), &f).unwrap();
+            set(&s, SetMode::Set, b"a", b"1");
+            s.fence(2);
+            assert!(s.is_fenced());
+        }
+        {
+            let s = Store::open_memory_file(&cfg(4, 64 << 10), &f).unwrap();
+            assert!(s.is_fenced(), "the fence survives the restart");
+            assert_eq!(s.set(&SetArgs::new(SetMode::Set, b"b", b"2", 0, 0)), Err(StoreError::Fenced));
+            assert_eq!(get(&s, b"a").map(|(v, _)| v), Some(b"1".to_vec()), "and still serves what it held");
+            s.promote(3);
+            assert!(!s.is_fenced());
+        }
+        let s = Store::open_memory_file(&cfg(4, 64 << 10), &f).unwrap();
+        assert!(!s.is_fenced(), "a promotion lifts it for good");
+        set(&s, SetMode::Set, b"b", b"2");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -105,6 +105,7 @@ impl Store {
         w.log.begin_epoch(epoch);
         // Our log is its own history now, no longer a mirror of another.
         self.log.set_follows(0);
+        self.log.set_fenced_by(0);
         self.fenced.store(false, Ordering::Release);
         self.read_only.store(false, Ordering::Release);
     }
