@@ -12,6 +12,9 @@
 //! HdrHistogram interval log (V2 deflate, max column in milliseconds), which
 //! HistogramLogProcessor and friends read.
 
+/// The fuzz targets' invariant checks (`logmemcached::fuzzing`).
+#[doc(hidden)]
+pub mod fuzzing;
 mod zipf;
 
 use std::io::IsTerminal;
