@@ -4,8 +4,9 @@
 # tests/load.rs): RSS at start and per idle connection, 10,000 connections,
 # the multi-get flood, slow readers and pipelined floods (RSS growth and
 # another client's get p99 meanwhile), and RSS with the -m 64 cache full.
-# Every figure is printed only after its replies were checked; a wrong or
-# missing reply fails the run. Prints the table and writes
+# Every figure is printed only after its replies were checked and every
+# logmemcached run's stats showed 0 protocol_errors; a wrong or missing
+# reply, or a protocol error, fails the run. Prints the table and writes
 # perf/results/load_bounds.md.
 #   perf/bench_load_bounds.sh
 set -euo pipefail

@@ -3,7 +3,10 @@
 # 100-byte and with 4 KB values, kill -9, restart, time to the first served
 # request (perf/restart_bench.rs). Every figure is printed only after the
 # restarted server served every item (curr_items against what was written,
-# no evictions, 2,000 sampled values byte for byte). Needs ~3 GiB of
+# no evictions, 2,000 sampled values byte for byte, all counted as hits, and
+# protocol_errors 0 in the server's stats before and after); the checks are
+# in perf/restart_bench.rs, which exits non-zero (and this script with it)
+# when one fails. Needs ~3 GiB of
 # /dev/shm and ~2 GiB of RAM for the index. Writes perf/results/restart.md.
 #   perf/bench_restart.sh [DIR]     (DIR for the memory file; default /dev/shm)
 set -euo pipefail
@@ -13,7 +16,11 @@ cargo build --release -q --bins --example restart_bench
 out=perf/results/restart.md
 table=$(mktemp)
 trap 'rm -f "$table"' EXIT
-./target/release/examples/restart_bench ./target/release/logmemcached "$dir" 100 4096 | tee "$table"
+. perf/lib/checks.sh
+./target/release/examples/restart_bench ./target/release/logmemcached "$dir" 100 4096 | tee "$table" \
+    || checks_die "restart_bench failed (an item, a stat or a count was wrong: see above)"
+rows=$(grep -c '^| [0-9]' "$table" || true)
+[ "$rows" -eq 2 ] || checks_die "restart_bench wrote $rows rows, expected 2"
 {
     echo "# Restart speed from a memory file (-e)"
     echo

@@ -7,15 +7,18 @@
 //!
 //! Every figure is printed only after the replies behind it were checked
 //! (every set STORED, every probe get exactly its value, every flood reply
-//! byte in order once the clients read); anything else panics, naming what.
+//! byte in order once the clients read), and after every logmemcached run
+//! its own `stats` showed no `protocol_errors`; anything else panics,
+//! naming what.
 //! Prints a markdown table and writes it to OUT.md when given.
 
 #[path = "../tests/common/load.rs"]
 mod load;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use load::{hit, Expect, Probe, RssPeak, Silent, MIB};
@@ -23,6 +26,29 @@ use load::{hit, Expect, Probe, RssPeak, Silent, MIB};
 struct Srv {
     port: u16,
     child: Child,
+    memcached: bool,
+}
+
+/// Runs whose server counted protocol errors (checked as each server stops;
+/// `main` refuses to print a table while this holds anything).
+static INVALID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// logmemcached's `protocol_errors`, read over a fresh connection.
+fn protocol_errors(port: u16) -> Result<u64, String> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    c.write_all(b"stats\r\n").map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(c);
+    let mut l = String::new();
+    loop {
+        l.clear();
+        if r.read_line(&mut l).map_err(|e| e.to_string())? == 0 || l.starts_with("END") {
+            return Err("no protocol_errors in stats".into());
+        }
+        if let Some(v) = l.trim_end().strip_prefix("STAT protocol_errors ") {
+            return v.parse().map_err(|_| format!("protocol_errors {v:?}"));
+        }
+    }
 }
 
 impl Srv {
@@ -41,7 +67,7 @@ impl Srv {
             cmd.args(["--hugepages", "off"]);
         }
         let child = cmd.args(extra).stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        let s = Srv { port, child };
+        let s = Srv { port, child, memcached };
         assert!(
             load::wait_for(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()),
             "{bin} never listened on {port}"
@@ -56,6 +82,17 @@ impl Srv {
 
 impl Drop for Srv {
     fn drop(&mut self) {
+        // memcached counts no protocol errors; its replies were checked.
+        if !self.memcached {
+            let bad = match protocol_errors(self.port) {
+                Ok(0) => None,
+                Ok(n) => Some(format!("logmemcached on port {} counted {n} protocol errors", self.port)),
+                Err(e) => Some(format!("logmemcached on port {}: {e}", self.port)),
+            };
+            if let Some(b) = bad {
+                INVALID.lock().unwrap_or_else(|e| e.into_inner()).push(b);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -250,6 +287,8 @@ fn main() {
         );
     }
 
+    let invalid = INVALID.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(invalid.is_empty(), "INVALID: {}", invalid.join("; "));
     let mut table = String::from("| measurement | memcached | logmemcached |\n|---|---:|---:|\n");
     for (name, v) in &rows {
         table.push_str(&format!("| {name} | {} | {} |\n", v[0], v[1]));

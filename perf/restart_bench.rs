@@ -177,6 +177,7 @@ fn main() {
         let before = stats(srv.port);
         assert_eq!(before["curr_items"], n.to_string(), "items after the fill");
         assert_eq!(before["evictions"], "0", "the fill evicted");
+        assert_eq!(before["protocol_errors"], "0", "the fill had protocol errors");
         let head: u64 = before["log_head"].parse().unwrap();
         // kill -9, by pid.
         drop(srv);
@@ -192,6 +193,11 @@ fn main() {
         assert_eq!(after["restart_records"], n.to_string());
         assert_eq!(after["restart_bytes"], head.to_string());
         check_values(srv.port, n, len, 2000);
+        // The server's own count of the work: the sampled gets all hit, and
+        // no request of the fill or the checks was refused as malformed.
+        let done = stats(srv.port);
+        assert_eq!(done["protocol_errors"], "0", "protocol errors after the restart");
+        assert!(done["get_hits"].parse::<u64>().unwrap_or(0) >= 2000, "the sampled gets did not all hit");
         let scan_us: u64 = after["restart_scan_us"].parse().unwrap();
         let total_us: u64 = after["restart_us"].parse().unwrap();
         let cpu_us: u64 = after["restart_scan_cpu_us"].parse().unwrap();
