@@ -49,20 +49,6 @@ fn replica(of: &str, extra: &[&str]) -> Server {
     start(args)
 }
 
-/// Wait until the replica has applied everything the primary's log holds.
-fn converge(p: &mut Client, r: &mut Client) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let head = p.stats("replication")["head"].clone();
-        let rs = r.stats("replication");
-        if rs["applied"] == head && rs["head"] == head {
-            return;
-        }
-        assert!(Instant::now() < deadline, "replica stuck: primary head {head}, replica {rs:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The keys' (value, flags, cas) on both sides are identical.
 fn same_items(p: &mut Client, r: &mut Client, keys: &[String]) {
     for k in keys {

@@ -269,20 +269,6 @@ fn a_file_of_other_settings_a_version_or_not_ours_is_refused() {
     assert!(e.contains("in use by another process"), "{e}");
 }
 
-/// Wait until `r` has applied everything its primary's log holds.
-fn converge(p: &mut Client, r: &mut Client) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let head = p.stats("replication")["head"].clone();
-        let rs = r.stats("replication");
-        if rs["applied"] == head && rs["head"] == head {
-            return;
-        }
-        assert!(Instant::now() < deadline, "replica stuck: primary head {head}, replica {rs:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn fill(c: &mut Client, from: usize, to: usize) {
     for i in from..to {
         assert_eq!(c.cmd(&format!("set r{i} {i} 0 6\r\nv{i:05}\r\n")), "STORED\r\n");

@@ -385,3 +385,17 @@ impl Drop for Memcached {
         let _ = self.child.wait();
     }
 }
+
+/// Wait until `r` has applied everything its primary's log holds.
+pub fn converge(p: &mut Client, r: &mut Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let head = p.stats("replication")["head"].clone();
+        let rs = r.stats("replication");
+        if rs["applied"] == head && rs["head"] == head {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replica stuck: primary head {head}, replica {rs:?}");
+        std::thread::sleep(Duration::from_millis(20)); // polling its progress
+    }
+}
