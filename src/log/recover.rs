@@ -25,7 +25,9 @@ use crate::memory::region::Region;
 /// primary's: `replication::bounds`), so the arithmetic after never wraps.
 const MAX_POSITION: u64 = 1 << 62;
 const MAX_EPOCH: u64 = u32::MAX as u64;
-const MAX_CAS: u64 = 1 << 62;
+/// Highest CAS a record (or the control block's max CAS) may carry: one per
+/// write, so a promoted replica can go on counting (`cas + 1`).
+pub const MAX_CAS: u64 = 1 << 62;
 
 /// Bytes read from the mapping at a time (grown for a larger record).
 const CHUNK: usize = 8 << 20;
@@ -152,20 +154,34 @@ pub struct Scan {
     pub max_cas: u64,
 }
 
-/// A record `validate` accepted, checked against the log's shape (as
-/// `replication::bounds::check_record` checks a primary's).
-fn check_record(h: &record::Header, geo: LogGeometry) -> Result<(), String> {
+/// Check a record that `record::validate` accepted (a restart's scan here,
+/// a replica's apply in `replication`) at `h.position`: it fits
+/// the log (no larger than its largest record, within the lap, a padding
+/// record ending exactly at the lap's end), carries a key where its kind
+/// needs one, and a CAS in bounds.
+pub fn check_record(h: &record::Header, geo: LogGeometry) -> Result<(), String> {
+    let pos = h.position;
     let len = h.total_len();
-    let room = geo.room_to_end(h.position);
-    if len > geo.max_record() || len > room {
-        return Err(format!("claims {len} bytes ({room} left in the lap, at most {})", geo.max_record()));
+    if len > geo.max_record() {
+        return Err(format!("claims {len} bytes, more than the log's largest record ({})", geo.max_record()));
+    }
+    let room = geo.room_to_end(pos);
+    if len > room {
+        return Err(format!("claims {len} bytes with {room} left before the log's end"));
     }
     match h.kind {
-        Kind::Padding if len != room => Err(format!("is padding ending {} bytes before the lap's end", room - len)),
-        Kind::Set | Kind::Touch | Kind::Delete if h.key_len == 0 => Err(format!("is a {:?} without a key", h.kind)),
-        _ if h.cas > MAX_CAS => Err(format!("carries CAS {}", h.cas)),
-        _ => Ok(()),
+        Kind::Padding if len != room => {
+            return Err(format!("is padding of {len} bytes that ends {} bytes before the log's end", room - len));
+        }
+        Kind::Set | Kind::Touch | Kind::Delete if h.key_len == 0 => {
+            return Err(format!("is a {:?} record without a key", h.kind));
+        }
+        _ => {}
     }
+    if h.cas > MAX_CAS {
+        return Err(format!("carries CAS {}, beyond {MAX_CAS}", h.cas));
+    }
+    Ok(())
 }
 
 /// Walk `[tail, head)` of `log`, validating every record and handing each

@@ -10,7 +10,7 @@
 //! overflow in the arithmetic that follows.
 
 use crate::log::control::ControlSnapshot;
-use crate::log::record::{Header, Kind, ALIGN};
+use crate::log::record::ALIGN;
 use crate::log::LogGeometry;
 
 /// Highest log position a primary may report: 4 EiB written, centuries at
@@ -19,9 +19,9 @@ pub const MAX_POSITION: u64 = 1 << 62;
 /// Highest epoch a primary may report: one per promotion. Below `u64::MAX`
 /// so a promotion (`epoch + 1`) never overflows.
 pub const MAX_EPOCH: u64 = u32::MAX as u64;
-/// Highest CAS a record (or the control block's max CAS) may carry: one per
-/// write, so a promoted replica can go on counting (`cas + 1`).
-pub const MAX_CAS: u64 = 1 << 62;
+/// A record's bounds: the log's own check, which a restart's scan applies
+/// to its memory file too.
+pub use crate::log::recover::{check_record, MAX_CAS};
 
 /// Check a primary's control block: its layout is one we read, its log has
 /// our capacity, and head, tail, epoch, epoch start and max CAS are in
@@ -57,35 +57,6 @@ pub fn check_control(c: &ControlSnapshot, our_capacity: u64) -> Result<LogGeomet
     Ok(geo)
 }
 
-/// Check a record that `record::validate` accepted at `h.position`: it fits
-/// the log (no larger than its largest record, within the lap, a padding
-/// record ending exactly at the lap's end), carries a key where its kind
-/// needs one, and a CAS in bounds.
-pub fn check_record(h: &Header, geo: LogGeometry) -> Result<(), String> {
-    let pos = h.position;
-    let len = h.total_len();
-    if len > geo.max_record() {
-        return Err(format!("claims {len} bytes, more than the log's largest record ({})", geo.max_record()));
-    }
-    let room = geo.room_to_end(pos);
-    if len > room {
-        return Err(format!("claims {len} bytes with {room} left before the log's end"));
-    }
-    match h.kind {
-        Kind::Padding if len != room => {
-            return Err(format!("is padding of {len} bytes that ends {} bytes before the log's end", room - len));
-        }
-        Kind::Set | Kind::Touch | Kind::Delete if h.key_len == 0 => {
-            return Err(format!("is a {:?} record without a key", h.kind));
-        }
-        _ => {}
-    }
-    if h.cas > MAX_CAS {
-        return Err(format!("carries CAS {}, beyond {MAX_CAS}", h.cas));
-    }
-    Ok(())
-}
-
 /// Whether a header's claimed length (checksum not yet seen) is one a
 /// replica may read that much staging for.
 pub fn plausible_len(len: usize, geo: LogGeometry) -> bool {
@@ -95,7 +66,7 @@ pub fn plausible_len(len: usize, geo: LogGeometry) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::record::HEADER_LEN;
+    use crate::log::record::{Header, Kind, HEADER_LEN};
 
     const CAP: u64 = 1 << 20;
 
