@@ -111,7 +111,7 @@ impl Server {
     }
 
     /// The `STAT pid` of the server at the other end of `c`.
-    fn pid_of(c: TcpStream) -> Option<u32> {
+    pub(crate) fn pid_of(c: TcpStream) -> Option<u32> {
         c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         (&c).write_all(b"stats\r\n").ok()?;
         let mut r = BufReader::new(c);
@@ -355,22 +355,36 @@ impl Memcached {
     /// memcached with `args` after its port, address, `-U 0` and `-t 2`
     /// (a later `-t` wins).
     pub fn start_with(args: &[&str]) -> Memcached {
-        let port = free_port();
-        let mut cmd = Command::new(MEMCACHED_BIN);
-        cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "2"]).args(args);
-        // memcached refuses to run as root without -u; /proc/self belongs
-        // to our effective user.
-        use std::os::unix::fs::MetadataExt;
-        if std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
-            cmd.args(["-u", "nobody"]);
+        // Another test's server may take the free port first: then memcached
+        // cannot bind, and whoever answers is not ours (checked by pid).
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new(MEMCACHED_BIN);
+            cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "2"]).args(args);
+            // memcached refuses to run as root without -u; /proc/self belongs
+            // to our effective user.
+            use std::os::unix::fs::MetadataExt;
+            if std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
+                cmd.args(["-u", "nobody"]);
+            }
+            let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("spawning memcached");
+            let mut m = Memcached { port, child };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if !m.alive() {
+                    break; // it could not bind: try another port
+                }
+                if let Ok(c) = TcpStream::connect(("127.0.0.1", port)) {
+                    if Server::pid_of(c) == Some(m.child.id()) {
+                        return m;
+                    }
+                    break; // someone else's server holds the port
+                }
+                assert!(Instant::now() < deadline, "memcached did not start");
+                std::thread::sleep(Duration::from_millis(20)); // test-side start-up wait only
+            }
         }
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).spawn().expect("spawning memcached");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "memcached did not start");
-            std::thread::sleep(Duration::from_millis(20)); // test-side start-up wait only
-        }
-        Memcached { port, child }
+        panic!("memcached did not start on a free port in 5 attempts");
     }
 
     /// Whether it is still running (false once it exited, e.g. on `shutdown`).
