@@ -52,6 +52,39 @@ impl PollMode {
     }
 }
 
+/// Which loop the TCP workers run (`--io`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// io_uring where this kernel and seccomp profile allow it, else epoll
+    /// (the server decides at start and logs which).
+    Auto,
+    /// io_uring, or fail to start.
+    Uring,
+    Epoll,
+}
+
+impl std::str::FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(IoMode::Auto),
+            "uring" => Ok(IoMode::Uring),
+            "epoll" => Ok(IoMode::Epoll),
+            _ => Err(format!("--io takes auto, uring or epoll, not {s:?}")),
+        }
+    }
+}
+
+impl IoMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::Auto => "auto",
+            IoMode::Uring => "uring",
+            IoMode::Epoll => "epoll",
+        }
+    }
+}
+
 /// Which protocols a connection may speak (memcached's `-B`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BindingProtocol {
@@ -121,6 +154,8 @@ pub struct Settings {
     pub conn_limit: usize,
     pub max_item_size: usize,
     pub poll: PollMode,
+    /// `--io`: after the server starts, the loop it chose (never `Auto`).
+    pub io: IoMode,
     pub hugepages: HugePages,
     /// Empty polls before an adaptive worker blocks.
     pub idle_spins: u32,
@@ -190,6 +225,7 @@ impl Default for Settings {
             conn_limit: 1024,
             max_item_size: 1 << 20,
             poll: PollMode::Adaptive,
+            io: IoMode::Auto,
             hugepages: HugePages::Auto,
             idle_spins: 2000,
             rdma_listen: None,

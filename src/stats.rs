@@ -331,7 +331,7 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
         ("uptime".into(), rt.started.elapsed().as_secs().to_string()),
         ("time".into(), now.to_string()),
         ("version".into(), crate::runtime::VERSION.into()),
-        ("libevent".into(), "none (epoll busy-poll)".into()),
+        ("libevent".into(), format!("none ({} busy-poll)", rt.settings.io.as_str())),
         ("pointer_size".into(), (8 * std::mem::size_of::<usize>()).to_string()),
         ("rusage_user".into(), ru_user),
         ("rusage_system".into(), ru_sys),
@@ -353,7 +353,7 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
         v.push((name.into(), ld(a)));
     }
     let bufs = &rt.buffers;
-    let more: [(&str, String); 23] = [
+    let more: [(&str, String); 24] = [
         ("conn_output_bytes", ld(&bufs.output)),
         ("conn_input_bytes", ld(&bufs.input)),
         ("limit_maxbytes", snap.limit_maxbytes.to_string()),
@@ -377,6 +377,7 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
         ("read_only", (store.is_read_only() as u8).to_string()),
         ("item_size_max", snap.max_item_size.to_string()),
         ("poll_mode", rt.settings.poll.as_str().into()),
+        ("io_mode", rt.settings.io.as_str().into()),
     ];
     v.extend(more.into_iter().map(|(k, val)| (k.to_string(), val)));
     if let Some(r) = store.recovery() {
@@ -433,6 +434,7 @@ fn settings(rt: &Runtime) -> Vec<StatLine> {
         ("dump_enabled", "no".into()),
         ("hugepages", hp.into()),
         ("poll_mode", s.poll.as_str().into()),
+        ("io_mode", s.io.as_str().into()),
         ("poll_idle_spins", s.idle_spins.to_string()),
         // As memcached prints an unset domain_socket.
         ("admin_socket", s.admin_socket.as_ref().map_or_else(|| "NULL".into(), |p| p.display().to_string())),

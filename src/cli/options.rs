@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use super::getopt::{self, Arg, Opt};
 use super::Fail;
 use logmemcached::memory::region::HugePages;
-use logmemcached::runtime::{BindingProtocol, PollMode};
+use logmemcached::runtime::{BindingProtocol, IoMode, PollMode};
 
 /// memcached's `sysexits.h` statuses it uses for a bad command line.
 pub const EX_USAGE: i32 = 64;
@@ -67,6 +67,7 @@ table! {
     NapiIds: Some('N'), "napi-ids", Required, "<num>", "accepted, no effect: workers do not follow NAPI ids";
     Hugepages: None, "hugepages", Required, "<mode>", "huge pages for the log: auto (use when reserved, else say so and fall back), require (fail with instructions), off (default: auto)";
     Poll: None, "poll", Required, "<mode>", "worker polling: busy (never block) or adaptive (spin, then block when idle; default: adaptive)";
+    Io: None, "io", Required, "<mode>", "the TCP workers' loop: uring (io_uring: multishot receive, batched sends; with --poll busy, SQPOLL), epoll, or auto (uring where the kernel and seccomp allow it, else epoll; says which; default: auto)";
     IdleSpins: None, "idle-spins", Required, "<num>", "adaptive polling: empty polls before a worker blocks (default: 2000 when the workers leave a core free, else 0)";
     ReplicationListen: None, "replication-listen", Required, "<url>", "offer the log to replicas: shm://NAME (same host) or rdma://ADDR:PORT; repeatable";
     ReplicaOf: None, "replica-of", Required, "<url>", "run as a read-only replica of the primary at shm://NAME or rdma://HOST:PORT (same -m)";
@@ -118,6 +119,7 @@ pub struct ServeArgs {
     pub ext: super::extended::Extended,
     pub hugepages: HugePages,
     pub poll: PollMode,
+    pub io: IoMode,
     pub idle_spins: Option<u32>,
     pub replication_listen: Vec<String>,
     pub replica_of: Option<String>,
@@ -169,6 +171,7 @@ impl Default for ServeArgs {
             ext: Default::default(),
             hugepages: HugePages::Auto,
             poll: PollMode::Adaptive,
+            io: IoMode::Auto,
             idle_spins: None,
             replication_listen: Vec::new(),
             replica_of: None,
@@ -361,6 +364,7 @@ impl ServeArgs {
                 }
                 Id::Hugepages => a.hugepages = v.parse().map_err(|e: String| Fail::usage(1, e))?,
                 Id::Poll => a.poll = v.parse().map_err(|e: String| Fail::usage(1, e))?,
+                Id::Io => a.io = v.parse().map_err(|e: String| Fail::usage(1, e))?,
                 Id::IdleSpins => a.idle_spins = Some(num(v, "--idle-spins")?),
                 Id::ReplicationListen => a.replication_listen.push(v.to_string()),
                 Id::ReplicaOf => a.replica_of = Some(v.to_string()),

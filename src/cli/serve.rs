@@ -47,6 +47,7 @@ fn settings(a: &ServeArgs, token: Option<AuthToken>) -> Settings {
         conn_limit: a.conn_limit,
         max_item_size: a.max_item_size,
         poll: a.poll,
+        io: a.io,
         hugepages: a.hugepages,
         idle_spins: a.idle_spins.unwrap_or_else(|| default_idle_spins(a.threads)),
         rdma_listen: a.rdma_listen.clone(),
@@ -112,6 +113,7 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
     }
     // Before anything opens descriptors of its own: fail early, as memcached does.
     server::ensure_fd_limit(&settings)?;
+    settings.io = server::choose_io(&settings)?;
     let listeners = a
         .replication_listen
         .iter()

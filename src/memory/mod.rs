@@ -1,1 +1,2 @@
 pub mod region;
+pub mod uring;

@@ -31,6 +31,7 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::listen::Stream;
@@ -67,8 +68,11 @@ impl Default for Scratch {
     }
 }
 
-pub struct Conn {
-    pub stream: Stream,
+/// `S` is the socket as the worker loop gives it: a [`Stream`] read and
+/// written directly (epoll), or the uring worker's `RingStream`, which
+/// reads what the ring received and hands writes to the ring.
+pub struct Conn<S = Stream> {
+    pub stream: S,
     /// Input kept between readiness events; `input[in_pos..]` is unhandled.
     input: Vec<u8>,
     in_pos: usize,
@@ -131,9 +135,9 @@ enum Wait {
     Yield,
 }
 
-impl Conn {
-    pub fn new(stream: Stream) -> Conn {
-        use std::os::fd::{AsFd, AsRawFd};
+impl<S: Read + Write + AsFd> Conn<S> {
+    pub fn new(stream: S) -> Conn<S> {
+        use std::os::fd::AsRawFd;
         let cfd = stream.as_fd().as_raw_fd();
         Conn {
             stream,

@@ -13,6 +13,8 @@ pub mod listen;
 pub mod notify;
 pub mod rdma;
 mod signals;
+mod uring_stream;
+mod uring_worker;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::error::{Context, Result};
-use crate::runtime::{Runtime, Settings};
+use crate::runtime::{IoMode, Runtime, Settings};
 use crate::store::Store;
 
 pub use signals::install_shutdown_signals;
@@ -79,6 +81,35 @@ impl Shared {
                 let _ = w.write(1);
             }
         })
+    }
+}
+
+/// The loop the workers run for `--io`: `uring` where io_uring works here
+/// (probed: io_uring_setup fails with ENOSYS or EPERM where the kernel
+/// lacks it or a seccomp profile forbids it), else `epoll`. `auto` logs
+/// which it chose and why; `uring` fails when it cannot have it. The
+/// RDMA endpoint's completion channel is served by the epoll loop only.
+pub fn choose_io(settings: &Settings) -> Result<IoMode> {
+    let probed = crate::memory::uring::probe();
+    match (settings.io, probed, settings.rdma_listen.is_some()) {
+        (IoMode::Epoll, _, _) => Ok(IoMode::Epoll),
+        (IoMode::Uring, _, true) => crate::bail!("--io uring: --rdma-listen is served by the epoll loop only (use --io epoll or auto)"),
+        (IoMode::Uring, Err(e), _) => Err(crate::error::Error::new(format!(
+            "--io uring: io_uring is not available here ({e}); the kernel may lack it or a seccomp profile forbid it (use --io epoll or auto)"
+        ))),
+        (IoMode::Uring, Ok(()), _) => Ok(IoMode::Uring),
+        (IoMode::Auto, _, true) => {
+            crate::log_notice!("--io auto: epoll (--rdma-listen is served by the epoll loop only)");
+            Ok(IoMode::Epoll)
+        }
+        (IoMode::Auto, Err(e), _) => {
+            crate::log_notice!("--io auto: epoll (io_uring is not available here: {e})");
+            Ok(IoMode::Epoll)
+        }
+        (IoMode::Auto, Ok(()), _) => {
+            crate::log_notice!("--io auto: uring");
+            Ok(IoMode::Uring)
+        }
     }
 }
 
@@ -155,7 +186,10 @@ pub fn serve(listeners: Vec<Vec<listen::Listener>>, store: Arc<Store>, shared: A
         let (store, shared) = (store.clone(), shared.clone());
         let h = std::thread::Builder::new()
             .name(format!("worker-{id}"))
-            .spawn(move || worker::Worker::new(id, l, store, shared)?.with_rdma(rdma)?.run())
+            .spawn(move || match shared.rt.settings.io {
+                IoMode::Uring => uring_worker::UringWorker::new(id, l, store, shared)?.run(),
+                _ => worker::Worker::new(id, l, store, shared)?.with_rdma(rdma)?.run(),
+            })
             .context("starting a worker thread")?;
         handles.push(h);
     }

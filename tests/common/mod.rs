@@ -37,6 +37,15 @@ pub fn have(cmd: &str, arg: &str) -> bool {
 }
 
 /// A port the kernel just handed out and released (racy but fine for tests).
+/// `LOGMEMCACHED_TEST_IO=uring|epoll|auto` runs every server the tests start
+/// with that `--io` (unless the test names its own), so the TCP suites run
+/// against either worker loop (tests/run-all.sh runs them under both).
+pub fn test_io(args: &[&str]) -> Option<String> {
+    let m = std::env::var("LOGMEMCACHED_TEST_IO").ok().filter(|m| !m.is_empty())?;
+    assert!(matches!(m.as_str(), "uring" | "epoll" | "auto"), "LOGMEMCACHED_TEST_IO={m}: uring, epoll or auto");
+    (!args.iter().any(|a| *a == "--io" || a.starts_with("--io="))).then_some(m)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
 }
@@ -70,9 +79,11 @@ impl Server {
             let port = free_port();
             // Two workers unless the test names its own count.
             let threads: &[&str] = if args.contains(&"-t") { &[] } else { &["-t", "2"] };
+            let io = test_io(args);
             let child = program()
                 .args(["serve", "-p", &port.to_string(), "-l", "127.0.0.1", "--hugepages", "off"])
                 .args(threads)
+                .args(io.iter().flat_map(|m| ["--io", m.as_str()]))
                 .args(args)
                 .stdin(Stdio::null())
                 .stderr(Stdio::inherit())
