@@ -3,7 +3,8 @@
 # Installs what it needs when missing, then runs, in order:
 #   0. cargo fmt --check and cargo clippy --all-targets -D warnings
 #   1. cargo test               unit + integration tests (TCP, shm replication,
-#                               the layer order of src/: tests/layering.rs)
+#                               the layer order of src/: tests/layering.rs), then
+#                               the TCP suites again under --io uring and --io epoll
 #   2. memccapable              memcached's own conformance tool, text and binary
 #   3. Python clients           pymemcache (text) and pylibmc (binary) round trips
 #   4. RDMA VM suite            verbs tests on Soft-RoCE in a throw-away QEMU VM
@@ -29,6 +30,16 @@ cargo build --all-targets
 cargo test --no-fail-fast 2>&1 | tee /tmp/logmemcached-cargo-test.log
 export LOGMEMCACHED_BIN=$PWD/target/debug/logmemcached
 
+# The run above takes --io auto (io_uring where it works); the TCP suites run
+# again under each loop named, so the epoll fallback stays covered too.
+step "TCP suites under --io uring and --io epoll"
+tcp_suites="--test server_basics --test text_protocol --test binary_protocol --test meta_protocol --test idle_timeout --test load --test operations --test watch --test sync_group_commit --test store_semantics --test admin"
+: > /tmp/logmemcached-io-modes.log
+for io in uring epoll; do
+    # shellcheck disable=SC2086
+    LOGMEMCACHED_TEST_IO=$io cargo test --no-fail-fast $tcp_suites 2>&1 | tee -a /tmp/logmemcached-io-modes.log
+done
+
 step "memccapable (text and binary)"
 bash tests/conformance/memccapable.sh all 2>&1 | tee /tmp/logmemcached-memccapable.log
 
@@ -43,6 +54,8 @@ step "all suites passed"
 # the VM, memccapable's summary, pytest's): reaching here means none failed.
 sum_libtest() { grep -ao 'test result: [^ ]*ok[^ ]*\. [0-9]* passed; [0-9]* failed' "$1" | awk '{p+=$4; f+=$6} END {print p+0, f+0}'; }
 read -r cp cf < <(sum_libtest /tmp/logmemcached-cargo-test.log)
+read -r ip if_ < <(sum_libtest /tmp/logmemcached-io-modes.log)
+cp=$((cp + ip)); cf=$((cf + if_))
 read -r vp vf < <(sum_libtest /tmp/logmemcached-vm.log)
 mp=$(grep -ao 'memccapable ([a-z]*): [0-9]* passed' /tmp/logmemcached-memccapable.log | awk '{print $3}' | tail -1)
 pp=$(grep -aoE '[0-9]+ passed' /tmp/logmemcached-pytest.log | tail -1 | awk '{print $1}')

@@ -104,7 +104,7 @@ impl RingStream {
     /// A send completed with `result` (bytes, or a negated errno). Returns
     /// the buffer and where to go on from when part of it is still to send.
     pub fn sent(&mut self, buf: Vec<u8>, result: i32) -> Option<(Vec<u8>, usize)> {
-        let Some((len, from)) = self.in_flight.take() else { return None };
+        let (len, from) = self.in_flight.take()?;
         if result <= 0 {
             // A socket that takes nothing, or refuses, is gone.
             self.failed = true;
