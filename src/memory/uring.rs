@@ -114,11 +114,19 @@ impl Ring {
         if !cfg.recv_buffers.is_power_of_two() || cfg.recv_buffers > 1 << 15 || cfg.recv_buffer_size == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "receive buffers: a power of two, at most 32768"));
         }
-        let mut b = IoUring::builder();
-        if let Some(ms) = cfg.sqpoll_idle_ms {
-            b.setup_sqpoll(ms);
-        }
-        let ring = b.build(cfg.entries)?;
+        let ring = match cfg.sqpoll_idle_ms {
+            Some(ms) => IoUring::builder().setup_sqpoll(ms).build(cfg.entries)?,
+            // Completions wait for our next io_uring_enter (which the
+            // TASKRUN flag asks for) instead of interrupting the worker for
+            // each arrival: one kernel entry per loop iteration, not one per
+            // receive. 6.1; older kernels get the default.
+            None => IoUring::builder()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag()
+                .build(cfg.entries)
+                .or_else(|_| IoUring::new(cfg.entries))?,
+        };
         let entry_bytes = std::mem::size_of::<types::BufRingEntry>() * cfg.recv_buffers as usize;
         let mut entries = ManuallyDrop::new(memmap2::MmapMut::map_anon(entry_bytes)?);
         let mut data =

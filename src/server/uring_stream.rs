@@ -42,6 +42,9 @@ pub struct RingStream {
     in_flight: Option<(usize, usize)>,
     /// Waiting in the worker's ready list.
     pub queued: bool,
+    /// The connection has output waiting for the send in flight: serve it
+    /// when the send completes (otherwise a completion needs no serve).
+    pub awaits_send: bool,
     /// This socket's share of the `Buffers` counters (output, input).
     counted: (usize, usize),
 }
@@ -59,6 +62,7 @@ impl RingStream {
             tx: Vec::new(),
             in_flight: None,
             queued: false,
+            awaits_send: false,
             counted: (0, 0),
         }
     }

@@ -245,6 +245,7 @@ impl UringWorker {
                 }
             }
         }
+        let serve = kind == RECV || s.failed || std::mem::take(&mut s.awaits_send);
         if closed {
             // What was staged behind the last send goes before the close.
             if let Some(buf) = s.take_send() {
@@ -255,7 +256,7 @@ impl UringWorker {
             if s.quiet() {
                 self.draining.remove(&token);
             }
-        } else if !s.queued {
+        } else if serve && !s.queued {
             s.queued = true;
             self.ready.push(token);
         }
@@ -448,15 +449,9 @@ impl UringWorker {
         info.inspect(|i| i.serving(true));
         let next = conn.on_ready(&ctx, &mut self.scratch);
         info.inspect(|i| i.serving(false));
-        let again = match next {
-            Next::Close => return self.close(token, "normal"),
-            // More was received than one read took.
-            Next::Read => conn.stream.unread() > 0,
-            // Output waits for a send in flight (its completion serves the
-            // connection again), or requests wait for room or their turn:
-            // come back next iteration, as a writable socket would.
-            Next::Write => !conn.stream.sending(),
-        };
+        if next == Next::Close {
+            return self.close(token, "normal");
+        }
         let s = &mut conn.stream;
         if let Some(buf) = s.take_send() {
             if self.ring.send(s.as_fd(), buf, 0, ud(token, SEND)).is_err() {
@@ -468,6 +463,15 @@ impl UringWorker {
         } else if s.wants_cancel() {
             s.cancelling = self.ring.cancel(ud(token, RECV), ud(token, CANCEL)).is_ok();
         }
+        // Output waiting for the send in flight: its completion serves the
+        // connection again. Otherwise output or requests wait for room or
+        // their turn: come back next iteration, as a writable socket would;
+        // and so does input left over from one read.
+        s.awaits_send = next == Next::Write && s.sending();
+        let again = match next {
+            Next::Write => !s.sending(),
+            _ => s.unread() > 0,
+        };
         s.account(&ctx.rt.buffers, false);
         if (again || s.failed) && !s.queued {
             s.queued = true;
