@@ -42,7 +42,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 # for perf's acknowledgement, so the window is exactly memcaslap's run.
 perf_start() { # PID
     rm -f "$work/ctl" "$work/ack"; mkfifo "$work/ctl" "$work/ack"
-    perf stat -x, -D -1 --control "fifo:$work/ctl,$work/ack" -e raw_syscalls:sys_enter -p "$1" -o "$work/perf" &
+    perf stat -x, -D -1 --control "fifo:$work/ctl,$work/ack" -e raw_syscalls:sys_enter -p "$1" -o "$work/perf" 2>"$work/perf.err" &
     perf_pid=$!
     exec 7>"$work/ctl" 8<"$work/ack"
 }

@@ -94,3 +94,20 @@ fn a_bad_io_mode_is_a_usage_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--io takes auto, uring or epoll"));
 }
+
+#[test]
+fn uring_with_busy_polling_takes_submissions_through_sqpoll() {
+    let s = Server::start(&["--io", "uring", "--poll", "busy", "-t", "1"]);
+    round_trip(&s);
+    // SQPOLL's kernel thread is one of the server's threads (iou-sqp-PID).
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", s.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(threads.iter().any(|t| t.starts_with("iou-sqp")), "an SQPOLL thread: {threads:?}");
+    let mut c = s.connect();
+    let replies = c.pipeline(&"get k\r\n".repeat(500), 1500);
+    assert!(replies.chunks(3).all(|r| r == ["VALUE k 0 5\r\n", "hello\r\n", "END\r\n"]));
+    assert_eq!(c.stats("settings")["poll_mode"], "busy");
+}

@@ -13,7 +13,7 @@ use logmemcached::auth::{self, AuthToken};
 use logmemcached::error::{Context, Result};
 use logmemcached::memory::region::HugePages;
 use logmemcached::replication::{self, primary::SlotTable, replica::ReplicaOptions, Replication, Trust, Url};
-use logmemcached::runtime::{default_output_budget, Runtime, Settings};
+use logmemcached::runtime::{default_output_budget, IoMode, Runtime, Settings};
 use logmemcached::server;
 use logmemcached::store::{Store, StoreConfig};
 
@@ -114,6 +114,13 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
     // Before anything opens descriptors of its own: fail early, as memcached does.
     server::ensure_fd_limit(&settings)?;
     settings.io = server::choose_io(&settings)?;
+    if settings.io == IoMode::Uring && a.idle_spins.is_none() {
+        // A uring worker's blocking wait is the same io_uring_enter that
+        // submits its sends, and what arrives while it spins needs an enter
+        // of its own to be collected (deferred task work): spinning saves
+        // no system call and costs one per wakeup, and CPU (perf/results/io.md).
+        settings.idle_spins = 0;
+    }
     let listeners = a
         .replication_listen
         .iter()

@@ -185,7 +185,7 @@ impl Ring {
         let len = (buf.len() - from).min(u32::MAX as usize) as u32;
         let ptr = buf[from..].as_ptr();
         let e = opcode::Send::new(types::Fd(fd.as_raw_fd()), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
             .build()
             .user_data(user_data);
         // The Vec's heap buffer does not move when the Vec does.

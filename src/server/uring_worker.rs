@@ -58,6 +58,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const HOLD_POLL: Duration = Duration::from_millis(1);
 const WATCH_POLL: Duration = Duration::from_millis(10);
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// The longest a closed connection's last output may take to go.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Ring size, and the provided receive buffers (4 MiB a worker).
 const RING_ENTRIES: u32 = 1024;
 const RECV_BUFFERS: u16 = 256;
@@ -74,7 +76,11 @@ pub struct UringWorker {
     conns: HashMap<u64, Conn<RingStream>>,
     conn_info: HashMap<u64, Arc<ConnInfo>>,
     /// Closed connections whose sockets wait for their operations to end.
-    draining: HashMap<u64, RingStream>,
+    /// With when each began: one that has not finished in `DRAIN_LIMIT`
+    /// (a client that stopped reading) is shut down, so closed connections
+    /// cannot hold descriptors past the `-c` limit.
+    draining: HashMap<u64, (RingStream, Instant)>,
+    next_drain_check: Instant,
     next_token: u64,
     scratch: Scratch,
     /// Connections to serve this iteration (each once: `RingStream::queued`).
@@ -118,6 +124,7 @@ impl UringWorker {
             conns: HashMap::new(),
             conn_info: HashMap::new(),
             draining: HashMap::new(),
+            next_drain_check: Instant::now() + IDLE_CHECK,
             next_token: 0,
             scratch: Scratch::default(),
             ready: Vec::new(),
@@ -138,6 +145,7 @@ impl UringWorker {
             let mut worked = self.settle();
             self.feed_watchers();
             self.kick_idle();
+            self.end_draining();
             self.resume_accepting()?;
             let mut batch = std::mem::take(&mut self.completions);
             self.ring.completions(&mut batch);
@@ -177,6 +185,9 @@ impl UringWorker {
         let poll = match (self.holding.is_empty(), self.watching.is_empty()) {
             (true, true) if self.shared.rt.settings.idle_timeout > 0 && !self.conns.is_empty() => {
                 Some(self.next_idle_check.saturating_duration_since(Instant::now()))
+            }
+            (true, true) if !self.draining.is_empty() => {
+                Some(self.next_drain_check.saturating_duration_since(Instant::now()))
             }
             (true, true) => None,
             (false, _) => Some(HOLD_POLL),
@@ -218,7 +229,7 @@ impl UringWorker {
     fn socket_done(&mut self, token: u64, kind: u64, c: Completion) {
         let live = self.conns.get_mut(&token).map(|conn| &mut conn.stream);
         let closed = live.is_none();
-        let Some(s) = live.or_else(|| self.draining.get_mut(&token)) else {
+        let Some(s) = live.or_else(|| self.draining.get_mut(&token).map(|(s, _)| s)) else {
             // Neither live nor draining: the socket is gone; give the buffer back.
             if let Some(b) = c.received {
                 self.ring.recycle(b);
@@ -419,7 +430,23 @@ impl UringWorker {
             s.cancelling = self.ring.cancel(ud(token, RECV), ud(token, CANCEL)).is_ok();
         }
         if !s.quiet() {
-            self.draining.insert(token, s);
+            self.draining.insert(token, (s, Instant::now()));
+        }
+    }
+
+    /// Shut down the sockets of closed connections whose last output has
+    /// not gone within `DRAIN_LIMIT`: their operations then fail, and the
+    /// socket closes with their completions.
+    fn end_draining(&mut self) {
+        if self.draining.is_empty() || Instant::now() < self.next_drain_check {
+            return;
+        }
+        self.next_drain_check = Instant::now() + IDLE_CHECK;
+        for (s, since) in self.draining.values_mut() {
+            if since.elapsed() >= DRAIN_LIMIT && !s.failed {
+                s.failed = true;
+                let _ = nix::sys::socket::shutdown(s.as_fd().as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            }
         }
     }
 
