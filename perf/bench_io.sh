@@ -60,58 +60,65 @@ for size in 100 4096; do
     printf 'key\n64 64 1\nvalue\n%s %s 1\ncmd\n0 1.0\n1 0.0\n' "$size" "$size" > "$work/set$size.cfg"
 done
 workloads="mixed100 multi100 set100 mixed4096 multi4096 set4096"
+declare -A spins=()
 declare -A share=([mixed]=0.9 [multi]=0.9 [set]=0) division=([mixed]=1 [multi]=50 [set]=1)
 raw=$work/raw
 : > "$raw"
 tck=$(clk_tck)
 
-mc_port=$(free_port); ep_port=$(free_port); ur_port=$(free_port)
-taskset -c 0 memcached -u nobody -p "$mc_port" -l 127.0.0.1 -U 0 -t 1 -m 1024 -c 1024 & mc_pid=$!; pids+=("$mc_pid")
-for io in epoll uring; do
-    port=$ep_port; [ "$io" = uring ] && port=$ur_port
-    taskset -c 0 ./target/release/logmemcached serve -p "$port" -l 127.0.0.1 -t 1 -m 1024 -c 1024 --io "$io" \
-        --hugepages auto 2>"$work/$io.err" & pid=$!; pids+=("$pid")
-    [ "$io" = uring ] && ur_pid=$pid || ep_pid=$pid
-done
-wait_port "$mc_port"; wait_port "$ep_port"; wait_port "$ur_port"
-for p in "$ep_port" "$ur_port"; do
-    stats_snapshot "$p" settings > "$work/settings"
-    want=epoll; [ "$p" = "$ur_port" ] && want=uring
-    [ "$(stat_get "$work/settings" io_mode)" = "$want" ] || checks_die "the --io $want server reports io_mode $(stat_get "$work/settings" io_mode)"
-done
+# Fresh servers for each value size: memcached's slab classes, once filled by
+# 100-byte items, leave 4 KiB sets "out of memory" (and the log its cleaner's
+# state); each size then starts from empty memory for all three alike.
+for size in 100 4096; do
+    mc_port=$(free_port); ep_port=$(free_port); ur_port=$(free_port)
+    taskset -c 0 memcached -u nobody -p "$mc_port" -l 127.0.0.1 -U 0 -t 1 -m 1024 -c 1024 & mc_pid=$!; pids+=("$mc_pid")
+    for io in epoll uring; do
+        port=$ep_port; [ "$io" = uring ] && port=$ur_port
+        taskset -c 0 ./target/release/logmemcached serve -p "$port" -l 127.0.0.1 -t 1 -m 1024 -c 1024 --io "$io" \
+            --hugepages auto 2>"$work/$io.err" & pid=$!; pids+=("$pid")
+        [ "$io" = uring ] && ur_pid=$pid || ep_pid=$pid
+    done
+    wait_port "$mc_port"; wait_port "$ep_port"; wait_port "$ur_port"
+    for p in "$ep_port" "$ur_port"; do
+        stats_snapshot "$p" settings > "$work/settings"
+        want=epoll; [ "$p" = "$ur_port" ] && want=uring
+        [ "$(stat_get "$work/settings" io_mode)" = "$want" ] || checks_die "the --io $want server reports io_mode $(stat_get "$work/settings" io_mode)"
+        spins[$want]=$(stat_get "$work/settings" poll_idle_spins)
+    done
 
-for r in $(seq "$rounds"); do
-    case $((r % 3)) in 1) order="mc ep ur" ;; 2) order="ep ur mc" ;; *) order="ur mc ep" ;; esac
-    for wl in $workloads; do
-        kind=${wl%%[0-9]*}
-        for who in $order; do
-            case $who in mc) port=$mc_port; pid=$mc_pid ;; ep) port=$ep_port; pid=$ep_pid ;; ur) port=$ur_port; pid=$ur_pid ;; esac
-            CHECKS_CONTEXT="round $r, $wl, $who"
-            perf_start "$pid"
-            stats_snapshot "$port" > "$work/before"
-            c0=$(cpu_ticks "$pid")
-            perf_cmd enable
-            taskset -c 1 memcaslap -s "127.0.0.1:$port" -T 1 -c "$conc" -t "${secs}s" -F "$work/$wl.cfg" \
-                -d "${division[$kind]}" > "$work/out" 2>&1 || checks_die "memcaslap failed: $(tail -3 "$work/out" | tr '\n' ' ')"
-            perf_cmd disable
-            c1=$(cpu_ticks "$pid")
-            stats_snapshot "$port" > "$work/after"
-            perf_stop; calls=$CALLS
-            check_number "syscalls counted by perf" "$calls"
-            check_memcaslap_run "$work/out" "$work/before" "$work/after" $((conc * ${division[$kind]})) "${share[$kind]}"
-            gets=$(stat_delta "$work/before" "$work/after" cmd_get); sets=$(stat_delta "$work/before" "$work/after" cmd_set)
-            ops=$((gets + sets))
-            reqs=$(awk -v g="$gets" -v s="$sets" -v d="${division[$kind]}" 'BEGIN { printf "%d", s + g / d }')
-            ops_cpu=$(awk -v c=$((c1 - c0)) -v t="$tck" -v n="$ops" 'BEGIN { if (c > 0) printf "%.0f", n * t / c }')
-            check_number "operations per server CPU-second" "$ops_cpu"
-            per_req=$(awk -v c="$calls" -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')
-            echo "$r $wl $who $MS_TPS $ops_cpu $per_req $reqs $calls" >> "$raw"
-            echo "round $r  $wl  $who  $MS_TPS ops/s  $ops_cpu ops/CPU-s  $per_req syscalls/request  (checked: $MS_GETS gets, $MS_SETS sets, 0 errors)" >&2
+    for r in $(seq "$rounds"); do
+        case $((r % 3)) in 1) order="mc ep ur" ;; 2) order="ep ur mc" ;; *) order="ur mc ep" ;; esac
+        for wl in mixed$size multi$size set$size; do
+            kind=${wl%%[0-9]*}
+            for who in $order; do
+                case $who in mc) port=$mc_port; pid=$mc_pid ;; ep) port=$ep_port; pid=$ep_pid ;; ur) port=$ur_port; pid=$ur_pid ;; esac
+                CHECKS_CONTEXT="round $r, $wl, $who"
+                perf_start "$pid"
+                stats_snapshot "$port" > "$work/before"
+                c0=$(cpu_ticks "$pid")
+                perf_cmd enable
+                taskset -c 1 memcaslap -s "127.0.0.1:$port" -T 1 -c "$conc" -t "${secs}s" -F "$work/$wl.cfg" \
+                    -d "${division[$kind]}" > "$work/out" 2>&1 || checks_die "memcaslap failed: $(tail -3 "$work/out" | tr '\n' ' ')"
+                perf_cmd disable
+                c1=$(cpu_ticks "$pid")
+                stats_snapshot "$port" > "$work/after"
+                perf_stop; calls=$CALLS
+                check_number "syscalls counted by perf" "$calls"
+                check_memcaslap_run "$work/out" "$work/before" "$work/after" $((conc * ${division[$kind]})) "${share[$kind]}"
+                gets=$(stat_delta "$work/before" "$work/after" cmd_get); sets=$(stat_delta "$work/before" "$work/after" cmd_set)
+                ops=$((gets + sets))
+                reqs=$(awk -v g="$gets" -v s="$sets" -v d="${division[$kind]}" 'BEGIN { printf "%d", s + g / d }')
+                ops_cpu=$(awk -v c=$((c1 - c0)) -v t="$tck" -v n="$ops" 'BEGIN { if (c > 0) printf "%.0f", n * t / c }')
+                check_number "operations per server CPU-second" "$ops_cpu"
+                per_req=$(awk -v c="$calls" -v n="$reqs" 'BEGIN { printf "%.3f", c / n }')
+                echo "$r $wl $who $MS_TPS $ops_cpu $per_req $reqs $calls" >> "$raw"
+                echo "round $r  $wl  $who  $MS_TPS ops/s  $ops_cpu ops/CPU-s  $per_req syscalls/request  (checked: $MS_GETS gets, $MS_SETS sets, 0 errors)" >&2
+            done
         done
     done
+    kill "$mc_pid" "$ep_pid" "$ur_pid"; wait "$mc_pid" "$ep_pid" "$ur_pid" 2>/dev/null || true
 done
 unset CHECKS_CONTEXT
-kill "$mc_pid" "$ep_pid" "$ur_pid"; wait "$mc_pid" "$ep_pid" "$ur_pid" 2>/dev/null || true
 
 med() { # WL WHO FIELD -> median over rounds
     awk -v w="$1" -v s="$2" -v k="$3" '$2 == w && $3 == s { print $k }' "$raw" | sort -g \
@@ -135,7 +142,8 @@ out=perf/results/io.md
     echo "($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(uname -r)), load average $load0 at the start and"
     echo "$(cut -d' ' -f1-3 /proc/loadavg) at the end (other work shares this box); memcached $(memcached -V | awk '{print $2}')."
     echo "All three servers -t 1 -m 1024 pinned to cpu0, memcaslap -T 1 -c $conc pinned to cpu1, ${secs} s per run,"
-    echo "alternating order; logmemcached with its defaults otherwise (--poll adaptive). Medians of $rounds rounds."
+    echo "alternating order, fresh servers for each value size; logmemcached with its defaults otherwise (--poll adaptive,"
+    echo "idle spins before blocking: epoll ${spins[epoll]}, uring ${spins[uring]}). Medians of $rounds rounds."
     echo "Every run was checked before it counted: no error replies, no protocol_errors, the server's"
     echo "cmd_get/cmd_set/get_hits/get_misses within what can be in flight of what memcaslap sent, every set stored."
     echo

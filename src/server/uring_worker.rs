@@ -88,6 +88,9 @@ pub struct UringWorker {
     completions: Vec<Completion>,
     accept_paused_until: Option<Instant>,
     accept_failing: bool,
+    /// Each listener's poll is in the kernel (so a resume arms only the
+    /// ones that are not: one poll per listener, never two).
+    listener_armed: Vec<bool>,
     holding: HashSet<u64>,
     settling: Vec<u64>,
     watching: HashSet<u64>,
@@ -115,6 +118,7 @@ impl UringWorker {
             shared.rt.conn_table.add_listener(l.as_fd().as_raw_fd(), l.stats_addr());
         }
         ring.poll_readable(shared.wakers[id].as_fd(), ud(WAKER, POLL)).context("watching the shutdown eventfd")?;
+        let listener_armed = vec![true; listeners.len()];
         Ok(UringWorker {
             id,
             ring,
@@ -131,6 +135,7 @@ impl UringWorker {
             completions: Vec::with_capacity(256),
             accept_paused_until: None,
             accept_failing: false,
+            listener_armed,
             holding: HashSet::new(),
             settling: Vec::new(),
             watching: HashSet::new(),
@@ -212,11 +217,13 @@ impl UringWorker {
             }
             POLL if id <= LISTENER && id > LISTENER - self.listeners.len() as u64 => {
                 let which = (LISTENER - id) as usize;
+                self.listener_armed[which] = false;
                 self.accept_all(which);
                 if self.accept_paused_until.is_none() {
                     self.ring
                         .poll_readable(self.listeners[which].as_fd(), ud(id, POLL))
                         .context("watching the listener")?;
+                    self.listener_armed[which] = true;
                 }
             }
             RECV | SEND => self.socket_done(id, kind, c),
@@ -311,9 +318,12 @@ impl UringWorker {
         match self.accept_paused_until {
             Some(t) if Instant::now() >= t => {
                 for (i, l) in self.listeners.iter().enumerate() {
-                    self.ring
-                        .poll_readable(l.as_fd(), ud(LISTENER - i as u64, POLL))
-                        .context("watching the listener again")?;
+                    if !self.listener_armed[i] {
+                        self.ring
+                            .poll_readable(l.as_fd(), ud(LISTENER - i as u64, POLL))
+                            .context("watching the listener again")?;
+                        self.listener_armed[i] = true;
+                    }
                 }
                 self.accept_paused_until = None;
                 Ok(())
