@@ -7,6 +7,7 @@
 //! runtime's shutdown hook) sets `Shared::shutdown` and wakes every worker
 //! through its eventfd; each closes its connections and returns.
 
+mod accept;
 pub mod admin;
 mod conn;
 pub mod listen;

@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::accept::{accept_round, admission, AcceptEnd, ACCEPT_BACKOFF};
 use super::conn::{Conn, Next, Scratch};
 use super::listen::{Listener, Stream};
 use super::uring_stream::RingStream;
@@ -53,8 +54,6 @@ fn ud(id: u64, kind: u64) -> u64 {
     (id << KIND_BITS) | kind
 }
 
-const ACCEPTS_PER_EVENT: usize = 64;
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const HOLD_POLL: Duration = Duration::from_millis(1);
 const WATCH_POLL: Duration = Duration::from_millis(10);
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -281,36 +280,16 @@ impl UringWorker {
     }
 
     /// Accept what the listener has, up to `ACCEPTS_PER_EVENT` (its poll is
-    /// re-armed after, so the rest come next iteration).
+    /// re-armed after, so the rest come next iteration). Out of
+    /// descriptors, its poll is not re-armed for `ACCEPT_BACKOFF`.
     fn accept_all(&mut self, which: usize) {
-        for _ in 0..ACCEPTS_PER_EVENT {
-            match self.listeners[which].accept() {
-                Ok((stream, peer)) => {
-                    self.accept_failing = false;
-                    if self.shared.rt.verbosity() > 1 {
-                        crate::log_debug!("worker {}: new client connection from {peer}", self.id);
-                    }
-                    self.admit(stream)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    self.shared.rt.workers[self.id].listen_disabled_num.incr();
-                    if self.shared.rt.verbosity() > 0 && !self.accept_failing {
-                        crate::log_warn!("accept failed: {e}; not accepting for {ACCEPT_BACKOFF:?} at a time");
-                    }
-                    self.accept_failing = true;
-                    // The listener's poll is not re-armed until then.
-                    self.accept_paused_until.get_or_insert(Instant::now() + ACCEPT_BACKOFF);
-                    return;
-                }
-                Err(e) => {
-                    if self.shared.rt.verbosity() > 0 {
-                        crate::log_warn!("accept failed: {e}");
-                    }
-                    return;
-                }
-            }
+        let mut accepted = Vec::new();
+        let end = accept_round(&self.listeners[which], &self.shared, self.id, &mut self.accept_failing, &mut accepted);
+        for stream in accepted {
+            self.admit(stream);
+        }
+        if end == AcceptEnd::OutOfFds {
+            self.accept_paused_until.get_or_insert(Instant::now() + ACCEPT_BACKOFF);
         }
     }
 
@@ -333,16 +312,7 @@ impl UringWorker {
     }
 
     fn admit(&mut self, mut stream: Stream) {
-        let limit = self.shared.rt.settings.conn_limit as u64;
-        if self.shared.rt.connections.curr.fetch_add(1, Ordering::AcqRel) >= limit {
-            self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
-            self.shared.rt.connections.rejected.fetch_add(1, Ordering::Relaxed);
-            let _ = std::io::Write::write_all(&mut stream, b"ERROR Too many open connections\r\n");
-            return;
-        }
-        self.shared.rt.connections.total.fetch_add(1, Ordering::Relaxed);
-        if stream.prepare().is_err() {
-            self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
+        if !admission(&self.shared, &mut stream) {
             return;
         }
         let token = self.next_token;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
+use super::accept::{accept_round, admission, AcceptEnd, ACCEPT_BACKOFF};
 use super::conn::{Conn, Next, Scratch};
 use super::listen::{Listener, Stream};
 use super::Shared;
@@ -43,10 +44,6 @@ const RDMA: u64 = u64::MAX - 2;
 /// connection tokens count up from 0 and never get near.
 const LISTENER: u64 = u64::MAX - 16;
 const MAX_LISTENERS: usize = 1 << 20;
-/// Connections a worker accepts per readiness of its listener.
-const ACCEPTS_PER_EVENT: usize = 64;
-/// How long a worker stops accepting after accept ran out of descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// The longest a worker blocks while replies are held for replicas.
 const HOLD_POLL: Duration = Duration::from_millis(1);
 /// How often an idle worker moves queued `watch` lines to its watchers.
@@ -221,45 +218,19 @@ impl Worker {
     }
 
     /// Accept what the listener has, up to `ACCEPTS_PER_EVENT`: the
-    /// listener is level-triggered, so the rest come next poll, after the
-    /// connections already open have had their turn.
+    /// listener is level-triggered, so the rest come next poll. Out of
+    /// descriptors, stop watching the listeners for `ACCEPT_BACKOFF`.
     fn accept_all(&mut self, which: usize) {
-        for _ in 0..ACCEPTS_PER_EVENT {
-            match self.listeners[which].accept() {
-                Ok((stream, peer)) => {
-                    self.accept_failing = false;
-                    // -vv, as memcached: one line per connection opened.
-                    if self.shared.rt.verbosity() > 1 {
-                        crate::log_debug!("worker {}: new client connection from {peer}", self.id);
-                    }
-                    self.admit(stream)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    // Out of descriptors: the listener stays readable, so
-                    // stop watching it for a moment instead of spinning.
-                    self.shared.rt.workers[self.id].listen_disabled_num.incr();
-                    if self.shared.rt.verbosity() > 0 && !self.accept_failing {
-                        crate::log_warn!("accept failed: {e}; not accepting for {ACCEPT_BACKOFF:?} at a time");
-                    }
-                    self.accept_failing = true;
-                    if self.accept_paused_until.is_none() {
-                        for l in &self.listeners {
-                            let _ = self.epoll.delete(l.as_fd());
-                        }
-                        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                    }
-                    return;
-                }
-                Err(e) => {
-                    // ECONNABORTED and the like: say so, keep serving the others.
-                    if self.shared.rt.verbosity() > 0 {
-                        crate::log_warn!("accept failed: {e}");
-                    }
-                    return;
-                }
+        let mut accepted = Vec::new();
+        let end = accept_round(&self.listeners[which], &self.shared, self.id, &mut self.accept_failing, &mut accepted);
+        for stream in accepted {
+            self.admit(stream);
+        }
+        if end == AcceptEnd::OutOfFds && self.accept_paused_until.is_none() {
+            for l in &self.listeners {
+                let _ = self.epoll.delete(l.as_fd());
             }
+            self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
         }
     }
 
@@ -280,17 +251,7 @@ impl Worker {
     }
 
     fn admit(&mut self, mut stream: Stream) {
-        let limit = self.shared.rt.settings.conn_limit as u64;
-        if self.shared.rt.connections.curr.fetch_add(1, Ordering::AcqRel) >= limit {
-            self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
-            self.shared.rt.connections.rejected.fetch_add(1, Ordering::Relaxed);
-            // memcached's words for it; the socket is closed when dropped.
-            let _ = std::io::Write::write_all(&mut stream, b"ERROR Too many open connections\r\n");
-            return;
-        }
-        self.shared.rt.connections.total.fetch_add(1, Ordering::Relaxed);
-        if stream.prepare().is_err() {
-            self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
+        if !admission(&self.shared, &mut stream) {
             return;
         }
         let token = self.next_token;
