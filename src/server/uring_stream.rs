@@ -20,8 +20,17 @@ const SEND_BATCH: usize = 256 << 10;
 /// Received bytes a connection may have unread before its receive is
 /// cancelled (its client is sending faster than its replies go).
 pub const RX_LIMIT: usize = 64 << 10;
-/// A send buffer kept for reuse is shrunk back to this.
-const SEND_KEEP: usize = 64 << 10;
+
+/// What a completed send leaves.
+#[derive(Debug)]
+pub enum SendDone {
+    /// Part is still to go: send the buffer again from here.
+    Again(Vec<u8>, usize),
+    /// All went: the buffer is free for reuse.
+    Free(Vec<u8>),
+    /// The socket failed.
+    Failed,
+}
 
 #[derive(Debug)]
 pub struct RingStream {
@@ -105,32 +114,39 @@ impl RingStream {
         Some(std::mem::take(&mut self.tx))
     }
 
-    /// A send completed with `result` (bytes, or a negated errno). Returns
-    /// the buffer and where to go on from when part of it is still to send.
-    pub fn sent(&mut self, buf: Vec<u8>, result: i32) -> Option<(Vec<u8>, usize)> {
-        let (len, from) = self.in_flight.take()?;
+    /// A send completed with `result` (bytes, or a negated errno): what
+    /// becomes of its buffer.
+    pub fn sent(&mut self, buf: Vec<u8>, result: i32) -> SendDone {
+        let Some((len, from)) = self.in_flight.take() else { return SendDone::Free(buf) };
         if result <= 0 {
             // A socket that takes nothing, or refuses, is gone.
             self.failed = true;
             self.tx.clear();
-            return None;
+            return SendDone::Failed;
         }
         let done = from + (result as usize).min(len - from);
         if done < len {
             self.in_flight = Some((len, done));
-            return Some((buf, done));
+            return SendDone::Again(buf, done);
         }
-        // Reuse the buffer for the next batch when nothing was staged meanwhile
-        // (nothing can be: writes wait while a send is in flight).
-        if self.tx.is_empty() {
-            let mut buf = buf;
-            buf.clear();
-            if buf.capacity() > SEND_KEEP {
-                buf.shrink_to(SEND_KEEP);
-            }
+        SendDone::Free(buf)
+    }
+
+    /// Take `buf` (empty) to stage writes in, if this socket has no buffer;
+    /// otherwise hand it back.
+    pub fn lend(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        if self.tx.capacity() == 0 && self.in_flight.is_none() {
             self.tx = buf;
+            None
+        } else {
+            Some(buf)
         }
-        None
+    }
+
+    /// The staging buffer, when nothing is staged in it: the worker keeps
+    /// it for the next connection that writes, so an idle one holds none.
+    pub fn spare(&mut self) -> Option<Vec<u8>> {
+        (self.tx.is_empty() && self.tx.capacity() > 0).then(|| std::mem::take(&mut self.tx))
     }
 
     /// Nothing is in the kernel or waiting to go: the socket may be closed.
@@ -211,12 +227,15 @@ mod tests {
         assert_eq!(s.write(b"hello").unwrap(), 5);
         let buf = s.take_send().expect("staged bytes go out");
         assert_eq!(s.write(b"x").unwrap_err().kind(), ErrorKind::WouldBlock, "one send at a time");
-        let (buf, from) = s.sent(buf, 2).expect("a short send goes on");
+        let SendDone::Again(buf, from) = s.sent(buf, 2) else { panic!("a short send goes on") };
         assert_eq!((&buf[from..], s.sending()), (&b"llo"[..], true));
-        assert!(s.sent(buf, 3).is_none() && !s.sending());
+        let SendDone::Free(mut buf) = s.sent(buf, 3) else { panic!("all sent") };
+        assert!(!s.sending() && s.spare().is_none(), "no buffer while none is lent");
+        buf.clear();
+        assert!(s.lend(buf).is_none(), "an idle socket takes a lent buffer");
         assert_eq!(s.write(b"x").unwrap(), 1);
         let buf = s.take_send().unwrap();
-        assert!(s.sent(buf, -libc::EPIPE).is_none());
+        assert!(matches!(s.sent(buf, -libc::EPIPE), SendDone::Failed));
         assert_eq!(s.write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
         assert!(s.quiet());
     }

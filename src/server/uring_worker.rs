@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use super::accept::{accept_round, admission, AcceptEnd, ACCEPT_BACKOFF};
 use super::conn::{Conn, Next, Scratch};
 use super::listen::{Listener, Stream};
-use super::uring_stream::RingStream;
+use super::uring_stream::{RingStream, SendDone};
 use super::Shared;
 use crate::error::{Context, Result};
 use crate::memory::uring::{Completion, Ring, RingConfig};
@@ -49,6 +49,19 @@ const WAKER: u64 = u64::MAX >> KIND_BITS;
 /// Listener `i` is `LISTENER - i`; connection tokens count up from 0.
 const LISTENER: u64 = WAKER - 16;
 const MAX_LISTENERS: usize = 1 << 20;
+
+/// Send buffers a worker keeps for its connections' next replies: a large
+/// reply then reuses one instead of growing (and faulting in) a new one.
+const SEND_POOL: usize = 16;
+/// Larger ones are not kept (a batch is at most 256 KiB; Vec growth may double it).
+const SEND_POOL_MAX: usize = 512 << 10;
+
+fn pool_send_buffer(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
+    if pool.len() < SEND_POOL && buf.capacity() <= SEND_POOL_MAX {
+        buf.clear();
+        pool.push(buf);
+    }
+}
 
 fn ud(id: u64, kind: u64) -> u64 {
     (id << KIND_BITS) | kind
@@ -85,6 +98,8 @@ pub struct UringWorker {
     /// Connections to serve this iteration (each once: `RingStream::queued`).
     ready: Vec<u64>,
     completions: Vec<Completion>,
+    /// Send buffers between uses (see `pool_send_buffer`).
+    send_pool: Vec<Vec<u8>>,
     accept_paused_until: Option<Instant>,
     accept_failing: bool,
     /// Each listener's poll is in the kernel (so a resume arms only the
@@ -132,6 +147,7 @@ impl UringWorker {
             scratch: Scratch::default(),
             ready: Vec::new(),
             completions: Vec::with_capacity(256),
+            send_pool: Vec::new(),
             accept_paused_until: None,
             accept_failing: false,
             listener_armed,
@@ -256,10 +272,14 @@ impl UringWorker {
                 s.cancelling = false;
             }
         } else if let Some(buf) = c.sent {
-            if let Some((buf, from)) = s.sent(buf, c.result) {
-                if self.ring.send(s.as_fd(), buf, from, ud(token, SEND)).is_err() {
-                    s.failed = true;
+            match s.sent(buf, c.result) {
+                SendDone::Again(buf, from) => {
+                    if self.ring.send(s.as_fd(), buf, from, ud(token, SEND)).is_err() {
+                        s.failed = true;
+                    }
                 }
+                SendDone::Free(buf) => pool_send_buffer(&mut self.send_pool, buf),
+                SendDone::Failed => {}
             }
         }
         let serve = kind == RECV || s.failed || std::mem::take(&mut s.awaits_send);
@@ -451,6 +471,11 @@ impl UringWorker {
     fn serve(&mut self, token: u64) {
         let Some(conn) = self.conns.get_mut(&token) else { return };
         conn.stream.queued = false;
+        if let Some(buf) = self.send_pool.pop() {
+            if let Some(buf) = conn.stream.lend(buf) {
+                self.send_pool.push(buf);
+            }
+        }
         let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
         let info = self.conn_info.get(&token);
         info.inspect(|i| i.serving(true));
@@ -474,6 +499,9 @@ impl UringWorker {
         // connection again. Otherwise output or requests wait for room or
         // their turn: come back next iteration, as a writable socket would;
         // and so does input left over from one read.
+        if let Some(buf) = s.spare() {
+            pool_send_buffer(&mut self.send_pool, buf);
+        }
         s.awaits_send = next == Next::Write && s.sending();
         let again = match next {
             Next::Write => !s.sending(),
