@@ -17,12 +17,14 @@
 # and times, on B's clock, the standby's first accepted write; every
 # acknowledged write must be on it. CI asserts the rounds' correctness only;
 # perf/bench_failover_vm.sh runs many rounds for p50/p99.
-# Usage: tests/vm/failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS]]
-#   (run from the project root; the rounds' lines go to target/vm-pair/rounds.tsv)
+# Usage: tests/vm/failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS [STANDBY_BIN,...]]]
+#   (run from the project root; the rounds' lines go to target/vm-pair/rounds.tsv;
+#   the standbys take the STANDBY_BINs in turn, default BINARY)
 set -euo pipefail
-bin=${1:?usage: failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS]]}
+bin=${1:?usage: failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS [STANDBY_BIN,...]]]}
 rounds=${2:-3}
 promote_after=${3:-500}
+standbys=${4:-$bin}
 case $rounds$promote_after in *[!0-9]*) echo "failover-pair.sh: ROUNDS and PROMOTE_AFTER_MS are numbers" >&2; exit 2 ;; esac
 [ "$rounds" -le 99 ] || { echo "failover-pair.sh: at most 99 rounds (ports 11400+I, 7800+I)" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/../.." && pwd -P)
@@ -45,7 +47,7 @@ SIDE_A
 cat > "$work/side-b.sh" <<SIDE_B
 set -e
 $token
-python3 tests/vm/failover_rounds.py rounds $bin $rounds $promote_after $work/rounds.tsv
+python3 tests/vm/failover_rounds.py rounds $bin $rounds $promote_after $work/rounds.tsv $standbys
 python3 tests/vm/failover_client.py wait 192.168.77.1 11311
 $bin serve -l 127.0.0.1 -p 11312 -t 1 -m 16 --hugepages off --replica-of rdma://192.168.77.1:7700 \\
     --auth-token-file /tmp/lmc-token --replication-listen rdma://192.168.77.2:7701 --admin-socket /tmp/lmc-r1.sock & r1=\$!

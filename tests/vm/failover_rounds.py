@@ -8,8 +8,9 @@
       and answers "up PID" once it listens; "kill" sends it SIGKILL, reaps it
       and answers "killed"; "final" answers "ok" and exits 0 (side A then
       starts the power-cut round's primary).
-  failover_rounds.py rounds BIN N PROMOTE_AFTER_MS OUT
-      side B: N rounds. Each: the round's primary on A, one standby replica
+  failover_rounds.py rounds BIN N PROMOTE_AFTER_MS OUT [STANDBY_BIN,...]
+      side B: N rounds (round I's standby runs the (I mod count)th of the
+      STANDBY_BINs, default BIN: two builds measured side by side). Each: the round's primary on A, one standby replica
       here (--replica-of it, --promote-after), 100 writes acknowledged under
       --sync-replicas 1 (so each is on the standby), a connection to the
       standby that it still refuses writes on, then "kill" to A and a set
@@ -18,7 +19,7 @@
       standby is primary at a newer epoch and serves every acknowledged
       write and the probe. One line per round on stdout and in OUT (tab
       separated: round, failover ms, control round trip ms, sets refused,
-      drain ms, drain result).
+      drain ms, drain result, the standby's binary).
 
 The figure is on B's clock alone: from just before B sends "kill" to the
 STORED reply of the first accepted set. It includes the control message's
@@ -153,7 +154,7 @@ def one_round(bin_, ctl, i, promote_after):
         standby.wait()
 
 
-def rounds(bin_, n, promote_after, out):
+def rounds(standby_bins, n, promote_after, out):
     # The agent takes one connection: this one (no separate port probe).
     deadline = time.time() + 60
     while True:
@@ -168,8 +169,9 @@ def rounds(bin_, n, promote_after, out):
     ctl = s.makefile("rwb", buffering=0)
     with open(out, "w") as o:
         for i in range(n):
+            bin_ = standby_bins[i % len(standby_bins)]
             row = one_round(bin_, ctl, i, promote_after)
-            line = "%d\t%.1f\t%.2f\t%d\t%.1f\t%s" % ((i,) + row)
+            line = "%d\t%.1f\t%.2f\t%d\t%.1f\t%s\t%s" % ((i,) + row + (bin_,))
             print("B: ROUND " + line.replace("\t", " | "), flush=True)
             o.write(line + "\n")
             o.flush()
@@ -183,7 +185,7 @@ if __name__ == "__main__":
     a = sys.argv[1:]
     if a[:1] == ["agent"] and len(a) == 2:
         agent(a[1])
-    elif a[:1] == ["rounds"] and len(a) == 5:
-        rounds(a[1], int(a[2]), int(a[3]), a[4])
+    elif a[:1] == ["rounds"] and len(a) in (5, 6):
+        rounds(a[5].split(",") if len(a) == 6 else [a[1]], int(a[2]), int(a[3]), a[4])
     else:
-        sys.exit("usage: failover_rounds.py agent BIN | rounds BIN N PROMOTE_AFTER_MS OUT")
+        sys.exit("usage: failover_rounds.py agent BIN | rounds BIN N PROMOTE_AFTER_MS OUT [STANDBY_BIN,...]")
