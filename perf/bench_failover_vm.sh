@@ -16,11 +16,13 @@
 #
 # Prints the table and writes it into perf/results/failover.md, below the
 # shm table (perf/bench_failover.sh keeps this section when it rewrites its own).
-#   perf/bench_failover_vm.sh [ROUNDS, default 24] [PROMOTE_AFTER_MS, default 500]
+#   perf/bench_failover_vm.sh [ROUNDS, default 24] [PROMOTE_AFTER_MS,..., default 500]
+# Several --promote-after values (or a baseline binary, below) take the rounds
+# in turn, one row each, all in the same boot.
 # LOGMEMCACHED_BIN=path uses that binary instead of building the release one;
 # LOGMEMCACHED_VM_BASELINE_BIN=path alternates the standbys between the two
-# binaries, round by round in the same boot, one row each (the primaries and
-# the power-cut round run LOGMEMCACHED_BIN).
+# binaries, round by round (the primaries and the power-cut round run
+# LOGMEMCACHED_BIN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd -P)
@@ -71,7 +73,8 @@ python3 - target/vm-pair/rounds.tsv "$rounds" "$promote_after" "$commit" "$stand
     "$wall" "$powercut" "$(nproc)" > "$tmp" <<'PY'
 import sys, time
 tsv, n, pa, commit, standbys, load0, load1, wall, powercut, ncpu = sys.argv[1:]
-n, pa = int(n), int(pa)
+n = int(n)
+pas = [int(x) for x in pa.split(",")]
 rows = [l.rstrip("\n").split("\t") for l in open(tsv) if l.strip()]
 if len(rows) != n:
     sys.exit(f"INVALID: {len(rows)} rounds recorded in {tsv}, want {n}")
@@ -82,13 +85,13 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 table = []
-for b in bins:
-    rs = [r for r in rows if r[6] == b]
+for pa, b in [(pa, b) for pa in pas for b in bins]:
+    rs = [r for r in rows if r[6] == b and int(r[7]) == pa]
     tot = [float(r[1]) for r in rs]
     ctl = [float(r[2]) for r in rs]
     drain = [float(r[4]) for r in rs]
     if not tot or min(tot) <= 0 or min(int(r[3]) for r in rs) < 1:
-        sys.exit(f"INVALID: standby {b}: no rounds, a non-positive time, or no set refused after a kill")
+        sys.exit(f"INVALID: standby {b}, --promote-after {pa}: no rounds, a non-positive time, or no set refused after a kill")
     ends = sorted({r[5].split(":")[0] for r in rs})
     table.append((b, pa, len(tot), pct(tot, 50), pct(tot, 99), max(tot), pct(tot, 50) - pa, pct(tot, 99) - pa,
                   pct(ctl, 50), max(ctl), pct(drain, 50), "; ".join(ends)))
@@ -100,10 +103,11 @@ print(f"emulation (no KVM here; -smp 1 each, Soft-RoCE rxe0 on a private link) o
 print(f"other work (load average {load0} before, {load1} after; {wall} s for the whole pair run). TCG runs code")
 print("about 20x slower than hardware, so read these as an upper bound on the mechanism, not a hardware figure.")
 print(f"{n} kill -9 rounds in one boot, each a fresh primary (VM A, -t 1 -m 16, --sync-replicas 1) and one")
-print(f"standby (VM B, --promote-after {pa}); 100 writes acknowledged first. Time on B's clock from just before B sends")
-print("the kill over its control channel to the STORED reply of a set retried every 2 ms on a connection already")
-print("open to the standby. Every round checked: at least one set refused after the kill, the standby primary at a")
-print("newer epoch serving every acknowledged write and the probe. With these few rounds the p99 is the largest.")
+print("standby (VM B, the row's binary and --promote-after; the rows take the rounds in turn); 100 writes")
+print("acknowledged first. Time on B's clock from just before B sends the kill over its control channel")
+print("to the STORED reply of a set retried every 2 ms on a connection already open to the standby. Every")
+print("round checked: at least one set refused after the kill, the standby primary at a newer epoch serving")
+print("every acknowledged write and the probe. With these few rounds the p99 is the largest.")
 print()
 print("| standby binary | --promote-after ms | rounds | p50 ms | p99 ms | max ms | p50 - promote-after ms | p99 - promote-after ms | control round trip p50 ms | max ms | drain p50 ms | drain ended |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")

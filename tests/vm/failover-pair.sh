@@ -17,15 +17,17 @@
 # and times, on B's clock, the standby's first accepted write; every
 # acknowledged write must be on it. CI asserts the rounds' correctness only;
 # perf/bench_failover_vm.sh runs many rounds for p50/p99.
-# Usage: tests/vm/failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS [STANDBY_BIN,...]]]
+# Usage: tests/vm/failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS,... [STANDBY_BIN,...]]]
 #   (run from the project root; the rounds' lines go to target/vm-pair/rounds.tsv;
-#   the standbys take the STANDBY_BINs in turn, default BINARY)
+#   the standbys take each combination of a STANDBY_BIN, default BINARY, and a
+#   PROMOTE_AFTER_MS, default 500, in turn)
 set -euo pipefail
-bin=${1:?usage: failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS [STANDBY_BIN,...]]]}
+bin=${1:?usage: failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS,... [STANDBY_BIN,...]]]}
 rounds=${2:-3}
 promote_after=${3:-500}
 standbys=${4:-$bin}
-case $rounds$promote_after in *[!0-9]*) echo "failover-pair.sh: ROUNDS and PROMOTE_AFTER_MS are numbers" >&2; exit 2 ;; esac
+case $rounds in ''|*[!0-9]*) echo "failover-pair.sh: ROUNDS is a number" >&2; exit 2 ;; esac
+case $promote_after, in *[!0-9,]*|*,,*|,*) echo "failover-pair.sh: PROMOTE_AFTER_MS,... are numbers" >&2; exit 2 ;; esac
 [ "$rounds" -le 99 ] || { echo "failover-pair.sh: at most 99 rounds (ports 11400+I, 7800+I)" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/../.." && pwd -P)
 cd "$root"

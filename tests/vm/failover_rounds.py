@@ -8,10 +8,12 @@
       and answers "up PID" once it listens; "kill" sends it SIGKILL, reaps it
       and answers "killed"; "final" answers "ok" and exits 0 (side A then
       starts the power-cut round's primary).
-  failover_rounds.py rounds BIN N PROMOTE_AFTER_MS OUT [STANDBY_BIN,...]
-      side B: N rounds (round I's standby runs the (I mod count)th of the
-      STANDBY_BINs, default BIN: two builds measured side by side). Each: the round's primary on A, one standby replica
-      here (--replica-of it, --promote-after), 100 writes acknowledged under
+  failover_rounds.py rounds BIN N PROMOTE_AFTER_MS,... OUT [STANDBY_BIN,...]
+      side B: N rounds, taking the (standby binary, --promote-after)
+      combinations in turn (default binary BIN), so that builds and timeouts
+      are measured side by side in one boot. Each: the round's primary on A,
+      one standby replica here (--replica-of it, --promote-after), 100
+      writes acknowledged under
       --sync-replicas 1 (so each is on the standby), a connection to the
       standby that it still refuses writes on, then "kill" to A and a set
       retried on that connection every 2 ms until STORED. Checks: at least
@@ -19,7 +21,7 @@
       standby is primary at a newer epoch and serves every acknowledged
       write and the probe. One line per round on stdout and in OUT (tab
       separated: round, failover ms, control round trip ms, sets refused,
-      drain ms, drain result, the standby's binary).
+      drain ms, drain result, the standby's binary, --promote-after ms).
 
 The figure is on B's clock alone: from just before B sends "kill" to the
 STORED reply of the first accepted set. It includes the control message's
@@ -146,15 +148,20 @@ def one_round(bin_, ctl, i, promote_after):
             sys.exit("FAIL: round %d: %d acknowledged writes lost, e.g. %s" % (i, len(lost), lost[:5]))
         if rc.get("r%d:probe" % i) != "after":
             sys.exit("FAIL: round %d: the accepted write is not served" % i)
+        # The promote_drain_* fields appear once the promotion is marked
+        # done, a moment after the store takes writes: wait for them.
+        until("round %d's promote_drain_us" % i, lambda: "promote_drain_us" in rc.stats("replication"), 10)
+        st = rc.stats("replication")
+        drain_ms = int(st["promote_drain_us"]) / 1000
         rc.close()
-        drain_ms = int(st.get("promote_drain_us", "0")) / 1000
         return (t1 - t0) * 1000, (t_ack - t0) * 1000, refused, drain_ms, st.get("promote_drain_result", "")
     finally:
         standby.kill()
         standby.wait()
 
 
-def rounds(standby_bins, n, promote_after, out):
+def rounds(standby_bins, n, promote_afters, out):
+    combos = [(b, pa) for pa in promote_afters for b in standby_bins]
     # The agent takes one connection: this one (no separate port probe).
     deadline = time.time() + 60
     while True:
@@ -169,9 +176,9 @@ def rounds(standby_bins, n, promote_after, out):
     ctl = s.makefile("rwb", buffering=0)
     with open(out, "w") as o:
         for i in range(n):
-            bin_ = standby_bins[i % len(standby_bins)]
-            row = one_round(bin_, ctl, i, promote_after)
-            line = "%d\t%.1f\t%.2f\t%d\t%.1f\t%s\t%s" % ((i,) + row + (bin_,))
+            bin_, pa = combos[i % len(combos)]
+            row = one_round(bin_, ctl, i, pa)
+            line = "%d\t%.1f\t%.2f\t%d\t%.1f\t%s\t%s\t%d" % ((i,) + row + (bin_, pa))
             print("B: ROUND " + line.replace("\t", " | "), flush=True)
             o.write(line + "\n")
             o.flush()
@@ -186,6 +193,6 @@ if __name__ == "__main__":
     if a[:1] == ["agent"] and len(a) == 2:
         agent(a[1])
     elif a[:1] == ["rounds"] and len(a) in (5, 6):
-        rounds(a[5].split(",") if len(a) == 6 else [a[1]], int(a[2]), int(a[3]), a[4])
+        rounds(a[5].split(",") if len(a) == 6 else [a[1]], int(a[2]), [int(x) for x in a[3].split(",")], a[4])
     else:
-        sys.exit("usage: failover_rounds.py agent BIN | rounds BIN N PROMOTE_AFTER_MS OUT [STANDBY_BIN,...]")
+        sys.exit("usage: failover_rounds.py agent BIN | rounds BIN N PROMOTE_AFTER_MS,... OUT [STANDBY_BIN,...]")
