@@ -22,7 +22,7 @@
 # LOGMEMCACHED_BIN=path uses that binary instead of building the release one;
 # LOGMEMCACHED_VM_BASELINE_BIN=path alternates the standbys between the two
 # binaries, round by round (the primaries and the power-cut round run
-# LOGMEMCACHED_BIN).
+# LOGMEMCACHED_BIN); LOGMEMCACHED_VM_BASELINE_NOTE says in the table what it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd -P)
@@ -70,9 +70,9 @@ tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 
 python3 - target/vm-pair/rounds.tsv "$rounds" "$promote_after" "$commit" "$standbys" "$load0" "$load1" \
-    "$wall" "$powercut" "$(nproc)" > "$tmp" <<'PY'
+    "$wall" "$powercut" "$(nproc)" "${LOGMEMCACHED_VM_BASELINE_NOTE:-}" > "$tmp" <<'PY'
 import sys, time
-tsv, n, pa, commit, standbys, load0, load1, wall, powercut, ncpu = sys.argv[1:]
+tsv, n, pa, commit, standbys, load0, load1, wall, powercut, ncpu, baseline_note = sys.argv[1:]
 n = int(n)
 pas = [int(x) for x in pa.split(",")]
 rows = [l.rstrip("\n").split("\t") for l in open(tsv) if l.strip()]
@@ -102,12 +102,18 @@ print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit 
 print(f"emulation (no KVM here; -smp 1 each, Soft-RoCE rxe0 on a private link) on a {ncpu}-core host shared with")
 print(f"other work (load average {load0} before, {load1} after; {wall} s for the whole pair run). TCG runs code")
 print("about 20x slower than hardware, so read these as an upper bound on the mechanism, not a hardware figure.")
+busy = max(float(load0.split()[0]), float(load1.split()[0]))
+if busy > 2.5:
+    print(f"Disturbed: the two VMs alone keep about 2 threads busy, so a load average of {busy:.1f} means they")
+    print("shared the 2 cores with other work (here other helpers' compilers) and every emulated step was stretched.")
 print(f"{n} kill -9 rounds in one boot, each a fresh primary (VM A, -t 1 -m 16, --sync-replicas 1) and one")
 print("standby (VM B, the row's binary and --promote-after; the rows take the rounds in turn); 100 writes")
 print("acknowledged first. Time on B's clock from just before B sends the kill over its control channel")
 print("to the STORED reply of a set retried every 2 ms on a connection already open to the standby. Every")
 print("round checked: at least one set refused after the kill, the standby primary at a newer epoch serving")
 print("every acknowledged write and the probe. With these few rounds the p99 is the largest.")
+if len(bins) > 1 and baseline_note:
+    print(f"The baseline standby, {bins[1]}: {baseline_note}")
 print()
 print("| standby binary | --promote-after ms | rounds | p50 ms | p99 ms | max ms | p50 - promote-after ms | p99 - promote-after ms | control round trip p50 ms | max ms | drain p50 ms | drain ended |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
