@@ -254,12 +254,16 @@ impl<R: Records> Index<R> {
 
     /// `insert` with the key's hash already taken (`hash`).
     pub fn insert_hashed(&self, h: KeyHash, key: &[u8], entry: Entry) -> Option<Entry> {
-        assert!(entry.pos < POSITION_LIMIT && entry.pos.is_multiple_of(8), "not a record position: {}", entry.pos);
         let mut t = self.write_shard(h.shard);
+        self.insert_into(&mut t, h, key, entry)
+    }
+
+    fn insert_into(&self, t: &mut Table, h: KeyHash, key: &[u8], entry: Entry) -> Option<Entry> {
+        assert!(entry.pos < POSITION_LIMIT && entry.pos.is_multiple_of(8), "not a record position: {}", entry.pos);
         self.bytes.fetch_add(entry.len as u64, Ordering::Relaxed);
         t.bytes += entry.len as u64;
         let v = entry.slot_value(h.table);
-        match self.find(&t, h, key) {
+        match self.find(t, h, key) {
             Some(i) => {
                 let old_len = self.records.len_at(t.slot(i).pos());
                 let old = t.replace(i, &v);
@@ -275,12 +279,6 @@ impl<R: Records> Index<R> {
                 None
             }
         }
-    }
-
-    /// Read the home slot of `h` (a restart's batch puts its cache misses
-    /// in flight together before inserting in order).
-    pub fn touch_home(&self, h: KeyHash) -> u32 {
-        self.read_shard(h.shard).touch_home(h.table)
     }
 
     fn remove_slot(&self, t: &mut Table, i: usize) -> Entry {
@@ -354,16 +352,24 @@ impl<R: Records> Index<R> {
 
     /// Remove every entry; returns how many there were.
     pub fn clear(&self) -> usize {
-        let mut n = 0;
-        for i in 0..SHARDS {
-            let mut t = self.write_shard(i);
-            self.uncount_many(t.len() as u64, t.bytes);
-            n += t.len();
-            let before = t.memory_bytes();
-            t.clear();
-            self.note_memory(before, 0);
-        }
+        (0..SHARDS).map(|i| self.clear_table(&mut self.write_shard(i))).sum()
+    }
+
+    fn clear_table(&self, t: &mut Table) -> usize {
+        let n = t.len();
+        self.uncount_many(n as u64, t.bytes);
+        let before = t.memory_bytes();
+        t.clear();
+        self.note_memory(before, 0);
         n
+    }
+
+    /// Every shard's write lock at once, for a restart's rebuild: batches
+    /// of lookups without a lock each (whose atomic operations would also
+    /// keep the batch's cache misses from overlapping). Nobody reads the
+    /// index meanwhile: the server is not serving yet.
+    pub fn bulk(&self) -> Bulk<'_, R> {
+        Bulk { index: self, shards: (0..SHARDS).map(|i| self.write_shard(i)).collect() }
     }
 
     /// Visit every (key, entry); shard by shard under each shard's read
@@ -378,6 +384,53 @@ impl<R: Records> Index<R> {
                 f(&key, &Entry::of(s.value(), self.records.len_at(pos)));
             }
         }
+    }
+}
+
+/// The index with all its shards held (`Index::bulk`).
+pub struct Bulk<'a, R> {
+    index: &'a Index<R>,
+    shards: Vec<RwLockWriteGuard<'a, Table>>,
+}
+
+impl<R: Records> Bulk<'_, R> {
+    pub fn hash(&self, key: &[u8]) -> KeyHash {
+        self.index.hash(key)
+    }
+
+    /// Read the home slot of `h`: a batch touches every home first, so its
+    /// cache misses are in flight together, then applies in order. Returns
+    /// what it read, for the caller to fold into a `black_box`.
+    pub fn touch_home(&self, h: KeyHash) -> u32 {
+        self.shards[h.shard].touch_home(h.table)
+    }
+
+    pub fn insert(&mut self, h: KeyHash, key: &[u8], entry: Entry) -> Option<Entry> {
+        self.index.insert_into(&mut self.shards[h.shard], h, key, entry)
+    }
+
+    pub fn remove(&mut self, h: KeyHash, key: &[u8]) -> Option<Entry> {
+        let t = &mut self.shards[h.shard];
+        let i = self.index.find(t, h, key)?;
+        Some(self.index.remove_slot(t, i))
+    }
+
+    /// The position `key` points at, if any.
+    pub fn position(&self, h: KeyHash, key: &[u8]) -> Option<u64> {
+        let t = &self.shards[h.shard];
+        self.index.find(t, h, key).map(|i| t.slot(i).pos())
+    }
+
+    /// A touch: `key`'s entry takes `expiry` if it points at `pos`.
+    pub fn set_expiry_at(&self, h: KeyHash, pos: u64, expiry: u32) {
+        let t = &self.shards[h.shard];
+        if let Some(i) = t.find(h.table, |s| s.pos() == pos) {
+            t.slot(i).set_expiry(expiry);
+        }
+    }
+
+    pub fn clear(&mut self) -> usize {
+        self.shards.iter_mut().map(|t| self.index.clear_table(t)).sum()
     }
 }
 

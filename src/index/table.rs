@@ -168,8 +168,12 @@ impl Table {
 
     /// How far the entry in slot `i` sits past its home.
     fn distance(&self, i: usize) -> usize {
-        let n = self.slots.len();
-        (i + n - self.home(self.slots[i].hash)) % n
+        let home = self.home(self.slots[i].hash);
+        if i >= home {
+            i - home
+        } else {
+            i + self.slots.len() - home
+        }
     }
 
     /// The slot of the entry with `hash` for which `is_it` says yes.

@@ -339,6 +339,7 @@ impl Store {
             records_appended: l(&s.records_appended),
             sync_timeouts: l(&s.sync_timeouts),
             log_capacity: self.log.capacity(),
+            index_bytes: self.index.memory_bytes(),
             log_head: self.log.head(),
             log_tail: self.log.tail(),
             epoch: self.log.epoch(),
