@@ -7,8 +7,8 @@
 //! bytes overwritten under it. Writers are already serialized by the store.
 //!
 //! Compact (issue 13): no key copy. An entry is 20 bytes in its shard's
-//! table (`table`): 32 bits of the key's hash, the record's position, the
-//! item's latest expiry, last access and flags. A candidate whose hash bits
+//! table (`table`): 32 bits of the key's hash beside 16 bytes of the
+//! record's position, the item's latest expiry, last access and flags. A candidate whose hash bits
 //! match is confirmed against the key in its record, through [`Records`],
 //! which the store implements over the log (so this module stays below the
 //! log in the layer order). That read is safe under the shard's lock: an
@@ -96,9 +96,8 @@ impl Entry {
         }
     }
 
-    fn slot_value(&self, hash: u32) -> SlotValue {
+    fn slot_value(&self) -> SlotValue {
         SlotValue {
-            hash,
             pos: self.pos,
             expiry: self.expiry,
             last_access: self.last_access,
@@ -224,22 +223,19 @@ impl<R: Records> Index<R> {
         Some(Held { shard, slot })
     }
 
-    /// Count an entry that left, under the lock of the shard that held it.
-    fn uncount(&self, len: u64) {
-        self.uncount_many(1, len);
-    }
-
-    fn uncount_many(&self, items: u64, bytes: u64) {
-        self.items.fetch_sub(items, Ordering::Relaxed);
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    fn note_memory(&self, before: usize, after: usize) {
-        if after >= before {
-            self.table_bytes.fetch_add((after - before) as u64, Ordering::Relaxed);
-        } else {
-            self.table_bytes.fetch_sub((before - after) as u64, Ordering::Relaxed);
-        }
+    /// Apply counter changes, under the lock of every shard whose entries
+    /// they count (so no entry is counted out twice).
+    fn count(&self, d: Delta) {
+        let apply = |a: &AtomicU64, by: i64| {
+            if by > 0 {
+                a.fetch_add(by as u64, Ordering::Relaxed);
+            } else if by < 0 {
+                a.fetch_sub(by.unsigned_abs(), Ordering::Relaxed);
+            }
+        };
+        apply(&self.items, d.items);
+        apply(&self.bytes, d.bytes);
+        apply(&self.table_bytes, d.memory);
     }
 
     /// Point `key` at a new record; returns the entry it replaced.
@@ -255,45 +251,56 @@ impl<R: Records> Index<R> {
     /// `insert` with the key's hash already taken (`hash`).
     pub fn insert_hashed(&self, h: KeyHash, key: &[u8], entry: Entry) -> Option<Entry> {
         let mut t = self.write_shard(h.shard);
-        self.insert_into(&mut t, h, key, entry)
+        let mut d = Delta::default();
+        let old = self.insert_into(&mut t, h, key, entry, &mut d);
+        self.count(d);
+        old
     }
 
-    fn insert_into(&self, t: &mut Table, h: KeyHash, key: &[u8], entry: Entry) -> Option<Entry> {
+    fn insert_into(&self, t: &mut Table, h: KeyHash, key: &[u8], entry: Entry, d: &mut Delta) -> Option<Entry> {
         assert!(entry.pos < POSITION_LIMIT && entry.pos.is_multiple_of(8), "not a record position: {}", entry.pos);
-        self.bytes.fetch_add(entry.len as u64, Ordering::Relaxed);
+        d.bytes += entry.len as i64;
         t.bytes += entry.len as u64;
-        let v = entry.slot_value(h.table);
+        let v = entry.slot_value();
         match self.find(t, h, key) {
             Some(i) => {
                 let old_len = self.records.len_at(t.slot(i).pos());
                 let old = t.replace(i, &v);
-                self.bytes.fetch_sub(old_len, Ordering::Relaxed);
+                d.bytes -= old_len as i64;
                 t.bytes -= old_len;
                 Some(Entry::of(old, old_len))
             }
             None => {
                 let before = t.memory_bytes();
-                t.insert_new(&v);
-                self.note_memory(before, t.memory_bytes());
-                self.items.fetch_add(1, Ordering::Relaxed);
+                t.insert_new(h.table, &v);
+                d.memory += t.memory_bytes() as i64 - before as i64;
+                d.items += 1;
                 None
             }
         }
     }
 
-    fn remove_slot(&self, t: &mut Table, i: usize) -> Entry {
+    fn remove_slot(&self, t: &mut Table, i: usize, d: &mut Delta) -> Entry {
         let len = self.records.len_at(t.slot(i).pos());
         let old = t.remove_at(i);
         t.bytes -= len;
-        self.uncount(len);
+        d.items -= 1;
+        d.bytes -= len as i64;
         Entry::of(old, len)
+    }
+
+    fn remove_found(&self, t: &mut Table, i: usize) -> Entry {
+        let mut d = Delta::default();
+        let old = self.remove_slot(t, i, &mut d);
+        self.count(d);
+        old
     }
 
     pub fn remove(&self, key: &[u8]) -> Option<Entry> {
         let h = self.hash(key);
         let mut t = self.write_shard(h.shard);
         let i = self.find(&t, h, key)?;
-        Some(self.remove_slot(&mut t, i))
+        Some(self.remove_found(&mut t, i))
     }
 
     /// Remove `key` only if it still points at `pos` (the cleaner reclaiming
@@ -304,7 +311,7 @@ impl<R: Records> Index<R> {
         let h = self.hash(key);
         let mut t = self.write_shard(h.shard);
         let i = t.find(h.table, |s| s.pos() == pos)?;
-        Some(self.remove_slot(&mut t, i))
+        Some(self.remove_found(&mut t, i))
     }
 
     pub fn position(&self, key: &[u8]) -> Option<u64> {
@@ -346,21 +353,27 @@ impl<R: Records> Index<R> {
             let before = t.memory_bytes();
             let want = t.len() + per;
             t.reserve(want);
-            self.note_memory(before, t.memory_bytes());
+            self.count(Delta { memory: t.memory_bytes() as i64 - before as i64, ..Delta::default() });
         }
     }
 
     /// Remove every entry; returns how many there were.
     pub fn clear(&self) -> usize {
-        (0..SHARDS).map(|i| self.clear_table(&mut self.write_shard(i))).sum()
+        let mut n = 0;
+        for i in 0..SHARDS {
+            let mut d = Delta::default();
+            n += Self::clear_table(&mut self.write_shard(i), &mut d);
+            self.count(d);
+        }
+        n
     }
 
-    fn clear_table(&self, t: &mut Table) -> usize {
+    fn clear_table(t: &mut Table, d: &mut Delta) -> usize {
         let n = t.len();
-        self.uncount_many(n as u64, t.bytes);
-        let before = t.memory_bytes();
+        d.items -= n as i64;
+        d.bytes -= t.bytes as i64;
+        d.memory -= t.memory_bytes() as i64;
         t.clear();
-        self.note_memory(before, 0);
         n
     }
 
@@ -369,7 +382,7 @@ impl<R: Records> Index<R> {
     /// keep the batch's cache misses from overlapping). Nobody reads the
     /// index meanwhile: the server is not serving yet.
     pub fn bulk(&self) -> Bulk<'_, R> {
-        Bulk { index: self, shards: (0..SHARDS).map(|i| self.write_shard(i)).collect() }
+        Bulk { index: self, shards: (0..SHARDS).map(|i| self.write_shard(i)).collect(), delta: Delta::default() }
     }
 
     /// Visit every (key, entry); shard by shard under each shard's read
@@ -388,9 +401,26 @@ impl<R: Records> Index<R> {
 }
 
 /// The index with all its shards held (`Index::bulk`).
-pub struct Bulk<'a, R> {
+pub struct Bulk<'a, R: Records> {
     index: &'a Index<R>,
     shards: Vec<RwLockWriteGuard<'a, Table>>,
+    /// Counter changes, applied when it ends, while every shard is still
+    /// held: a locked add per insert would wait for the batch's stores.
+    delta: Delta,
+}
+
+impl<R: Records> Drop for Bulk<'_, R> {
+    fn drop(&mut self) {
+        self.index.count(std::mem::take(&mut self.delta));
+    }
+}
+
+/// Changes to the index's counters, to apply at once.
+#[derive(Clone, Copy, Debug, Default)]
+struct Delta {
+    items: i64,
+    bytes: i64,
+    memory: i64,
 }
 
 impl<R: Records> Bulk<'_, R> {
@@ -406,13 +436,13 @@ impl<R: Records> Bulk<'_, R> {
     }
 
     pub fn insert(&mut self, h: KeyHash, key: &[u8], entry: Entry) -> Option<Entry> {
-        self.index.insert_into(&mut self.shards[h.shard], h, key, entry)
+        self.index.insert_into(&mut self.shards[h.shard], h, key, entry, &mut self.delta)
     }
 
     pub fn remove(&mut self, h: KeyHash, key: &[u8]) -> Option<Entry> {
         let t = &mut self.shards[h.shard];
         let i = self.index.find(t, h, key)?;
-        Some(self.index.remove_slot(t, i))
+        Some(self.index.remove_slot(t, i, &mut self.delta))
     }
 
     /// The position `key` points at, if any.
@@ -430,7 +460,7 @@ impl<R: Records> Bulk<'_, R> {
     }
 
     pub fn clear(&mut self) -> usize {
-        self.shards.iter_mut().map(|t| self.index.clear_table(t)).sum()
+        self.shards.iter_mut().map(|t| Index::<R>::clear_table(t, &mut self.delta)).sum()
     }
 }
 
