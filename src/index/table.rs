@@ -355,7 +355,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let hash = u32::MAX - (x % 8) as u32 * 0x0100_0000;
-            if x % 3 == 0 && !live.is_empty() {
+            if x.is_multiple_of(3) && !live.is_empty() {
                 let pos = live.swap_remove((x >> 8) as usize % live.len());
                 let at = find_pos(&t, model[&pos], pos).expect("a live entry is found");
                 assert_eq!(t.remove_at(at).pos, pos);
