@@ -345,14 +345,16 @@ impl<R: Records> Index<R> {
     /// that knows how many it will insert), so the tables do not grow on
     /// the way.
     pub fn reserve(&self, n: usize) {
-        // A shard's share is binomial: the mean and four standard deviations.
-        let mean = n / SHARDS;
-        let per = mean + 4 * mean.isqrt() + 16;
+        let mut bulk = self.bulk();
+        bulk.reserve(n);
+    }
+
+    /// Give back what `reserve` set aside and was not used.
+    pub fn trim(&self) {
         for i in 0..SHARDS {
             let mut t = self.write_shard(i);
             let before = t.memory_bytes();
-            let want = t.len() + per;
-            t.reserve(want);
+            t.trim();
             self.count(Delta { memory: t.memory_bytes() as i64 - before as i64, ..Delta::default() });
         }
     }
@@ -456,6 +458,19 @@ impl<R: Records> Bulk<'_, R> {
         let t = &self.shards[h.shard];
         if let Some(i) = t.find(h.table, |s| s.pos() == pos) {
             t.slot(i).set_expiry(expiry);
+        }
+    }
+
+    /// `Index::reserve`, with the shards held.
+    pub fn reserve(&mut self, n: usize) {
+        // A shard's share is binomial: the mean and four standard deviations.
+        let mean = n / SHARDS;
+        let per = mean + 4 * mean.isqrt() + 16;
+        for t in &mut self.shards {
+            let before = t.memory_bytes();
+            let want = t.len() + per;
+            t.reserve(want);
+            self.delta.memory += t.memory_bytes() as i64 - before as i64;
         }
     }
 

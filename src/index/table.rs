@@ -254,6 +254,18 @@ impl Table {
         }
     }
 
+    /// Down to 7/8 load if it is below the 7/12 growth leaves (a rebuild
+    /// that reserved for more entries than it kept).
+    pub fn trim(&mut self) {
+        if self.len * 12 < self.tags.len() * 7 {
+            if self.len == 0 {
+                self.clear();
+            } else {
+                self.grow_to((self.len * 8 / 7 + 1).max(MIN_SLOTS));
+            }
+        }
+    }
+
     fn grow_to(&mut self, n: usize) {
         let mut slots = Vec::with_capacity(n);
         slots.resize_with(n, Slot::default);

@@ -181,3 +181,21 @@ fn two_indexes_hash_differently() {
     let shards_differ = keys.iter().filter(|k| a.hash(k.as_bytes()).shard != b.hash(k.as_bytes()).shard).count();
     assert!(shards_differ > 32, "only {shards_differ} of 64 keys changed shard");
 }
+
+#[test]
+fn trim_gives_back_an_overshot_reserve_and_keeps_every_entry() {
+    let ix = Index::new(Fake::default());
+    ix.reserve(100_000);
+    let reserved = ix.memory_bytes();
+    for i in 0..5_000u64 {
+        put(&ix, format!("key:{i}").as_bytes(), i * 8, 8);
+    }
+    ix.trim();
+    let trimmed = ix.memory_bytes();
+    assert!(trimmed * 10 < reserved, "{trimmed} of {reserved} bytes kept");
+    assert!(trimmed >= 5_000 * 20, "{trimmed} bytes for 5,000 entries");
+    for i in 0..5_000u64 {
+        assert_eq!(ix.position(format!("key:{i}").as_bytes()), Some(i * 8));
+    }
+    assert_eq!((ix.items(), ix.bytes()), (5_000, 40_000));
+}

@@ -61,6 +61,41 @@ fn thread_cpu_us() -> u64 {
 /// Records the rebuild applies at a time.
 const BATCH: usize = 64;
 
+/// Log bytes the rebuild reads before it sizes the index.
+const SAMPLE_BYTES: u64 = 8 << 20;
+
+/// Sizing the index from the first `SAMPLE_BYTES` of the scan: its Set
+/// records per byte times the log's span, reserved once, so the tables do
+/// not grow (and rehash) all the way; `Index::trim` gives back what the
+/// estimate overshot (keys written many times).
+struct Sizing {
+    span: u64,
+    bytes: u64,
+    sets: u64,
+    done: bool,
+}
+
+impl Sizing {
+    fn new(span: u64) -> Sizing {
+        Sizing { span, bytes: 0, sets: 0, done: false }
+    }
+
+    /// A record of `len` bytes seen; the entries to reserve, once.
+    fn saw(&mut self, len: u64, set: bool) -> Option<usize> {
+        if self.done {
+            return None;
+        }
+        self.bytes += len;
+        self.sets += u64::from(set);
+        if self.bytes < SAMPLE_BYTES {
+            return None;
+        }
+        self.done = true;
+        let estimate = (self.sets as u128 * self.span as u128 / self.bytes as u128) as u64;
+        Some(estimate.saturating_sub(self.sets) as usize)
+    }
+}
+
 /// A Set, Touch or Delete record waiting in a batch, its key copied (the
 /// scan's buffer moves on).
 struct Pending {
@@ -170,6 +205,7 @@ impl Store {
         self.set_flush_at(self.log.flush_at().min(u32::MAX as u64) as u32);
         let mut bulk = self.index.bulk();
         let mut batch = Batch::default();
+        let mut sizing = Sizing::new(self.log.head() - self.log.tail());
         let scan = recover::scan(&self.log, &mut |r| match r.header.kind {
             Kind::Padding => {}
             Kind::Flush => {
@@ -178,7 +214,10 @@ impl Store {
                     bulk.clear();
                 }
             }
-            _ => {
+            kind => {
+                if let Some(n) = sizing.saw(r.header.total_len(), kind == Kind::Set) {
+                    bulk.reserve(n);
+                }
                 batch.push(bulk.hash(r.key), r);
                 if batch.items.len() == BATCH {
                     self.apply_batch(&mut bulk, &mut batch);
@@ -187,6 +226,7 @@ impl Store {
         });
         self.apply_batch(&mut bulk, &mut batch);
         drop(bulk);
+        self.index.trim();
         if scan.cut.is_some() {
             w.log.cut_at(scan.end);
         }
