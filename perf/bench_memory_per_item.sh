@@ -12,7 +12,7 @@
 # protocol_errors is 0, and the newest 2,000 keys written all come back with
 # their own value byte for byte from both servers.
 #
-#   perf/bench_memory_per_item.sh [MB, default 64]
+#   perf/bench_memory_per_item.sh [MB, default 64] [VALUE_LEN, default 10]
 #   EXTRA_BINS="before=/path/to/logmemcached ..." adds rows for other builds
 #   (same run, same fill), e.g. the build before a change.
 # Writes perf/results/memory_per_item.md.
@@ -20,6 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . perf/lib/checks.sh
 mb=${1:-64}
+vlen=${2:-10}
 [ "$(nproc)" -ge 2 ] || { echo "bench_memory_per_item: needs 2 cores to pin servers and filler apart" >&2; exit 1; }
 command -v memcached >/dev/null || bash tests/install-deps.sh test >/dev/null
 cargo build --release -q --bins
@@ -32,25 +33,27 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# Items the fill writes: twice what a log of -m holds in 72-byte records.
-n=$(( 2 * (mb << 20) / 72 ))
+# Items the fill writes: twice what a log of -m holds (48-byte record
+# header, the 10-byte key, the value, aligned to 8).
+rec=$(( (48 + 10 + vlen + 7) / 8 * 8 ))
+n=$(( 2 * (mb << 20) / rec ))
 
 # The filler: keys k000000000.., each value its key's number in hex (10
-# bytes), noreply sets in 1 MiB writes, then `version` to sync; then gets
+# bytes, repeated to the value's length), noreply sets in 1 MiB writes, then `version` to sync; then gets
 # of the newest 2,000 keys, checked byte for byte. Exits non-zero on any
 # mismatch.
 cat > "$work/fill.py" <<'EOF'
 import socket, sys
-port, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, n, mode, vlen = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 s = socket.create_connection(("127.0.0.1", port))
 f = s.makefile("rb")
 def key(i): return b"k%09d" % i
-def val(i): return b"%010x" % i
+def val(i): return ((b"%010x" % i) * (vlen // 10 + 1))[:vlen]
 if mode == "fill":
     buf = []
     size = 0
     for i in range(n):
-        line = b"set " + key(i) + b" 0 0 10 noreply\r\n" + val(i) + b"\r\n"
+        line = b"set " + key(i) + b" 0 0 %d noreply\r\n" % vlen + val(i) + b"\r\n"
         buf.append(line); size += len(line)
         if size >= 1 << 20:
             s.sendall(b"".join(buf)); buf = []; size = 0
@@ -65,7 +68,7 @@ else:
     for i in range(n - want, n):
         s.sendall(b"get " + key(i) + b"\r\n")
         l = f.readline()
-        if l != b"VALUE " + key(i) + b" 0 10\r\n":
+        if l != b"VALUE " + key(i) + b" 0 %d\r\n" % vlen:
             bad += 1
             if l.startswith(b"VALUE"):
                 f.readline(); f.readline()
@@ -88,7 +91,7 @@ measure() { # NAME PID PORT
     CHECKS_CONTEXT="$name"
     base=$(rss_kb "$pid")
     stats_snapshot "$port" > "$work/before"
-    taskset -c 1 python3 "$work/fill.py" "$port" "$n" fill || checks_die "the fill failed"
+    taskset -c 1 python3 "$work/fill.py" "$port" "$n" fill "$vlen" || checks_die "the fill failed"
     stats_snapshot "$port" > "$work/after"
     rss=$(rss_kb "$pid")
     local stored items evictions hash
@@ -99,7 +102,7 @@ measure() { # NAME PID PORT
     items=$(stat_get "$work/after" curr_items)
     check_number "curr_items" "$items"
     if check_no_protocol_errors "$work/before" "$work/after"; then :; fi
-    taskset -c 1 python3 "$work/fill.py" "$port" "$n" check || checks_die "the newest keys did not come back"
+    taskset -c 1 python3 "$work/fill.py" "$port" "$n" check "$vlen" || checks_die "the newest keys did not come back"
     hash=$(stat_get "$work/after" hash_bytes)
     echo "$name $items $rss $base ${hash:-0} $evictions" >> "$rows"
 }
@@ -122,13 +125,14 @@ done
 mc_items=$(awk '$1 == "memcached" { print $2 }' "$rows")
 mc_rss=$(awk '$1 == "memcached" { print $3 }' "$rows")
 out=perf/results/memory_per_item.md
+[ "$vlen" = 10 ] || out=perf/results/memory_per_item_${vlen}.md
 {
     echo "# Memory per item: memcached and logmemcached at the same -m"
     echo
-    echo "perf/bench_memory_per_item.sh $mb, $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
+    echo "perf/bench_memory_per_item.sh $mb $vlen, $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)),"
     echo "$(uname -r), logmemcached $(git rev-parse --short HEAD), $(memcached -V); load average before: $load0."
     echo "Both \`-m $mb -t 1\` pinned to cpu0 (logmemcached \`--hugepages off\`, so its log counts in RSS), the filler on cpu1:"
-    echo "$n sets of 10-byte keys and 10-byte values (twice what a $mb MiB log holds), so both end full and evicting."
+    echo "$n sets of 10-byte keys and $vlen-byte values (twice what a $mb MiB log holds), so both end full and evicting."
     echo "Checked first: every set stored (total_items), evictions > 0, no protocol_errors (logmemcached),"
     echo "the newest 2,000 keys read back byte for byte from each."
     echo
