@@ -8,7 +8,8 @@
 #
 # Checked before any figure is printed (perf/lib/checks.sh): every set was
 # stored (total_items moved by the sets sent, sent with noreply and synced by
-# a `version` round trip), both evicted (they are full), logmemcached's
+# a `version` round trip; memcached may refuse a few with "out of memory"
+# while it evicts, at most 0.1% pass and are shown in the table), both evicted (they are full), logmemcached's
 # protocol_errors is 0, and the newest 2,000 keys written all come back with
 # their own value byte for byte from both servers.
 #
@@ -96,7 +97,12 @@ measure() { # NAME PID PORT
     rss=$(rss_kb "$pid")
     local stored items evictions hash
     stored=$(stat_delta "$work/before" "$work/after" total_items)
-    [ "$stored" -eq "$n" ] || checks_die "total_items moved by $stored, $n sets were sent"
+    if [ "$name" = memcached ]; then
+        [ "$stored" -le "$n" ] && [ $((n - stored)) -le $((n / 1000)) ] \
+            || checks_die "total_items moved by $stored, $n sets were sent"
+    else
+        [ "$stored" -eq "$n" ] || checks_die "total_items moved by $stored, $n sets were sent"
+    fi
     evictions=$(stat_get "$work/after" evictions)
     [ "${evictions:-0}" -gt 0 ] || checks_die "no evictions: the fill did not fill it"
     items=$(stat_get "$work/after" curr_items)
@@ -104,7 +110,7 @@ measure() { # NAME PID PORT
     if check_no_protocol_errors "$work/before" "$work/after"; then :; fi
     taskset -c 1 python3 "$work/fill.py" "$port" "$n" check "$vlen" || checks_die "the newest keys did not come back"
     hash=$(stat_get "$work/after" hash_bytes)
-    echo "$name $items $rss $base ${hash:-0} $evictions" >> "$rows"
+    echo "$name $items $rss $base ${hash:-0} $evictions $((n - stored))" >> "$rows"
 }
 
 # memcached first, then each logmemcached build, one at a time on cpu0.
@@ -133,15 +139,16 @@ out=perf/results/memory_per_item.md
     echo "$(uname -r), logmemcached $(git rev-parse --short HEAD), $(memcached -V); load average before: $load0."
     echo "Both \`-m $mb -t 1\` pinned to cpu0 (logmemcached \`--hugepages off\`, so its log counts in RSS), the filler on cpu1:"
     echo "$n sets of 10-byte keys and $vlen-byte values (twice what a $mb MiB log holds), so both end full and evicting."
-    echo "Checked first: every set stored (total_items), evictions > 0, no protocol_errors (logmemcached),"
+    echo "Checked first: every set stored (total_items; memcached may refuse up to 0.1% while it evicts: last column),"
+    echo "evictions > 0, no protocol_errors (logmemcached),"
     echo "the newest 2,000 keys read back byte for byte from each."
     echo
-    echo "| server | curr_items | items vs memcached | -m bytes per item | RSS after fill, MiB | RSS per item, B | RSS vs memcached per item | index (hash_bytes) per item, B | RSS at start, MiB |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    while read -r name items rss base hash ev; do
-        awk -v n="$name" -v i="$items" -v r="$rss" -v b="$base" -v h="$hash" -v mi="$mc_items" -v mr="$mc_rss" -v m="$mb" 'BEGIN {
+    echo "| server | curr_items | items vs memcached | -m bytes per item | RSS after fill, MiB | RSS per item, B | RSS vs memcached per item | index (hash_bytes) per item, B | RSS at start, MiB | sets not stored |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    while read -r name items rss base hash ev lost; do
+        awk -v n="$name" -v i="$items" -v r="$rss" -v b="$base" -v h="$hash" -v mi="$mc_items" -v mr="$mc_rss" -v m="$mb" -v l="$lost" 'BEGIN {
             per = r * 1024 / i; mcper = mr * 1024 / mi
-            printf "| %s | %d | %.2f | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f |\n", n, i, i / mi, m * 1048576 / i, r / 1024, per, per / mcper, h / i, b / 1024 }'
+            printf "| %s | %d | %.2f | %.1f | %.1f | %.1f | %.2f | %.1f | %.1f | %d |\n", n, i, i / mi, m * 1048576 / i, r / 1024, per, per / mcper, h / i, b / 1024, l }'
     done < "$rows"
 } > "$out"
 cat "$out"
