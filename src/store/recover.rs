@@ -256,12 +256,13 @@ impl Store {
     fn apply_batch<R: Records>(&self, bulk: &mut Bulk<'_, R>, batch: &mut Batch) {
         let touched = batch.items.iter().fold(0u32, |acc, p| acc ^ bulk.touch_home(p.hash));
         std::hint::black_box(touched);
+        let mut sets = 0;
         for p in &batch.items {
             let key = &batch.keys[p.key.clone()];
             match p.kind {
                 Kind::Set => {
                     bulk.insert(p.hash, key, Entry::new(p.pos, p.len, p.expiry, p.time));
-                    self.stats.total_items.fetch_add(1, Ordering::Relaxed);
+                    sets += 1;
                 }
                 Kind::Touch => {
                     // As `apply_meaning`: only the item of the Touch's CAS.
@@ -277,6 +278,8 @@ impl Store {
                 Kind::Flush | Kind::Padding => {}
             }
         }
+        // One locked add a batch: one per record would wait for its stores.
+        self.stats.total_items.fetch_add(sets, Ordering::Relaxed);
         batch.items.clear();
         batch.keys.clear();
     }
