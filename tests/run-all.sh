@@ -4,6 +4,8 @@
 #   0. cargo fmt --check and cargo clippy --all-targets -D warnings
 #   1. cargo test               unit + integration tests (TCP, shm replication,
 #                               the layer order of src/: tests/layering.rs)
+#   1b. loom                    the model of the log's publish/clean/read
+#                               protocol (tests/loom_log.rs, its own cfg build)
 #   2. memccapable              memcached's own conformance tool, text and binary
 #   3. Python clients           pymemcache (text) and pylibmc (binary) round trips
 #   4. RDMA VM suite            verbs tests on Soft-RoCE in a throw-away QEMU VM
@@ -29,6 +31,11 @@ cargo build --all-targets
 cargo test --no-fail-fast 2>&1 | tee /tmp/logmemcached-cargo-test.log
 export LOGMEMCACHED_BIN=$PWD/target/debug/logmemcached
 
+step "loom model of the log's atomics"
+# --cfg loom changes every crate's flags: its own target directory keeps the
+# main build's cache intact.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --test loom_log 2>&1 | tee /tmp/logmemcached-loom.log
+
 step "memccapable (text and binary)"
 bash tests/conformance/memccapable.sh all 2>&1 | tee /tmp/logmemcached-memccapable.log
 
@@ -43,7 +50,8 @@ step "all suites passed"
 # the VM, memccapable's summary, pytest's): reaching here means none failed.
 sum_libtest() { grep -ao 'test result: [^ ]*ok[^ ]*\. [0-9]* passed; [0-9]* failed' "$1" | awk '{p+=$4; f+=$6} END {print p+0, f+0}'; }
 read -r cp cf < <(sum_libtest /tmp/logmemcached-cargo-test.log)
+read -r lp lf < <(sum_libtest /tmp/logmemcached-loom.log)
 read -r vp vf < <(sum_libtest /tmp/logmemcached-vm.log)
 mp=$(grep -ao 'memccapable ([a-z]*): [0-9]* passed' /tmp/logmemcached-memccapable.log | awk '{print $3}' | tail -1)
 pp=$(grep -aoE '[0-9]+ passed' /tmp/logmemcached-pytest.log | tail -1 | awk '{print $1}')
-echo "suites: $((cp + vp + ${mp:-0} + ${pp:-0})) passed, $((cf + vf)) failed"
+echo "suites: $((cp + lp + vp + ${mp:-0} + ${pp:-0})) passed, $((cf + lf + vf)) failed"
