@@ -382,6 +382,29 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// Records larger than the scan's chunk (256 KiB), between small ones.
+    #[test]
+    fn values_larger_than_the_scan_chunk_come_back() {
+        let d = dir("large");
+        let f = d.join("mem");
+        let big = |i: u8| vec![b'a' + i; 300_000 + i as usize * 100_000];
+        {
+            let s = Store::open_memory_file(&cfg(4, 1 << 20), &f).unwrap();
+            for i in 0..4u8 {
+                set(&s, SetMode::Set, format!("small:{i}").as_bytes(), b"x");
+                set(&s, SetMode::Set, format!("big:{i}").as_bytes(), &big(i));
+            }
+        }
+        let s = Store::open_memory_file(&cfg(4, 1 << 20), &f).unwrap();
+        let r = s.recovery().unwrap().clone();
+        assert!(r.cut.is_none() && r.records == 8, "{r:?}");
+        for i in 0..4u8 {
+            assert_eq!(get(&s, format!("big:{i}").as_bytes()).map(|(v, _)| v), Some(big(i)), "big:{i}");
+            assert_eq!(get(&s, format!("small:{i}").as_bytes()).map(|(v, _)| v), Some(b"x".to_vec()));
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn a_file_of_other_settings_or_not_ours_is_refused() {
         let d = dir("refuse");
