@@ -15,6 +15,9 @@
 # over the run, divided by the requests the server counted) and ratios;
 # median of the rounds, each round listed. Writes perf/results/memcaslap.md.
 #   perf/bench_memcaslap.sh [seconds per run, default 10] [rounds, default 3]
+#   LMC_BIN=PATH runs that logmemcached build instead of this tree's (an
+#   earlier build, for a before/after look; the table names the commit only
+#   when it is this tree's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . perf/lib/checks.sh
@@ -48,7 +51,7 @@ for form in $forms; do
     esac
     mc_port=$(free_port); lm_port=$(free_port)
     $spin memcached -u nobody -p "$mc_port" -l 127.0.0.1 -U 0 -t "$threads" -m 64 -c 1024 & mc_pid=$!; pids+=($mc_pid)
-    $spin ./target/release/logmemcached serve -p "$lm_port" -l 127.0.0.1 -t "$threads" -m 64 -c 1024 \
+    $spin "${LMC_BIN:-./target/release/logmemcached}" serve -p "$lm_port" -l 127.0.0.1 -t "$threads" -m 64 -c 1024 \
         --hugepages auto 2>"$work/lm.err" & lm_pid=$!; pids+=($lm_pid)
     wait_port "$mc_port"; wait_port "$lm_port"
     for r in $(seq "$rounds"); do
@@ -84,6 +87,7 @@ med() { # FORM WL WHO FIELD -> median over rounds
 }
 div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 commit=$(git rev-parse --short HEAD)
+[ -n "${LMC_BIN:-}" ] && commit="$commit, logmemcached from $LMC_BIN"
 dirty=$(git status --porcelain --untracked-files=no | grep -q . && echo " (with uncommitted changes)" || true)
 out=perf/results/memcaslap.md
 {

@@ -9,18 +9,33 @@
 # when one fails. Needs ~3 GiB of
 # /dev/shm and ~2 GiB of RAM for the index. Writes perf/results/restart.md.
 #   perf/bench_restart.sh [DIR]     (DIR for the memory file; default /dev/shm)
+#   BEFORE_BIN=/path/to/logmemcached adds that build's rows first, in the
+#   same run (a before/after comparison on the same host load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-/dev/shm}
 cargo build --release -q --bins --example restart_bench
 out=perf/results/restart.md
 table=$(mktemp)
-trap 'rm -f "$table"' EXIT
+trap 'rm -f "$table" "$table.one"' EXIT
 . perf/lib/checks.sh
-./target/release/examples/restart_bench ./target/release/logmemcached "$dir" 100 4096 | tee "$table" \
-    || checks_die "restart_bench failed (an item, a stat or a count was wrong: see above)"
-rows=$(grep -c '^| [0-9]' "$table" || true)
-[ "$rows" -eq 2 ] || checks_die "restart_bench wrote $rows rows, expected 2"
+builds=()
+[ -n "${BEFORE_BIN:-}" ] && builds+=("before=$BEFORE_BIN")
+builds+=("$(git rev-parse --short HEAD)=./target/release/logmemcached")
+: > "$table"
+for b in "${builds[@]}"; do
+    ./target/release/examples/restart_bench "${b#*=}" "$dir" 100 4096 > "$table.one" \
+        || checks_die "restart_bench failed for ${b%%=*} (an item, a stat or a count was wrong: see above)"
+    rows=$(grep -c '^| [0-9]' "$table.one" || true)
+    [ "$rows" -eq 2 ] || checks_die "restart_bench wrote $rows rows for ${b%%=*}, expected 2"
+    if [ ! -s "$table" ]; then
+        grep '^| value' "$table.one" | sed 's/^| value/| build | value/' >> "$table"
+        grep '^|---' "$table.one" | sed 's/^|/|---|/' >> "$table"
+    fi
+    grep '^| [0-9]' "$table.one" | sed "s/^|/| ${b%%=*} |/" >> "$table"
+done
+rm -f "$table.one"
+cat "$table"
 {
     echo "# Restart speed from a memory file (-e)"
     echo

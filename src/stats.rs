@@ -353,7 +353,7 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
         v.push((name.into(), ld(a)));
     }
     let bufs = &rt.buffers;
-    let more: [(&str, String); 24] = [
+    let more: [(&str, String); 25] = [
         ("conn_output_bytes", ld(&bufs.output)),
         ("conn_input_bytes", ld(&bufs.input)),
         ("limit_maxbytes", snap.limit_maxbytes.to_string()),
@@ -361,6 +361,8 @@ fn general(rt: &Runtime, store: &Store) -> Vec<StatLine> {
         ("threads", rt.settings.threads.to_string()),
         ("bytes", snap.bytes.to_string()),
         ("curr_items", snap.curr_items.to_string()),
+        // memcached's name for its hash table's size: here the index's tables.
+        ("hash_bytes", snap.index_bytes.to_string()),
         ("total_items", snap.total_items.to_string()),
         ("evictions", snap.evictions.to_string()),
         ("evicted_unfetched", snap.evicted_unfetched.to_string()),

@@ -13,7 +13,8 @@
 //! variants without either fence must fail (loom finds the torn copy that
 //! is accepted), the one with both must pass.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_log`
+//! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --test loom_log`
+//! (tests/run-all.sh does)
 //! (without `--cfg loom` this file is empty).
 #![cfg(loom)]
 

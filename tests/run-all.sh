@@ -5,6 +5,8 @@
 #   1. cargo test               unit + integration tests (TCP, shm replication,
 #                               the layer order of src/: tests/layering.rs), then
 #                               the TCP suites again under --io uring and --io epoll
+#   1b. loom                    the model of the log's publish/clean/read
+#                               protocol (tests/loom_log.rs, its own cfg build)
 #   2. memccapable              memcached's own conformance tool, text and binary
 #   3. Python clients           pymemcache (text) and pylibmc (binary) round trips
 #   4. RDMA VM suite            verbs tests on Soft-RoCE in a throw-away QEMU VM
@@ -40,6 +42,11 @@ for io in uring epoll; do
     LOGMEMCACHED_TEST_IO=$io cargo test --no-fail-fast $tcp_suites 2>&1 | tee -a /tmp/logmemcached-io-modes.log
 done
 
+step "loom model of the log's atomics"
+# --cfg loom changes every crate's flags: its own target directory keeps the
+# main build's cache intact.
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --test loom_log 2>&1 | tee /tmp/logmemcached-loom.log
+
 step "memccapable (text and binary)"
 bash tests/conformance/memccapable.sh all 2>&1 | tee /tmp/logmemcached-memccapable.log
 
@@ -56,7 +63,8 @@ sum_libtest() { grep -ao 'test result: [^ ]*ok[^ ]*\. [0-9]* passed; [0-9]* fail
 read -r cp cf < <(sum_libtest /tmp/logmemcached-cargo-test.log)
 read -r ip if_ < <(sum_libtest /tmp/logmemcached-io-modes.log)
 cp=$((cp + ip)); cf=$((cf + if_))
+read -r lp lf < <(sum_libtest /tmp/logmemcached-loom.log)
 read -r vp vf < <(sum_libtest /tmp/logmemcached-vm.log)
 mp=$(grep -ao 'memccapable ([a-z]*): [0-9]* passed' /tmp/logmemcached-memccapable.log | awk '{print $3}' | tail -1)
 pp=$(grep -aoE '[0-9]+ passed' /tmp/logmemcached-pytest.log | tail -1 | awk '{print $1}')
-echo "suites: $((cp + vp + ${mp:-0} + ${pp:-0})) passed, $((cf + vf)) failed"
+echo "suites: $((cp + lp + vp + ${mp:-0} + ${pp:-0})) passed, $((cf + lf + vf)) failed"

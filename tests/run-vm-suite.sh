@@ -13,8 +13,10 @@
 #   - tests/faults (the fault campaign) over verbs, shorter than on the host:
 #     LOGMEMCACHED_VM_FAULTS_SECS per mode (default 20), LOGMEMCACHED_VM_FAULTS_ARGS
 #     a libtest filter,
-# then, in two VMs joined by a private link, tests/vm/failover-pair.sh (the
-# primary's whole VM power-cut; promote; no acknowledged write lost).
+# then, in two VMs joined by a private link, tests/vm/failover-pair.sh (3
+# rounds of kill -9 of the primary's process with a --promote-after standby
+# in the other VM, then the primary's whole VM power-cut; promote; no
+# acknowledged write lost in any of them).
 # Installs missing apt packages (build: pkg-config, libibverbs-dev, librdmacm-dev,
 # libclang-dev, clang; VM: qemu-system-x86, kmod, cpio, rdma-core userspace) when
 # run as root (or with passwordless sudo), and the VM kernel on first use.

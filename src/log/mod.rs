@@ -202,6 +202,17 @@ impl Log {
         self.region.read(self.physical(pos) + HEADER_LEN, dst);
     }
 
+    /// Whether the record at `pos` (one the index holds) is for `key`: its
+    /// key length, then its key bytes (never read past the lap's end).
+    pub fn key_is(&self, pos: u64, key: &[u8]) -> bool {
+        let mut b = [0u8; HEADER_LEN + record::MAX_KEY_LEN];
+        let n = (HEADER_LEN + key.len()).min(b.len()).min(self.room_to_end(pos) as usize);
+        self.region.read(self.physical(pos), &mut b[..n]);
+        // A record whose key is this long fits before the lap's end, so a
+        // cut-short read means another length.
+        n == HEADER_LEN + key.len() && b[record::KEY_LEN_AT] as usize == key.len() && &b[HEADER_LEN..n] == key
+    }
+
     /// Append the value of the record at `pos` to `out`.
     pub fn append_value(&self, pos: u64, h: &Header, out: &mut Vec<u8>) {
         self.region.append_to(self.physical(pos) + HEADER_LEN + h.key_len as usize, h.value_len as usize, out);

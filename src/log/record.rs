@@ -51,6 +51,8 @@ pub const HEADER_LEN: usize = 48;
 pub const CHECKSUM_RANGE: Range<usize> = 8..12;
 /// memcached's key limit.
 pub const MAX_KEY_LEN: usize = 250;
+/// Where the header keeps the key's length.
+pub const KEY_LEN_AT: usize = 13;
 pub const ALIGN: u64 = 8;
 
 /// Item flag: the item was invalidated (meta `md I` / `ms I`) and is stale.
@@ -168,7 +170,7 @@ impl Header {
         b[0..8].copy_from_slice(&self.position.to_le_bytes());
         b[8..12].copy_from_slice(&self.checksum.to_le_bytes());
         b[12] = self.kind as u8;
-        b[13] = self.key_len;
+        b[KEY_LEN_AT] = self.key_len;
         b[14] = self.item_flags;
         b[16..20].copy_from_slice(&self.value_len.to_le_bytes());
         b[20..24].copy_from_slice(&self.client_flags.to_le_bytes());
@@ -192,7 +194,7 @@ impl Header {
             position: u64_at(0),
             checksum: u32_at(8),
             kind,
-            key_len: b[13],
+            key_len: b[KEY_LEN_AT],
             item_flags: b[14],
             value_len: u32_at(16),
             client_flags: u32_at(20),

@@ -30,7 +30,7 @@ const MAX_EPOCH: u64 = u32::MAX as u64;
 pub const MAX_CAS: u64 = 1 << 62;
 
 /// Bytes read from the mapping at a time (grown for a larger record).
-const CHUNK: usize = 8 << 20;
+const CHUNK: usize = 256 << 10;
 
 /// The log capacity a region of `region_len` bytes holds for `-m` of
 /// `max_capacity` bytes (what `Log::create_with_capacity` lays out).

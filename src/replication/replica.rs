@@ -292,8 +292,18 @@ pub fn run(
         }
         // Reconnect backoff: control path only (the primary is unreachable),
         // as a timed wait that promotion or shutdown interrupts.
-        ctl.wait(backoff);
+        ctl.wait(reconnect_wait(backoff, opts.promote_after, last_alive.elapsed()));
         backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The pause before the next dial: the backoff, but never past the moment
+/// `--promote-after` runs out, so a dead primary's replica promotes on time
+/// rather than up to a whole backoff (up to 1 s) late.
+fn reconnect_wait(backoff: Duration, promote_after: Option<Duration>, silent: Duration) -> Duration {
+    match promote_after {
+        Some(limit) => backoff.min(limit.saturating_sub(silent)),
+        None => backoff,
     }
 }
 
@@ -709,5 +719,19 @@ impl<'a> Follower<'a> {
         self.status.invalid_records.fetch_add(1, Ordering::Relaxed);
         self.applied = Some(pos);
         Error::new(format!("refused the primary's record at {pos}: it {why}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reconnect_wait;
+    use std::time::Duration;
+
+    #[test]
+    fn the_reconnect_backoff_ends_when_promote_after_runs_out() {
+        let ms = Duration::from_millis;
+        assert_eq!(reconnect_wait(ms(320), Some(ms(500)), ms(450)), ms(50));
+        assert_eq!(reconnect_wait(ms(20), Some(ms(500)), ms(450)), ms(20));
+        assert_eq!(reconnect_wait(ms(1000), None, ms(450)), ms(1000));
     }
 }

@@ -85,16 +85,27 @@ impl Store {
     ///   `flush_all 1`, those written in the same second);
     /// - later: the delayed-flush point.
     pub(super) fn apply_flush(&self, at: u32, issued: u32) {
+        if self.flush_point_clears(at, issued) {
+            self.index.clear();
+        }
+    }
+
+    /// `apply_flush` but for the index: sets the flush point and says
+    /// whether everything indexed now is gone (a restart's rebuild, which
+    /// holds the index's shards itself, clears them).
+    pub(super) fn flush_point_clears(&self, at: u32, issued: u32) -> bool {
         if at == 0 {
             self.set_flush_at(0);
-            self.index.clear();
+            true
         } else if at == FLUSH_CANCEL {
             self.set_flush_at(0);
+            false
         } else if at <= issued.saturating_add(1) {
             self.set_flush_at(at);
-            self.index.clear();
+            true
         } else {
             self.set_flush_at(at);
+            false
         }
     }
 

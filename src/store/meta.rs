@@ -1,8 +1,6 @@
 //! Meta `mg`: one read with its extras (create on miss `N`, new expiry `T`,
 //! recache `R`) and the win-token protocol, done as one step.
 
-use std::sync::atomic::Ordering;
-
 use super::write::ItemState;
 use super::{absolute_expiry, MetaGet, MetaGetArgs, Store, StoreError};
 
@@ -83,7 +81,7 @@ impl Store {
         self.with_entry(key, check_live, |e, h, now| {
             let note = a.note_access && !self.is_read_only();
             let item = self.meta_of(h, e, note, now);
-            let token_sent = e.win_sent.load(Ordering::Relaxed);
+            let token_sent = e.win_sent();
             let mut want_win = created;
             if let Some(r) = a.recache {
                 // memcached: win if the item expires sooner than the recache time.
@@ -96,13 +94,11 @@ impl Store {
                 want_win = true;
             }
             // Exactly one reader gets the token, even racing on another worker.
-            let win = want_win
-                && !self.is_read_only()
-                && e.win_sent.compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+            let win = want_win && !self.is_read_only() && e.take_win();
             let m = MetaGet { item, token_sent, win, created, expiry_before: expiry_before.unwrap_or(h.expiry), now };
             before_value(&m, out);
             if a.value {
-                self.log.append_value(e.pos, h, out);
+                self.log.append_value(e.pos(), h, out);
             }
             m
         })

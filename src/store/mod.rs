@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Result;
-use crate::index::Index;
+use crate::index::{Index, Records};
 use crate::log::record::{self, MAX_KEY_LEN};
 use crate::log::{Log, LogWriter};
 use crate::memory::region::{HugePages, Region};
@@ -88,10 +88,32 @@ pub struct StoreConfig {
     pub hugepages: HugePages,
 }
 
+/// The index's view of the log: keys and lengths of the records it points
+/// at, read where they are (the index keeps no copy of a key).
+pub struct LogRecords(Arc<Log>);
+
+impl Records for LogRecords {
+    fn key_is(&self, pos: u64, key: &[u8]) -> bool {
+        self.0.key_is(pos, key)
+    }
+
+    fn len_at(&self, pos: u64) -> u64 {
+        // An indexed position always holds a record; a header that does not
+        // decode is a corrupt log (a bug), counted as nothing.
+        self.0.read_header(pos).map_or(0, |h| h.total_len())
+    }
+
+    fn key_into(&self, pos: u64, out: &mut Vec<u8>) {
+        let n = self.0.read_header(pos).map_or(0, |h| h.key_len as usize);
+        out.resize(n, 0);
+        self.0.read_key(pos, out);
+    }
+}
+
 pub struct Store {
     log: Arc<Log>,
     writer: Mutex<Writer>,
-    index: Index,
+    index: Index<LogRecords>,
     pub clock: Clock,
     max_item_size: usize,
     limit_maxbytes: u64,
@@ -199,10 +221,11 @@ impl Store {
         let writer = Writer { log: LogWriter::new(log.clone()), next_cas: 1, scratch: Vec::new(), evictions: true };
         let clock = Clock::default();
         let started = clock.now();
+        let index = Index::new(LogRecords(log.clone()));
         Ok(Store {
             log,
             writer: Mutex::new(writer),
-            index: Index::new(),
+            index,
             clock,
             max_item_size,
             limit_maxbytes: cfg.memory_bytes as u64,
@@ -227,7 +250,7 @@ impl Store {
         &self.log
     }
 
-    pub fn index(&self) -> &Index {
+    pub fn index(&self) -> &Index<LogRecords> {
         &self.index
     }
 
@@ -316,6 +339,7 @@ impl Store {
             records_appended: l(&s.records_appended),
             sync_timeouts: l(&s.sync_timeouts),
             log_capacity: self.log.capacity(),
+            index_bytes: self.index.memory_bytes(),
             log_head: self.log.head(),
             log_tail: self.log.tail(),
             epoch: self.log.epoch(),

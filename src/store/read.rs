@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{ItemMeta, ReadOpts, Store};
-use crate::index::Entry;
+use crate::index::Held;
 use crate::log::record::{Header, ITEM_KEY_BINARY, ITEM_STALE};
 
 impl Store {
@@ -28,26 +28,25 @@ impl Store {
         &self,
         key: &[u8],
         check_live: bool,
-        f: impl FnOnce(&Entry, &Header, u32) -> R,
+        f: impl FnOnce(&Held, &Header, u32) -> R,
     ) -> Option<R> {
         let now = self.clock.now();
-        let shard = self.index.read(key);
-        let e = shard.get(key)?;
-        let h = self.item_header(e)?;
+        let e = self.index.get(key)?;
+        let h = self.item_header(e.pos(), e.expiry())?;
         if check_live && !self.is_live(&h, now) {
-            let pos = e.pos;
-            drop(shard);
+            let pos = e.pos();
+            drop(e);
             self.forget_dead(key, pos);
             return None;
         }
-        Some(f(e, &h, now))
+        Some(f(&e, &h, now))
     }
 
-    /// The header of the Set record `e` points at, with `expiry` the item's
-    /// latest (a Touch record moves only the entry's).
-    pub(super) fn item_header(&self, e: &Entry) -> Option<Header> {
-        let mut h = self.log.read_header(e.pos)?;
-        h.expiry = e.expiry();
+    /// The header of the item's Set record at `pos`, with `expiry` the
+    /// item's latest, the entry's (a Touch record moves only the entry's).
+    pub(super) fn item_header(&self, pos: u64, expiry: u32) -> Option<Header> {
+        let mut h = self.log.read_header(pos)?;
+        h.expiry = expiry;
         Some(h)
     }
 
@@ -65,35 +64,18 @@ impl Store {
             let meta = self.meta_of(h, e, opts.note_access && !self.is_read_only(), now);
             before_value(&meta, out);
             if opts.value {
-                self.log.append_value(e.pos, h, out);
+                self.log.append_value(e.pos(), h, out);
             }
             meta
         })
     }
 
-    pub(super) fn meta_of(&self, h: &Header, e: &Entry, note: bool, now: u32) -> ItemMeta {
-        let last_access = e.last_access.load(Ordering::Relaxed);
-        let fetched = e.fetched.load(Ordering::Relaxed);
-        let stale = h.item_flags & ITEM_STALE != 0;
-        // A plain read never hands out a win token (memcached: only `mg`
-        // does, see `meta_get`); it only reports whether one is out.
-        let win = false;
-        let win_taken = e.win_sent.load(Ordering::Relaxed);
+    pub(super) fn meta_of(&self, h: &Header, e: &Held, note: bool, now: u32) -> ItemMeta {
+        let meta = meta_from(h, e.last_access(), e.fetched(), e.win_sent());
         if note {
             e.touch_access(now);
         }
-        ItemMeta {
-            flags: h.client_flags,
-            cas: h.cas,
-            expiry: h.expiry,
-            value_len: h.value_len,
-            last_access,
-            fetched,
-            stale,
-            win,
-            win_taken,
-            key_binary: h.item_flags & ITEM_KEY_BINARY != 0,
-        }
+        meta
     }
 
     /// Unlink an expired or flushed item found by a reader (index only: the
@@ -103,7 +85,7 @@ impl Store {
     /// counters wrap.
     pub(super) fn forget_dead(&self, key: &[u8], pos: u64) {
         if let Some(e) = self.index.remove_if_at(key, pos) {
-            if !e.fetched.load(Ordering::Relaxed) {
+            if !e.fetched {
                 self.stats.expired_unfetched.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -117,10 +99,29 @@ impl Store {
     pub fn for_each_item(&self, mut f: impl FnMut(&[u8], &ItemMeta)) {
         let now = self.clock.now();
         self.index.for_each(|key, e| {
-            let Some(h) = self.item_header(e) else { return };
+            let Some(h) = self.item_header(e.pos, e.expiry) else { return };
             if self.is_live(&h, now) {
-                f(key, &self.meta_of(&h, e, false, now));
+                f(key, &meta_from(&h, e.last_access, e.fetched, e.win_sent));
             }
         });
+    }
+}
+
+/// What a reader reports of an item: its record's header (expiry the
+/// latest) and the entry's access state.
+fn meta_from(h: &Header, last_access: u32, fetched: bool, win_taken: bool) -> ItemMeta {
+    ItemMeta {
+        flags: h.client_flags,
+        cas: h.cas,
+        expiry: h.expiry,
+        value_len: h.value_len,
+        last_access,
+        fetched,
+        stale: h.item_flags & ITEM_STALE != 0,
+        // A plain read never hands out a win token (memcached: only `mg`
+        // does, see `meta_get`); it only reports whether one is out.
+        win: false,
+        win_taken,
+        key_binary: h.item_flags & ITEM_KEY_BINARY != 0,
     }
 }

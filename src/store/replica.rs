@@ -51,9 +51,8 @@ impl Store {
                 // The item it touches is the one the key holds, with its CAS;
                 // a replica that replayed from a tail past the item's Set
                 // record does not hold it (nor does the primary any more).
-                let shard = self.index.read(r.key);
-                if let Some(e) = shard.get(r.key) {
-                    if self.log.read_header(e.pos).is_some_and(|item| item.cas == h.cas) {
+                if let Some(e) = self.index.get(r.key) {
+                    if self.log.read_header(e.pos()).is_some_and(|item| item.cas == h.cas) {
                         e.set_expiry(h.expiry);
                     }
                 }

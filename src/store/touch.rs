@@ -4,8 +4,6 @@
 //! expiry; the item stays where its Set record is (see the module doc of
 //! `crate::store` for what the cleaner does with a touched item).
 
-use std::sync::atomic::Ordering;
-
 use super::{absolute_expiry, ItemMeta, ReadOpts, Store, StoreError, Writer};
 use crate::log::record::{Header, Kind};
 use crate::log::NewRecord;
@@ -49,8 +47,8 @@ impl Store {
         let expiry = absolute_expiry(exptime, now);
         self.touch_locked(&mut w, key, pos, &h, expiry, now, || {
             // memcached's touch finds the item with DO_UPDATE, which marks it fetched.
-            if let Some(e) = self.index.read(key).get(key) {
-                e.fetched.store(true, Ordering::Relaxed);
+            if let Some(e) = self.index.get(key) {
+                e.mark_fetched();
             }
         })?;
         let end = w.log.head();
@@ -78,7 +76,7 @@ impl Store {
         read: impl FnOnce() -> R,
     ) -> std::result::Result<R, StoreError> {
         let set_expiry = |x: u32| {
-            if let Some(e) = self.index.read(key).get(key).filter(|e| e.pos == pos) {
+            if let Some(e) = self.index.get(key).filter(|e| e.pos() == pos) {
                 e.set_expiry(x);
             }
         };

@@ -236,6 +236,8 @@ pub struct StoreSnapshot {
     pub records_appended: u64,
     pub sync_timeouts: u64,
     pub log_capacity: u64,
+    /// Bytes of the index's tables, beside the log (`hash_bytes`).
+    pub index_bytes: u64,
     pub log_head: u64,
     pub log_tail: u64,
     pub epoch: u64,

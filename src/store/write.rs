@@ -32,9 +32,8 @@ impl Store {
     /// position and header, `expiry` the item's latest.
     pub(super) fn live_locked(&self, key: &[u8], now: u32) -> Option<(u64, Header)> {
         let (pos, h) = {
-            let shard = self.index.read(key);
-            let e = shard.get(key)?;
-            (e.pos, self.item_header(e)?)
+            let e = self.index.get(key)?;
+            (e.pos(), self.item_header(e.pos(), e.expiry())?)
         };
         if self.is_live(&h, now) {
             Some((pos, h))
@@ -84,20 +83,19 @@ impl Store {
             // Reclaiming an item's Set record ends the item, touched or not;
             // its latest expiry says whether it was evicted or had expired.
             if let Some(e) = index.remove_if_at(key, pos) {
-                let fetched = e.fetched.load(Ordering::Relaxed);
-                if self.alive(e.expiry(), h.time, now) {
+                let fetched = e.fetched;
+                if self.alive(e.expiry, h.time, now) {
                     stats.evictions.fetch_add(1, Ordering::Relaxed);
-                    if e.expiry() != 0 {
+                    if e.expiry != 0 {
                         stats.evicted_nonzero.fetch_add(1, Ordering::Relaxed);
                     }
-                    let idle = now.saturating_sub(e.last_access.load(Ordering::Relaxed));
+                    let idle = now.saturating_sub(e.last_access);
                     stats.evicted_time.store(idle as u64, Ordering::Relaxed);
                     if !fetched {
                         stats.evicted_unfetched.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(hook) = self.eviction_hook.get() {
-                        let ttl = if e.expiry() == 0 { -1 } else { i64::from(e.expiry()) - i64::from(now) };
-                        let idle = now.saturating_sub(e.last_access.load(Ordering::Relaxed));
+                        let ttl = if e.expiry == 0 { -1 } else { i64::from(e.expiry) - i64::from(now) };
                         hook(key, &super::Evicted { fetched, ttl, idle, value_len: h.value_len });
                     }
                 } else if !fetched {
@@ -115,8 +113,7 @@ impl Store {
             // reserve, and only once it is gone reclaim a live record (an
             // eviction) rather than fail.
             let mut live = |pos: u64, h: &Header, key: &[u8]| {
-                let shard = self.index.read(key);
-                shard.get(key).is_some_and(|e| e.pos == pos && self.alive(e.expiry(), h.time, now))
+                self.index.get(key).is_some_and(|e| e.pos() == pos && self.alive(e.expiry(), h.time, now))
             };
             let reserve = if rec.kind == Kind::Set { no_evictions_reserve(w.log.log().capacity()) } else { 0 };
             let policy = Reclaim::DeadOnly { live: &mut live, reserve };
@@ -232,14 +229,7 @@ impl Store {
 
     /// The access state of the key's index entry.
     pub(super) fn entry_state(&self, key: &[u8]) -> ItemState {
-        self.index
-            .read(key)
-            .get(key)
-            .map(|e| ItemState {
-                fetched: e.fetched.load(Ordering::Relaxed),
-                win_sent: e.win_sent.load(Ordering::Relaxed),
-            })
-            .unwrap_or_default()
+        self.index.get(key).map(|e| ItemState { fetched: e.fetched(), win_sent: e.win_sent() }).unwrap_or_default()
     }
 
     /// delete, optionally only if the CAS matches.

@@ -10,9 +10,26 @@
 #                     at it (admin commands: through each replica's
 #                     --admin-socket), and checks that every write A acknowledged is
 #                     there and that writes go on.
-# Usage: tests/vm/failover-pair.sh BINARY   (run from the project root)
+# Before that power cut, in the same boot of the pair, ROUNDS (default 3)
+# kill -9 failovers (tests/vm/failover_rounds.py): each round a fresh primary
+# on A, one --promote-after standby on B, writes acknowledged under
+# --sync-replicas 1, then B has A's control agent SIGKILL the primary process
+# and times, on B's clock, the standby's first accepted write; every
+# acknowledged write must be on it. CI asserts the rounds' correctness only;
+# perf/bench_failover_vm.sh runs many rounds for p50/p99.
+# Usage: tests/vm/failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS,... [STANDBY_BIN,...]]]
+#   (run from the project root; the rounds' lines go to target/vm-pair/rounds.tsv;
+#   the standbys take each combination of a STANDBY_BIN, default BINARY, and a
+#   PROMOTE_AFTER_MS, default 2000, in turn: CI's debug build under TCG on a
+#   loaded host must not see a live primary's heartbeat stall that long)
 set -euo pipefail
-bin=${1:?usage: failover-pair.sh BINARY}
+bin=${1:?usage: failover-pair.sh BINARY [ROUNDS [PROMOTE_AFTER_MS,... [STANDBY_BIN,...]]]}
+rounds=${2:-3}
+promote_after=${3:-2000}
+standbys=${4:-$bin}
+case $rounds in ''|*[!0-9]*) echo "failover-pair.sh: ROUNDS is a number" >&2; exit 2 ;; esac
+case $promote_after, in *[!0-9,]*|*,,*|,*) echo "failover-pair.sh: PROMOTE_AFTER_MS,... are numbers" >&2; exit 2 ;; esac
+[ "$rounds" -le 99 ] || { echo "failover-pair.sh: at most 99 rounds (ports 11400+I, 7800+I)" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/../.." && pwd -P)
 cd "$root"
 work=target/vm-pair
@@ -23,7 +40,9 @@ rm -rf "$work"; mkdir -p "$work"
 token='umask 077; printf %s logmemcached-failover-pair-token > /tmp/lmc-token'
 
 cat > "$work/side-a.sh" <<SIDE_A
+set -e
 $token
+python3 tests/vm/failover_rounds.py agent $bin
 exec $bin serve -l 192.168.77.1 -p 11311 -t 1 -m 16 --hugepages off --auth-token-file /tmp/lmc-token \\
     --replication-listen rdma://192.168.77.1:7700 --sync-replicas 1 --sync-timeout 5000
 SIDE_A
@@ -31,6 +50,7 @@ SIDE_A
 cat > "$work/side-b.sh" <<SIDE_B
 set -e
 $token
+python3 tests/vm/failover_rounds.py rounds $bin $rounds $promote_after $work/rounds.tsv $standbys
 python3 tests/vm/failover_client.py wait 192.168.77.1 11311
 $bin serve -l 127.0.0.1 -p 11312 -t 1 -m 16 --hugepages off --replica-of rdma://192.168.77.1:7700 \\
     --auth-token-file /tmp/lmc-token --replication-listen rdma://192.168.77.2:7701 --admin-socket /tmp/lmc-r1.sock & r1=\$!

@@ -1,78 +1,15 @@
 """Side B of tests/vm/failover-pair.sh: write through the primary on the other
 VM, power-cut it, promote the most advanced replica, and check that no
 acknowledged write was lost. Exit status 0 only if every check holds."""
-import socket, subprocess, sys, time
+import subprocess, sys, time
+
+from memc import Conn, until, wait_port
 
 PRIMARY = ("192.168.77.1", 11311)
 REPLICAS = {"r1": (("127.0.0.1", 11312), "rdma://192.168.77.2:7701"),
             "r2": (("127.0.0.1", 11313), "rdma://192.168.77.2:7702")}
 # Promote and follow are admin commands: each replica's --admin-socket.
 ADMIN = {"r1": "/tmp/lmc-r1.sock", "r2": "/tmp/lmc-r2.sock"}
-
-
-class Conn:
-    def __init__(self, addr):
-        if isinstance(addr, str):
-            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.s.settimeout(30)
-            self.s.connect(addr)
-        else:
-            self.s = socket.create_connection(addr, timeout=30)
-        self.buf = b""
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            d = self.s.recv(65536)
-            if not d:
-                raise ConnectionError("closed")
-            self.buf += d
-        l, self.buf = self.buf.split(b"\r\n", 1)
-        return l.decode()
-
-    def cmd(self, req):
-        self.s.sendall(req.encode())
-        return self.line()
-
-    def stats(self, group):
-        self.s.sendall(("stats %s\r\n" % group).encode())
-        out = {}
-        while True:
-            l = self.line()
-            if l == "END":
-                return out
-            parts = l.split(" ", 2)
-            out[parts[1]] = parts[2] if len(parts) > 2 else ""
-
-    def get(self, key):
-        l = self.cmd("get %s\r\n" % key)
-        if l == "END":
-            return None
-        n = int(l.split()[3])
-        while len(self.buf) < n + 2:
-            self.buf += self.s.recv(65536)
-        v, self.buf = self.buf[:n], self.buf[n + 2:]
-        assert self.line() == "END"
-        return v.decode()
-
-
-def until(what, pred, secs=60):
-    deadline = time.time() + secs
-    while time.time() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    sys.exit("FAIL: timed out waiting for " + what)
-
-
-def wait_port(host, port, secs=60):
-    deadline = time.time() + secs
-    while time.time() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit("FAIL: no server at %s:%d" % (host, port))
 
 
 if sys.argv[1:2] == ["wait"]:
