@@ -33,7 +33,17 @@ fn with_the_replica_dead_only_the_writers_connection_waits() {
     let mut writer = p.connect();
     let mut reader = p.connect();
     writer.send(b"set a 0 0 1\r\nx\r\nget a\r\n");
-    // The write is applied at once; only its reply waits.
+    // The write is applied at once; only its reply waits. Nothing orders
+    // the writer's set before the reader's first get (two sockets), so
+    // wait for it to land, well inside the 5 s timeout.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        reader.send(b"get a\r\n");
+        if reader.until("END\r\n").len() == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the held write was never applied");
+    }
     for _ in 0..50 {
         reader.send(b"get a\r\n");
         assert_eq!(reader.until("END\r\n"), ["VALUE a 0 1\r\n", "x\r\n", "END\r\n"]);
