@@ -16,6 +16,7 @@ pub mod rdma;
 mod signals;
 mod uring_stream;
 mod uring_worker;
+mod waiters;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -19,7 +19,7 @@
 //! receive is cancelled and its last send (a reply before `quit`, an error
 //! before the close) has gone, then closes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use super::accept::{accept_round, admission, AcceptEnd, ACCEPT_BACKOFF};
 use super::conn::{Conn, Next, Scratch};
 use super::listen::{Listener, Stream};
 use super::uring_stream::{RingStream, SendDone};
+use super::waiters::{Visits, Waiters, IDLE_CHECK};
 use super::Shared;
 use crate::error::{Context, Result};
 use crate::memory::uring::{Completion, Ring, RingConfig};
@@ -67,9 +68,6 @@ fn ud(id: u64, kind: u64) -> u64 {
     (id << KIND_BITS) | kind
 }
 
-const HOLD_POLL: Duration = Duration::from_millis(1);
-const WATCH_POLL: Duration = Duration::from_millis(10);
-const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// The longest a closed connection's last output may take to go.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// Ring size, and the provided receive buffers (4 MiB a worker).
@@ -105,10 +103,8 @@ pub struct UringWorker {
     /// Each listener's poll is in the kernel (so a resume arms only the
     /// ones that are not: one poll per listener, never two).
     listener_armed: Vec<bool>,
-    holding: HashSet<u64>,
-    settling: Vec<u64>,
-    watching: HashSet<u64>,
-    next_idle_check: Instant,
+    /// Held replies, watchers and the idle check (see waiters.rs).
+    waiters: Waiters,
 }
 
 /// The ring a worker gets (SQPOLL under `--poll busy`).
@@ -151,10 +147,7 @@ impl UringWorker {
             accept_paused_until: None,
             accept_failing: false,
             listener_armed,
-            holding: HashSet::new(),
-            settling: Vec::new(),
-            watching: HashSet::new(),
-            next_idle_check: Instant::now() + IDLE_CHECK,
+            waiters: Waiters::new(),
         })
     }
 
@@ -185,7 +178,9 @@ impl UringWorker {
             }
             idle = if worked { 0 } else { idle.saturating_add(1) };
             let block = mode == PollMode::Adaptive && idle >= budget && self.ready.is_empty();
-            let wait = block.then(|| self.wake_in());
+            // A wait of nothing (replies held a moment ago: see waiters.rs)
+            // is a poll, which needs no kernel entry when nothing is queued.
+            let wait = block.then(|| self.wake_in()).filter(|w| *w != Some(Duration::ZERO));
             self.ring.submit(wait).context("io_uring_enter")?;
         }
         let open = self.conns.len() as u64;
@@ -202,16 +197,9 @@ impl UringWorker {
     /// keeps (idle check, held replies, watchers, accept backoff), or
     /// without limit.
     fn wake_in(&self) -> Option<Duration> {
-        let poll = match (self.holding.is_empty(), self.watching.is_empty()) {
-            (true, true) if self.shared.rt.settings.idle_timeout > 0 && !self.conns.is_empty() => {
-                Some(self.next_idle_check.saturating_duration_since(Instant::now()))
-            }
-            (true, true) if !self.draining.is_empty() => {
-                Some(self.next_drain_check.saturating_duration_since(Instant::now()))
-            }
-            (true, true) => None,
-            (false, _) => Some(HOLD_POLL),
-            (true, false) => Some(WATCH_POLL),
+        let poll = match self.waiters.poll_within(self.shared.rt.settings.idle_timeout, !self.conns.is_empty()) {
+            None if !self.draining.is_empty() => Some(self.next_drain_check.saturating_duration_since(Instant::now())),
+            p => p,
         };
         let wake = match (self.accept_paused_until, poll) {
             (t, None) => t,
@@ -353,52 +341,6 @@ impl UringWorker {
         self.conns.insert(token, conn);
     }
 
-    /// As the epoll worker's: settle held replies against the replicas'
-    /// progress, read once; serve those whose replies went.
-    fn settle(&mut self) -> bool {
-        if self.holding.is_empty() {
-            return false;
-        }
-        let confirmed = self.store.sync_confirmed();
-        let now = Instant::now();
-        let mut tokens = std::mem::take(&mut self.settling);
-        tokens.clear();
-        tokens.extend(self.holding.iter().copied());
-        let mut any = false;
-        for &token in &tokens {
-            let Some(conn) = self.conns.get_mut(&token) else {
-                self.holding.remove(&token);
-                continue;
-            };
-            let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
-            if conn.settle(confirmed, now, &ctx) {
-                any = true;
-                self.serve(token);
-            }
-        }
-        self.settling = tokens;
-        any
-    }
-
-    fn feed_watchers(&mut self) {
-        if self.watching.is_empty() {
-            return;
-        }
-        let mut tokens = std::mem::take(&mut self.settling);
-        tokens.clear();
-        tokens.extend(self.watching.iter().copied());
-        for &token in &tokens {
-            match self.conns.get(&token) {
-                Some(conn) if conn.watch_has_lines() => self.serve(token),
-                Some(_) => {}
-                None => {
-                    self.watching.remove(&token);
-                }
-            }
-        }
-        self.settling = tokens;
-    }
-
     /// Forget connection `token`; its socket closes once the kernel is done
     /// with it (its receive cancelled, its last output sent).
     fn close(&mut self, token: u64, reason: &str) {
@@ -418,8 +360,7 @@ impl UringWorker {
         }
         self.shared.rt.conn_table.unregister(fd);
         self.conn_info.remove(&token);
-        self.holding.remove(&token);
-        self.watching.remove(&token);
+        self.waiters.forget(token);
         self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
         if let Some(buf) = s.take_send() {
             if self.ring.send(s.as_fd(), buf, 0, ud(token, SEND)).is_err() {
@@ -447,24 +388,6 @@ impl UringWorker {
                 s.failed = true;
                 let _ = nix::sys::socket::shutdown(s.as_fd().as_raw_fd(), nix::sys::socket::Shutdown::Both);
             }
-        }
-    }
-
-    fn kick_idle(&mut self) {
-        let limit = u64::from(self.shared.rt.settings.idle_timeout);
-        if limit == 0 || Instant::now() < self.next_idle_check {
-            return;
-        }
-        self.next_idle_check = Instant::now() + IDLE_CHECK;
-        let idle: Vec<u64> = self
-            .conn_info
-            .iter()
-            .filter(|(t, i)| i.idle_secs() > limit && !self.holding.contains(t) && !self.watching.contains(t))
-            .map(|(t, _)| *t)
-            .collect();
-        for token in idle {
-            self.close(token, "idle_timeout");
-            self.shared.rt.connections.idle_kicks.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -512,13 +435,42 @@ impl UringWorker {
             s.queued = true;
             self.ready.push(token);
         }
-        if conn.watching() {
-            self.watching.insert(token);
-        }
-        if conn.holding() {
-            self.holding.insert(token);
-        } else if !self.holding.is_empty() {
-            self.holding.remove(&token);
-        }
+        self.waiters.note(token, conn.holding(), conn.watching());
+    }
+}
+
+impl Visits for UringWorker {
+    fn waiters(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+
+    fn runtime(&self) -> &crate::runtime::Runtime {
+        &self.shared.rt
+    }
+
+    fn conn_infos(&self) -> &HashMap<u64, Arc<ConnInfo>> {
+        &self.conn_info
+    }
+
+    fn confirmed(&self) -> u64 {
+        self.store.sync_confirmed()
+    }
+
+    fn settle_conn(&mut self, token: u64, confirmed: u64, now: Instant) -> Option<bool> {
+        let conn = self.conns.get_mut(&token)?;
+        let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
+        Some(conn.settle(confirmed, now, &ctx))
+    }
+
+    fn has_watch_lines(&self, token: u64) -> Option<bool> {
+        self.conns.get(&token).map(|c| c.watch_has_lines())
+    }
+
+    fn serve(&mut self, token: u64) {
+        UringWorker::serve(self, token)
+    }
+
+    fn close(&mut self, token: u64, reason: &str) {
+        UringWorker::close(self, token, reason)
     }
 }

@@ -14,20 +14,21 @@
 //! Under `--sync-replicas` connections hold write replies (see conn.rs):
 //! every iteration reads the replicas' progress once and settles each
 //! holding connection against it, so one replica round trip releases every
-//! write waiting on the worker. Replica progress raises no event, so while
-//! any reply is held the worker does not block for more than `HOLD_POLL`.
+//! write waiting on the worker (src/server/waiters.rs, shared with the
+//! io_uring loop, says how long the worker polls before it blocks).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::accept::{accept_round, admission, AcceptEnd, ACCEPT_BACKOFF};
 use super::conn::{Conn, Next, Scratch};
 use super::listen::{Listener, Stream};
+use super::waiters::{Visits, Waiters};
 use super::Shared;
 use crate::error::{Context, Result};
 use crate::protocol::Ctx;
@@ -44,10 +45,6 @@ const RDMA: u64 = u64::MAX - 2;
 /// connection tokens count up from 0 and never get near.
 const LISTENER: u64 = u64::MAX - 16;
 const MAX_LISTENERS: usize = 1 << 20;
-/// The longest a worker blocks while replies are held for replicas.
-const HOLD_POLL: Duration = Duration::from_millis(1);
-/// How often an idle worker moves queued `watch` lines to its watchers.
-const WATCH_POLL: Duration = Duration::from_millis(10);
 
 pub struct Worker {
     id: usize,
@@ -71,20 +68,9 @@ pub struct Worker {
     accept_failing: bool,
     /// This worker's UD QP and RC connections (`--rdma-listen`).
     rdma: Option<super::rdma::WorkerRdma>,
-    /// Connections holding replies for `--sync-replicas`, and a list of
-    /// them kept for reuse while settling.
-    holding: HashSet<u64>,
-    settling: Vec<u64>,
-    /// Connections streaming `watch` events: served on every poll, which
-    /// wakes at least every `WATCH_POLL` while there are any.
-    watching: HashSet<u64>,
-    /// When `-o idle_timeout` next looks for idle connections.
-    next_idle_check: Instant,
+    /// Held replies, watchers and the idle check (see waiters.rs).
+    waiters: Waiters,
 }
-
-/// How often `-o idle_timeout` looks (memcached's timeout thread wakes about
-/// once a second too).
-const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl Worker {
     pub fn new(id: usize, listeners: Vec<Listener>, store: Arc<Store>, shared: Arc<Shared>) -> Result<Worker> {
@@ -115,10 +101,7 @@ impl Worker {
             accept_paused_until: None,
             accept_failing: false,
             rdma: None,
-            holding: HashSet::new(),
-            watching: HashSet::new(),
-            settling: Vec::new(),
-            next_idle_check: Instant::now() + IDLE_CHECK,
+            waiters: Waiters::new(),
         })
     }
 
@@ -155,14 +138,7 @@ impl Worker {
                     block = false;
                 }
             }
-            let poll = match (self.holding.is_empty(), self.watching.is_empty()) {
-                (true, true) if self.shared.rt.settings.idle_timeout > 0 && !self.conns.is_empty() => {
-                    Some(self.next_idle_check.saturating_duration_since(Instant::now()))
-                }
-                (true, true) => None,
-                (false, _) => Some(HOLD_POLL),
-                (true, false) => Some(WATCH_POLL),
-            };
+            let poll = self.waiters.poll_within(self.shared.rt.settings.idle_timeout, !self.conns.is_empty());
             let wake = match (self.accept_paused_until, poll) {
                 (t, None) => t,
                 (Some(t), Some(p)) => Some(t.min(Instant::now() + p)),
@@ -273,54 +249,6 @@ impl Worker {
         self.serve(token);
     }
 
-    /// Settle every connection holding replies against the replicas'
-    /// progress, read once; serve those whose replies went. Returns whether
-    /// any did.
-    fn settle(&mut self) -> bool {
-        if self.holding.is_empty() {
-            return false;
-        }
-        let confirmed = self.store.sync_confirmed();
-        let now = Instant::now();
-        let mut tokens = std::mem::take(&mut self.settling);
-        tokens.clear();
-        tokens.extend(self.holding.iter().copied());
-        let mut any = false;
-        for &token in &tokens {
-            let Some((conn, _)) = self.conns.get_mut(&token) else {
-                self.holding.remove(&token);
-                continue;
-            };
-            let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
-            if conn.settle(confirmed, now, &ctx) {
-                any = true;
-                self.serve(token);
-            }
-        }
-        self.settling = tokens;
-        any
-    }
-
-    /// Serve every watcher, to move its queued lines out.
-    fn feed_watchers(&mut self) {
-        if self.watching.is_empty() {
-            return;
-        }
-        let mut tokens = std::mem::take(&mut self.settling);
-        tokens.clear();
-        tokens.extend(self.watching.iter().copied());
-        for &token in &tokens {
-            match self.conns.get(&token) {
-                Some((conn, _)) if conn.watch_has_lines() => self.serve(token),
-                Some(_) => {}
-                None => {
-                    self.watching.remove(&token);
-                }
-            }
-        }
-        self.settling = tokens;
-    }
-
     /// Forget connection `token` and close it (`reason` for `watch connevents`).
     fn close(&mut self, token: u64, reason: &str) {
         let Some((mut conn, _)) = self.conns.remove(&token) else { return };
@@ -333,30 +261,8 @@ impl Worker {
         let _ = self.epoll.delete(conn.stream.as_fd());
         self.shared.rt.conn_table.unregister(conn.stream.as_fd().as_raw_fd());
         self.conn_info.remove(&token);
-        self.holding.remove(&token);
-        self.watching.remove(&token);
+        self.waiters.forget(token);
         self.shared.rt.connections.curr.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// `-o idle_timeout=S`: close connections whose last request is more
-    /// than S seconds old, as memcached does (not one holding replies for
-    /// `--sync-replicas` or streaming `watch`: they are waiting on us).
-    fn kick_idle(&mut self) {
-        let limit = u64::from(self.shared.rt.settings.idle_timeout);
-        if limit == 0 || Instant::now() < self.next_idle_check {
-            return;
-        }
-        self.next_idle_check = Instant::now() + IDLE_CHECK;
-        let idle: Vec<u64> = self
-            .conn_info
-            .iter()
-            .filter(|(t, i)| i.idle_secs() > limit && !self.holding.contains(t) && !self.watching.contains(t))
-            .map(|(t, _)| *t)
-            .collect();
-        for token in idle {
-            self.close(token, "idle_timeout");
-            self.shared.rt.connections.idle_kicks.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     fn serve(&mut self, token: u64) {
@@ -372,19 +278,48 @@ impl Worker {
             Next::Write => EpollFlags::EPOLLOUT,
             Next::Close => return self.close(token, "normal"),
         };
-        if conn.watching() {
-            self.watching.insert(token);
-        }
-        if conn.holding() {
-            self.holding.insert(token);
-        } else if !self.holding.is_empty() {
-            self.holding.remove(&token);
-        }
+        self.waiters.note(token, conn.holding(), conn.watching());
         // epoll_ctl only when the interest changes: it is a syscall per request otherwise.
         if interest != *registered {
             let mut ev = EpollEvent::new(interest, token);
             let _ = self.epoll.modify(conn.stream.as_fd(), &mut ev);
             *registered = interest;
         }
+    }
+}
+
+impl Visits for Worker {
+    fn waiters(&mut self) -> &mut Waiters {
+        &mut self.waiters
+    }
+
+    fn runtime(&self) -> &crate::runtime::Runtime {
+        &self.shared.rt
+    }
+
+    fn conn_infos(&self) -> &HashMap<u64, Arc<ConnInfo>> {
+        &self.conn_info
+    }
+
+    fn confirmed(&self) -> u64 {
+        self.store.sync_confirmed()
+    }
+
+    fn settle_conn(&mut self, token: u64, confirmed: u64, now: Instant) -> Option<bool> {
+        let (conn, _) = self.conns.get_mut(&token)?;
+        let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };
+        Some(conn.settle(confirmed, now, &ctx))
+    }
+
+    fn has_watch_lines(&self, token: u64) -> Option<bool> {
+        self.conns.get(&token).map(|(c, _)| c.watch_has_lines())
+    }
+
+    fn serve(&mut self, token: u64) {
+        Worker::serve(self, token)
+    }
+
+    fn close(&mut self, token: u64, reason: &str) {
+        Worker::close(self, token, reason)
     }
 }
