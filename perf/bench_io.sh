@@ -35,8 +35,6 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 
 # A syscall counter for PID, attached and disabled; `perf_on`/`perf_off` wait
 # for perf's acknowledgement, so the window is exactly memcaslap's run.

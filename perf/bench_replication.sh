@@ -47,7 +47,6 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 tck=$(clk_tck)
 conc=16
 
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; checks_die "port $1 never opened"; }
 
 pport=$(free_port)

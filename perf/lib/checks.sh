@@ -172,3 +172,11 @@ cpu_ticks() { # PID
 clk_tck() {
     getconf CLK_TCK
 }
+
+free_port() { # -> a TCP port on 127.0.0.1 free at this moment
+    python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+wait_port() { # PORT: until a server listens on it (5 s), else fail
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done
+    echo "port $1 never opened" >&2; return 1
+}
