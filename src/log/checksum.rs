@@ -17,6 +17,14 @@ impl RecordChecksum {
         RecordChecksum(crc32c::crc32c_append(c, &header[CHECKSUM_RANGE.end..]))
     }
 
+    /// The checksum of a whole record laid out in `rec` (header, then the
+    /// checksummed body, nothing after): what `over_header` and `update`
+    /// compute, in two passes over contiguous bytes instead of three.
+    pub fn over_record(rec: &[u8]) -> u32 {
+        let c = crc32c::crc32c(&rec[..CHECKSUM_RANGE.start]);
+        crc32c::crc32c_append(c, &rec[CHECKSUM_RANGE.end..])
+    }
+
     pub fn update(&mut self, bytes: &[u8]) {
         self.0 = crc32c::crc32c_append(self.0, bytes);
     }
@@ -38,6 +46,21 @@ mod tests {
         assert_eq!(a, RecordChecksum::over_header(&h).finish());
         h[0] ^= 1;
         assert_ne!(a, RecordChecksum::over_header(&h).finish());
+    }
+
+    #[test]
+    fn a_laid_out_record_sums_as_its_pieces() {
+        let mut rec = vec![5u8; HEADER_LEN];
+        rec.extend_from_slice(b"keyvalue");
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&rec[..HEADER_LEN]);
+        let mut a = RecordChecksum::over_header(&h);
+        a.update(b"keyvalue");
+        assert_eq!(RecordChecksum::over_record(&rec), a.finish());
+        rec[CHECKSUM_RANGE.start] ^= 0xff;
+        assert_eq!(RecordChecksum::over_record(&rec), a.finish(), "the checksum field is not covered");
+        rec[HEADER_LEN + 2] ^= 1;
+        assert_ne!(RecordChecksum::over_record(&rec), a.finish());
     }
 
     #[test]

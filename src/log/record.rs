@@ -271,9 +271,7 @@ pub fn validate(buf: &[u8], expected_pos: u64) -> Result<Record<'_>, Invalid> {
     if buf.len() < total {
         return Err(Invalid::Truncated { need: total });
     }
-    let mut c = RecordChecksum::over_header(&hbytes);
-    c.update(&buf[HEADER_LEN..body_end]);
-    if c.finish() != h.checksum {
+    if RecordChecksum::over_record(&buf[..body_end]) != h.checksum {
         return Err(Invalid::BadChecksum);
     }
     let key_end = HEADER_LEN + if h.kind == Kind::Padding { 0 } else { h.key_len as usize };

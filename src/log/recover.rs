@@ -17,8 +17,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::control::*;
-use super::record::{self, Invalid, Kind, Record, ALIGN};
+use super::record::{self, Kind, Record, ALIGN};
 use super::{Log, LogGeometry, LogWriter};
+use crate::memory::prefetch::prefetch;
 use crate::memory::region::Region;
 
 /// Highest position, epoch and CAS a file may claim (as a replica bounds its
@@ -29,8 +30,8 @@ const MAX_EPOCH: u64 = u32::MAX as u64;
 /// write, so a promoted replica can go on counting (`cas + 1`).
 pub const MAX_CAS: u64 = 1 << 62;
 
-/// Bytes read from the mapping at a time (grown for a larger record).
-const CHUNK: usize = 256 << 10;
+/// How far ahead of the record being validated a scan prefetches the log.
+const SCAN_AHEAD: usize = 2048;
 
 /// The log capacity a region of `region_len` bytes holds for `-m` of
 /// `max_capacity` bytes (what `Log::create_with_capacity` lays out).
@@ -184,27 +185,36 @@ pub fn check_record(h: &record::Header, geo: LogGeometry) -> Result<(), String> 
     Ok(())
 }
 
-/// Walk `[tail, head)` of `log`, validating every record and handing each
-/// to `visit` in log order; stop at the first that does not validate.
-pub fn scan(log: &Log, visit: &mut dyn FnMut(&Record<'_>)) -> Scan {
+/// Walk `[tail, head)` of the log `w` writes, validating every record and
+/// handing each to `visit` in log order; stop at the first that does not
+/// validate. Records are validated where they lie in the mapping (the
+/// writer, borrowed, keeps every store out meanwhile: `Region::view`).
+pub fn scan(w: &LogWriter, visit: &mut dyn FnMut(&Record<'_>)) -> Scan {
+    let log = &w.log;
     let geo = log.geometry();
     let (tail, head) = (log.tail(), log.head());
     let mut s = Scan { end: tail, ..Scan::default() };
-    let mut want = CHUNK.min(geo.capacity() as usize);
-    let mut buf = Vec::new();
     let mut pos = geo.skip_gap(tail);
-    'chunks: while pos < head {
-        let st = geo.stretch(pos, head, want);
-        buf.resize(st.len, 0);
-        log.region().read(st.offset, &mut buf);
+    'laps: while pos < head {
+        // Up to head or the lap's end, whichever is first: records never
+        // straddle the lap's end.
+        let st = geo.stretch(pos, head, geo.capacity() as usize);
+        let bytes = log.region().view(&w.bytes, st.offset, st.len);
         let mut p = pos;
         while p < st.end {
             let o = (p - pos) as usize;
-            match record::validate(&buf[o..], p) {
+            // The bytes a few records on: their misses overlap this
+            // record's work instead of stalling the next checksum (the
+            // rebuild's random table accesses keep the stream prefetcher
+            // from running far enough ahead on its own).
+            for line in 0..3 {
+                prefetch(bytes.as_ptr().wrapping_add(o + SCAN_AHEAD + line * 64));
+            }
+            match record::validate(&bytes[o..], p) {
                 Ok(r) => {
                     if let Err(why) = check_record(&r.header, geo) {
                         s.cut = Some(format!("the record at {p} {why}"));
-                        break 'chunks;
+                        break 'laps;
                     }
                     let n = r.header.total_len();
                     if r.header.kind != Kind::Padding {
@@ -219,19 +229,9 @@ pub fn scan(log: &Log, visit: &mut dyn FnMut(&Record<'_>)) -> Scan {
                         break;
                     }
                 }
-                // The record goes on past this chunk (not past head, nor the
-                // lap's end): read again from it, whole.
-                Err(Invalid::Truncated { need })
-                    if st.end < head && need as u64 <= geo.room_to_end(p) && need as u64 <= geo.max_record() =>
-                {
-                    if o == 0 {
-                        want = need;
-                    }
-                    break;
-                }
                 Err(why) => {
                     s.cut = Some(format!("the record at {p}: {why}"));
-                    break 'chunks;
+                    break 'laps;
                 }
             }
         }
@@ -267,10 +267,10 @@ mod tests {
 
     #[test]
     fn a_whole_log_scans_to_its_head_through_wraps() {
-        let (log, _w, at) = log_with(300, 20_000);
+        let (log, w, at) = log_with(300, 20_000);
         assert!(log.tail() > 0, "the log wrapped");
         let mut seen = Vec::new();
-        let s = scan(&log, &mut |r| {
+        let s = scan(&w, &mut |r| {
             if r.header.kind == Kind::Set {
                 seen.push(r.header.position)
             }
@@ -291,7 +291,7 @@ mod tests {
         log.region().read(off, &mut b);
         // The test holds the writer: only it may store bytes.
         log.region().write(&mut w.bytes, off, &[b[0] ^ 1]);
-        let s = scan(&log, &mut |_| {});
+        let s = scan(&w, &mut |_| {});
         assert_eq!((s.end, s.records, s.dropped_bytes), (last, 9, head - last));
         assert!(s.cut.as_deref().unwrap_or("").contains("checksum"), "{:?}", s.cut);
         let inc = log.incarnation();
@@ -302,10 +302,10 @@ mod tests {
 
     #[test]
     fn a_head_beyond_the_records_is_cut_back() {
-        let (log, _w, _) = log_with(3, 100);
+        let (log, w, _) = log_with(3, 100);
         let head = log.head();
         log.region().atomic_u64(OFF_HEAD).store(head + 4096, Ordering::Release);
-        let s = scan(&log, &mut |_| {});
+        let s = scan(&w, &mut |_| {});
         assert_eq!((s.end, s.records, s.dropped_bytes), (head, 3, 4096));
         assert!(s.cut.is_some());
     }

@@ -1,2 +1,3 @@
+pub mod prefetch;
 pub mod region;
 pub mod uring;

@@ -324,6 +324,23 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
     }
 
+    /// Borrow `len` bytes at `off` in place, for as long as this region's
+    /// writer token is borrowed too: while `w` is lent out shared, no store
+    /// of this process can run (every one takes it mutably). For bytes no
+    /// other party writes either: a restart's scan of a memory file, which
+    /// is `flock`ed to this process and not yet shared with replicas or the
+    /// NIC (validating records in the mapping saves copying the whole log
+    /// out first).
+    pub fn view<'a>(&'a self, w: &'a RegionWriter, off: usize, len: usize) -> &'a [u8] {
+        assert_eq!(w.region, self.id, "a region viewed with another region's writer");
+        self.check(off, len);
+        // SAFETY: in bounds (checked above) of a mapping that lives as long
+        // as `self`; no store of this process runs while `w`, the one writer
+        // token, is borrowed shared for the slice's lifetime, and the caller
+        // views only bytes no other process or device writes meanwhile.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(off), len) }
+    }
+
     /// Append `len` bytes from `off` to `out` (as `read` does, without
     /// zero-filling the new part of `out` first: replies copy whole values
     /// this way, and a fill the copy overwrites doubled their cost).
