@@ -262,17 +262,17 @@ impl<R: Records> Index<R> {
         d.bytes += entry.len as i64;
         t.bytes += entry.len as u64;
         let v = entry.slot_value();
-        match self.find(t, h, key) {
-            Some(i) => {
+        match t.find_or_vacancy(h.table, |s| self.records.key_is(s.pos(), key)) {
+            Ok(i) => {
                 let old_len = self.records.len_at(t.slot(i).pos());
                 let old = t.replace(i, &v);
                 d.bytes -= old_len as i64;
                 t.bytes -= old_len;
                 Some(Entry::of(old, old_len))
             }
-            None => {
+            Err(at) => {
                 let before = t.memory_bytes();
-                t.insert_new(h.table, &v);
+                t.insert_at(at, h.table, &v);
                 d.memory += t.memory_bytes() as i64 - before as i64;
                 d.items += 1;
                 None
@@ -430,11 +430,15 @@ impl<R: Records> Bulk<'_, R> {
         self.index.hash(key)
     }
 
-    /// Read the home slot of `h`: a batch touches every home first, so its
-    /// cache misses are in flight together, then applies in order. Returns
-    /// what it read, for the caller to fold into a `black_box`.
-    pub fn touch_home(&self, h: KeyHash) -> u32 {
-        self.shards[h.shard].touch_home(h.table)
+    /// `Table::prefetch_home` in `h`'s shard: a batch prefetches every
+    /// home first, then every probe's end, then applies in order.
+    pub fn prefetch_home(&self, h: KeyHash) {
+        self.shards[h.shard].prefetch_home(h.table)
+    }
+
+    /// `Table::prefetch_probe` in `h`'s shard.
+    pub fn prefetch_probe(&self, h: KeyHash) {
+        self.shards[h.shard].prefetch_probe(h.table)
     }
 
     pub fn insert(&mut self, h: KeyHash, key: &[u8], entry: Entry) -> Option<Entry> {

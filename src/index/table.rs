@@ -22,6 +22,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::memory::prefetch::prefetch;
+
 /// Flag bits in `Slot::hi`, above the position's top 27 bits.
 const FETCHED: u32 = 1 << 30;
 const WIN_SENT: u32 = 1 << 29;
@@ -127,12 +129,23 @@ impl Slot {
     }
 }
 
+/// Where a probe for a missing key ended: the first empty slot of its run
+/// (None: the table is empty or full), for `Table::insert_at`, and the
+/// table's change count then: a slot found before entries moved is not used.
+#[derive(Clone, Copy, Debug)]
+pub struct Vacancy {
+    slot: Option<usize>,
+    changes: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Table {
     /// Each slot's stored hash (`tag`), 0 where empty.
     tags: Vec<u32>,
     slots: Vec<Slot>,
     len: usize,
+    /// Inserts, removals and regrowths so far (see `Vacancy`).
+    changes: u64,
     /// Bytes of the records this table's entries point at (kept by the
     /// index, so a clear counts them out without reading every record).
     pub bytes: u64,
@@ -184,15 +197,57 @@ impl Table {
         None
     }
 
-    /// A read of the home slot of `hash` (its tag and entry), so a batch of
-    /// lookups can have their cache misses in flight together (returns what
-    /// it read so the loads are not optimised away).
-    pub fn touch_home(&self, hash: u32) -> u32 {
-        if self.tags.is_empty() {
-            return 0;
+    /// `find`, or where the walk ended when the key is missing: the empty
+    /// slot an insert of it may take (`insert_at`), so a write of a new key
+    /// walks its run once, not twice.
+    pub fn find_or_vacancy(&self, hash: u32, mut is_it: impl FnMut(&Slot) -> bool) -> Result<usize, Vacancy> {
+        let vacancy = |slot| Vacancy { slot, changes: self.changes };
+        if self.is_empty() {
+            return Err(vacancy(None));
         }
-        let i = self.home(tag(hash));
-        self.tags[i] ^ self.slots[i].pos_lo
+        let want = tag(hash);
+        let mut i = self.home(want);
+        for _ in 0..self.tags.len() {
+            let t = self.tags[i];
+            if t == 0 {
+                return Err(vacancy(Some(i)));
+            }
+            if t == want && is_it(&self.slots[i]) {
+                return Ok(i);
+            }
+            i = self.next(i);
+        }
+        Err(vacancy(None))
+    }
+
+    /// Start loading the home slot of `hash` (its tag and its entry), so a
+    /// batch of lookups has its cache misses in flight together.
+    pub fn prefetch_home(&self, hash: u32) {
+        if !self.tags.is_empty() {
+            let i = self.home(tag(hash));
+            prefetch(&self.tags[i]);
+            prefetch(&self.slots[i]);
+        }
+    }
+
+    /// After `prefetch_home`: walk the (now loaded) tags from the home of
+    /// `hash` to where a probe for it stops, at its first candidate or the
+    /// empty slot an insert would take, and start loading that entry: at
+    /// high load it is often a cache line past the home's.
+    pub fn prefetch_probe(&self, hash: u32) {
+        if self.tags.is_empty() {
+            return;
+        }
+        let want = tag(hash);
+        let mut i = self.home(want);
+        for _ in 0..self.tags.len() {
+            let t = self.tags[i];
+            if t == 0 || t == want {
+                prefetch(&self.slots[i]);
+                return;
+            }
+            i = self.next(i);
+        }
     }
 
     pub fn slot(&self, i: usize) -> &Slot {
@@ -204,17 +259,34 @@ impl Table {
         std::mem::replace(&mut self.slots[i], Slot::from_value(v)).value()
     }
 
-    /// Add an entry whose key the table does not hold. At 7/8 load the
+    /// `insert_at` without a find first (tests).
+    #[cfg(test)]
+    pub fn insert_new(&mut self, hash: u32, v: &SlotValue) {
+        self.insert_at(Vacancy { slot: None, changes: self.changes }, hash, v)
+    }
+
+    /// Add an entry whose key the table does not hold (`find_or_vacancy`
+    /// missed it), into the slot that find ended on if nothing was
+    /// inserted, removed or moved since (else by a walk of its own). At 7/8 load the
     /// table grows by a quarter, so it stays between 7/10 and 7/8 full
     /// (20 to 29 bytes an entry): all shards fill alike and grow at about
     /// the same count, so growing by half left the whole index as little
     /// as 7/12 full at some counts (34 bytes an entry).
-    pub fn insert_new(&mut self, hash: u32, v: &SlotValue) {
+    pub fn insert_at(&mut self, at: Vacancy, hash: u32, v: &SlotValue) {
         if (self.len + 1) * 8 > self.tags.len() * 7 {
             self.grow_to((self.tags.len() * 5 / 4).max(MIN_SLOTS).max((self.len + 1) * 8 / 7 + 1));
+            self.place(tag(hash), Slot::from_value(v));
+        } else {
+            match at.slot {
+                Some(i) if at.changes == self.changes => {
+                    self.tags[i] = tag(hash);
+                    self.slots[i] = Slot::from_value(v);
+                }
+                _ => self.place(tag(hash), Slot::from_value(v)),
+            }
         }
-        self.place(tag(hash), Slot::from_value(v));
         self.len += 1;
+        self.changes += 1;
     }
 
     /// The first empty slot from the home of `t` on (the load bound
@@ -247,6 +319,7 @@ impl Table {
             j = self.next(j);
         }
         self.len -= 1;
+        self.changes += 1;
         out
     }
 
@@ -273,8 +346,10 @@ impl Table {
     fn grow_to(&mut self, n: usize) {
         let mut slots = Vec::with_capacity(n);
         slots.resize_with(n, Slot::default);
+        let tags = vec![0; n];
         let old_slots = std::mem::replace(&mut self.slots, slots);
-        let old_tags = std::mem::replace(&mut self.tags, vec![0; n]);
+        let old_tags = std::mem::replace(&mut self.tags, tags);
+        self.changes += 1;
         for (t, s) in old_tags.into_iter().zip(old_slots) {
             if t != 0 {
                 self.place(t, s);
@@ -289,7 +364,8 @@ impl Table {
 
     /// Drop every entry and the slots with them.
     pub fn clear(&mut self) {
-        *self = Table::default();
+        let changes = self.changes + 1;
+        *self = Table { changes, ..Table::default() };
     }
 }
 
@@ -312,6 +388,32 @@ mod tests {
         assert_eq!(Slot::from_value(&x).value(), x);
         let y = SlotValue { pos: 8, fetched: false, ..x };
         assert_eq!(Slot::from_value(&y).value(), y);
+    }
+
+    #[test]
+    fn an_insert_takes_the_vacancy_its_find_ended_on_unless_entries_moved_since() {
+        let mut t = Table::default();
+        for i in 0..40u64 {
+            t.insert_new(7, &v(i * 8));
+        }
+        // A run of 40 on one home: the vacancy is the slot after it.
+        let Err(at) = t.find_or_vacancy(7, |s| s.pos() == 4000) else { panic!("found a missing entry") };
+        assert_eq!(at.slot, find_pos(&t, 7, 39 * 8).map(|i| (i + 1) % t.tags.len()));
+        t.insert_at(at, 7, &v(4000));
+        assert!(find_pos(&t, 7, 4000).is_some());
+        // Found, then an entry of the run removed: the old vacancy would sit
+        // beyond the hole the removal closed, out of the probe's reach.
+        let Err(stale) = t.find_or_vacancy(7, |s| s.pos() == 4008) else { panic!("found a missing entry") };
+        let first = find_pos(&t, 7, 0).unwrap();
+        t.remove_at(first);
+        t.insert_at(stale, 7, &v(4008));
+        assert!(find_pos(&t, 7, 4008).is_some(), "an insert through a stale vacancy is lost");
+        assert_eq!(t.len(), 41);
+        // A stale vacancy across a clear is not used either.
+        let Err(old) = t.find_or_vacancy(9, |_| false) else { panic!() };
+        t.clear();
+        t.insert_at(old, 9, &v(8));
+        assert_eq!((t.len(), find_pos(&t, 9, 8).is_some()), (1, true));
     }
 
     #[test]

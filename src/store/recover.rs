@@ -206,7 +206,7 @@ impl Store {
         let mut bulk = self.index.bulk();
         let mut batch = Batch::default();
         let mut sizing = Sizing::new(self.log.head() - self.log.tail());
-        let scan = recover::scan(&self.log, &mut |r| match r.header.kind {
+        let scan = recover::scan(&w.log, &mut |r| match r.header.kind {
             Kind::Padding => {}
             Kind::Flush => {
                 self.apply_batch(&mut bulk, &mut batch);
@@ -250,12 +250,17 @@ impl Store {
     }
 
     /// Apply a batch of the rebuild's records in log order, as
-    /// `apply_meaning` does, after touching every record's home slot first
-    /// so their cache misses overlap (random slots of a table of millions:
-    /// one miss each, the rebuild's main cost otherwise).
+    /// `apply_meaning` does, after prefetching every record's home slot and
+    /// then the entry its probe ends on, so their cache misses overlap
+    /// (random slots of a table of millions: the rebuild's main cost
+    /// otherwise).
     fn apply_batch<R: Records>(&self, bulk: &mut Bulk<'_, R>, batch: &mut Batch) {
-        let touched = batch.items.iter().fold(0u32, |acc, p| acc ^ bulk.touch_home(p.hash));
-        std::hint::black_box(touched);
+        for p in &batch.items {
+            bulk.prefetch_home(p.hash);
+        }
+        for p in &batch.items {
+            bulk.prefetch_probe(p.hash);
+        }
         let mut sets = 0;
         for p in &batch.items {
             let key = &batch.keys[p.key.clone()];
