@@ -88,8 +88,11 @@ pub(super) fn promote(
         let _ = t.control();
         t.keep_slot();
     }
-    store.promote(epoch);
+    // The drain's figures first: `stats replication` shows them from the
+    // moment it says `role primary` (a client that waits for the role and
+    // then reads them must not find them missing).
     status.promoted.store(true, Ordering::Release);
+    store.promote(epoch);
     status.connected.store(false, Ordering::Release);
     crate::log_notice!("promoted to primary at epoch {epoch}, head {}", store.log().head());
     ctl.finish_promotion(Ok(epoch));
