@@ -1,2 +1,3 @@
+pub mod futex;
 pub mod region;
 pub mod uring;
