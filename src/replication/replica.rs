@@ -22,8 +22,11 @@
 //! `--promote-drain-ms`), fencing it first so a live one stops writing.
 //!
 //! No sleeps: while records flow it spins; when idle it polls for
-//! `IDLE_SPIN` with a growing pause between polls (a crossbeam `Backoff`),
-//! then it waits:
+//! `IDLE_POLL`, a few spins and then yielding the CPU between looks (a
+//! crossbeam `Backoff`'s snooze): on a CPU it shares, the writers it waits
+//! for run first, and it looks again only when the CPU has nothing else to
+//! do, so it neither starves them (a spin did) nor sleeps just as records
+//! come (a wake on an idle CPU costs tens of microseconds). Then it waits:
 //! over shm on its primary's doorbell, which a primary holding replies for
 //! `--sync-replicas` rings (`shm::ShmTransport::idle_wait`); otherwise, or
 //! over verbs, on its control eventfd. Either wait is timed, growing to at
@@ -52,8 +55,11 @@ use crate::store::Store;
 
 /// How long an idle replica keeps polling before it starts to wait: a
 /// time, not a count, since one poll is a memory load over shm and a network
-/// round trip over verbs.
-const IDLE_SPIN: Duration = Duration::from_micros(10);
+/// round trip over verbs. Longer than a primary's turnaround from a client's
+/// write to its record (tens of microseconds), so a replica a synchronous
+/// write waits on is still looking when the record lands. (It was 10 us of
+/// pure spinning; 200 us of that starved a load generator sharing the CPU.)
+const IDLE_POLL: Duration = Duration::from_micros(200);
 /// The longest idle wait: bounds the lag after a quiet spell.
 const MAX_IDLE_WAIT: Duration = Duration::from_micros(100);
 /// First staging read size; grows to fit the largest record seen.
@@ -454,7 +460,8 @@ impl<'a> Follower<'a> {
         let cap = self.store.log().capacity();
         let mut idle = 0u32;
         // Between polls while idle: a few pauses, doubling up to a bound, so
-        // an idle replica does not hammer the primary's control block line.
+        // an idle replica does not hammer the primary's control block line,
+        // then a yield of the CPU.
         let spin = Backoff::new();
         let mut idle_since = Instant::now();
         let mut wait = Duration::from_micros(5);
@@ -567,8 +574,8 @@ impl<'a> Follower<'a> {
                 if self.no_idle_wait {
                     continue;
                 }
-                if idle_since.elapsed() <= IDLE_SPIN {
-                    spin.spin();
+                if idle_since.elapsed() <= IDLE_POLL {
+                    spin.snooze();
                     continue;
                 }
                 let ctl = self.ctl;
