@@ -645,3 +645,36 @@ fn a_hostile_primary_cannot_crash_or_corrupt_a_replica() {
         assert!(r.status.reconnects.load(Ordering::Relaxed) > 0, "{what}: the primary was not dropped");
     }
 }
+
+/// A primary under `--sync-replicas 1` whose shm replica sleeps on the
+/// doorbell: a write that waits in the request rings it, once, and is
+/// confirmed; the replica then holds the write.
+#[test]
+fn a_sync_write_rings_a_sleeping_replica_awake_and_is_confirmed() {
+    use logmemcached::log::control::OFF_DOORBELL;
+    use logmemcached::replication::primary::{sync_waiter, SlotTable};
+    let p = Primary::new("doorbell", 8, 1 << 10);
+    logmemcached::replication::shm::prepare_slot_dir(&p.name, None).unwrap();
+    let slots = Arc::new(SlotTable::new(p.store.log().clone(), Some((p.name.clone(), None))));
+    slots.set_ringing(true);
+    // A timeout no test sits through: the write must be confirmed, not time out.
+    p.store.set_sync_wait(sync_waiter(slots.clone(), 1, Duration::from_secs(3600)));
+    let r = Replica::start(&p, 8, 1 << 10, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Attached, caught up with the empty log, and asleep on the doorbell.
+    while slots.sleepers() == 0 {
+        assert!(Instant::now() < deadline, "the replica never slept: {}", r.status.last_error.lock().unwrap());
+        slots.rescan();
+        std::thread::yield_now();
+    }
+    let bell = || p.store.log().region().atomic_u32(OFF_DOORBELL).load(Ordering::Acquire);
+    let rung = bell();
+    let out = p.store.set(&SetArgs::new(SetMode::Set, b"k", b"woken", 0, 0));
+    assert!(matches!(out, Ok(SetOutcome::Stored { .. })), "{out:?}");
+    assert!(bell() > rung, "the primary rang the doorbell for the sleeping replica");
+    assert!(r.status.applied.load(Ordering::Acquire) >= p.store.log().head(), "confirmed means applied");
+    assert_eq!(p.store.snapshot().sync_timeouts, 0);
+    r.catch_up(&p, Duration::from_secs(60));
+    assert_eq!(dump(&r.store).get(b"k".as_slice()).map(|v| v.0.clone()), Some(b"woken".to_vec()));
+    let _ = std::fs::remove_dir_all(logmemcached::replication::shm::slot_dir(&p.name));
+}

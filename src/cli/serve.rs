@@ -171,6 +171,7 @@ pub fn serve(mut a: ServeArgs) -> std::result::Result<(), Fail> {
         replication::shm::prepare_slot_dir(n, shm_group)?;
     }
     let slots = Arc::new(SlotTable::new(store.log().clone(), shm_name.clone().map(|n| (n, shm_group))));
+    slots.set_ringing(a.sync_replicas > 0);
     if a.sync_replicas > 0 {
         store.set_sync_wait(replication::primary::sync_waiter(
             slots.clone(),

@@ -28,6 +28,11 @@
 //!                                 (0 = not fenced), so a restart from the memory file
 //!                                 stays fenced instead of taking writes a newer
 //!                                 primary will never see
+//!  128     doorbell  AtomicU32    bumped by the primary (then a futex wake) to wake
+//!                                 `shm` replicas that said they sleep; not fetched
+//!                                 by remote readers, who poll
+//!  132     rings     AtomicU32    1 while this primary rings the doorbell for every
+//!                                 write it holds for `--sync-replicas` (0: never)
 //!  4096    progress slots: MAX_REPLICAS x 64 bytes (one cache line each)
 //!          slot: applied position u64, epoch u64, updated (us) u64, replica id u64,
 //!                caught-up (us) u64
@@ -59,6 +64,13 @@ pub const OFF_FOLLOWS: usize = 112;
 pub const OFF_FENCED_BY: usize = 120;
 /// Bytes a remote reader fetches to learn head, tail, epoch and heartbeat.
 pub const HEADER_FETCH_LEN: usize = 128;
+/// The `shm` doorbell (a futex word; see `replication::shm`), past what a
+/// remote reader fetches. A primary that predates it leaves it 0 and never
+/// rings: its replicas' waits just time out, as before it existed.
+pub const OFF_DOORBELL: usize = 128;
+/// 1 while the primary rings the doorbell for each write whose reply waits
+/// for replicas (`--sync-replicas`): its `shm` replicas may then sleep long.
+pub const OFF_RINGS: usize = 132;
 
 pub const OFF_SLOTS: usize = 4096;
 pub const SLOT_LEN: usize = 64;

@@ -1,3 +1,4 @@
+pub mod futex;
 pub mod prefetch;
 pub mod region;
 pub mod uring;

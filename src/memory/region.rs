@@ -20,7 +20,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -428,6 +428,17 @@ impl Region {
         // to these 8 bytes in this process goes through atomics. On a read-only
         // mapping callers only load (a store would fault, never corrupt).
         unsafe { &*(self.ptr.add(off) as *const AtomicU64) }
+    }
+
+    /// An atomic u32 living in the region (a futex word: `memory::futex`).
+    pub fn atomic_u32(&self, off: usize) -> &AtomicU32 {
+        self.check(off, 4);
+        assert!(off.is_multiple_of(4), "unaligned atomic at {off}");
+        // SAFETY: in bounds, 4-aligned (the mapping is page-aligned), lives as
+        // long as `self`; AtomicU32 has the same layout as u32 and every access
+        // to these 4 bytes goes through atomics (or the kernel's futex reads).
+        // On a read-only mapping callers only load or futex (never store).
+        unsafe { &*(self.ptr.add(off) as *const AtomicU32) }
     }
 }
 

@@ -10,13 +10,14 @@
 //! rescan every [`RESCAN_EVERY`] heartbeats.
 
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
-use super::shm::{now_us, open_trusted, slot_path, SLOT_FILE_INCARNATION, SLOT_STALE_US};
+use super::shm::{now_us, open_trusted, slot_path, SLOT_FILE_INCARNATION, SLOT_FILE_SLEEP, SLOT_STALE_US};
 use crate::log::control::{self, MAX_REPLICAS, SLOT_LEN};
 use crate::log::Log;
+use crate::memory::futex;
 use crate::memory::region::Region;
 use crate::store::{Store, SyncReplicas};
 
@@ -48,6 +49,8 @@ struct SlotFile {
     dev: u64,
     ino: u64,
     map: Region,
+    /// The replica's sleep count we last rang for (`ring_sleepers`).
+    rung: AtomicU64,
 }
 
 impl SlotFile {
@@ -100,11 +103,11 @@ impl SlotTable {
             let opened = id.and_then(|_| {
                 let f = open_trusted(&p, *group).ok()?;
                 let md = f.metadata().ok()?;
-                if (md.len() as usize) < SLOT_LEN.max(SLOT_FILE_INCARNATION + 8) {
+                if (md.len() as usize) < SLOT_LEN.max(SLOT_FILE_SLEEP + 8) {
                     return None;
                 }
                 let map = Region::map_readonly(&f, &p).ok()?;
-                Some(SlotFile { dev: md.dev(), ino: md.ino(), map })
+                Some(SlotFile { dev: md.dev(), ino: md.ino(), map, rung: AtomicU64::new(0) })
             });
             self.files.write().unwrap_or_else(|e| e.into_inner())[i] = opened;
         }
@@ -125,6 +128,51 @@ impl SlotTable {
     /// Our log's incarnation: slot files of replicas of another log are ignored.
     fn incarnation(&self) -> u64 {
         self.log.region().atomic_u64(control::OFF_INCARNATION).load(Ordering::Acquire)
+    }
+
+    /// Say in the control block whether this primary rings the doorbell for
+    /// every write it holds (`--sync-replicas`): its `shm` replicas then
+    /// sleep longer between looks (`shm::RUNG_WAIT`). Set at every start: a
+    /// restart from a memory file may change its mind.
+    pub fn set_ringing(&self, rings: bool) {
+        self.log.region().atomic_u32(control::OFF_RINGS).store(u32::from(rings), Ordering::Release);
+    }
+
+    /// Wake the `shm` replicas asleep on the doorbell that have not applied
+    /// up to `head` (called while replies wait for them): bump the doorbell
+    /// and wake its waiters, once per sleep a replica announced, and not at
+    /// all while every replica is awake (see `ShmTransport::idle_wait` for
+    /// why no wake is lost). Remote replicas poll and need none.
+    pub fn ring_sleepers(&self, head: u64) {
+        if self.shm.is_none() {
+            return;
+        }
+        // Orders the head published before this call before the loads of
+        // the replicas' sleep words (their fence orders the other way).
+        fence(Ordering::SeqCst);
+        let files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        let ours = self.incarnation();
+        let mut ring = false;
+        for f in files.iter().flatten().filter(|f| f.follows(ours)) {
+            let sleep = f.map.atomic_u64(SLOT_FILE_SLEEP).load(Ordering::SeqCst);
+            let behind = f.map.atomic_u64(control::SLOT_APPLIED).load(Ordering::Acquire) < head;
+            if sleep % 2 == 1 && behind && f.rung.swap(sleep, Ordering::Relaxed) != sleep {
+                ring = true;
+            }
+        }
+        if ring {
+            let bell = self.log.region().atomic_u32(control::OFF_DOORBELL);
+            bell.fetch_add(1, Ordering::SeqCst);
+            futex::wake(bell);
+        }
+    }
+
+    /// How many `shm` replicas of our log say they sleep on the doorbell.
+    pub fn sleepers(&self) -> usize {
+        let files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        let ours = self.incarnation();
+        let asleep = |f: &&SlotFile| f.map.atomic_u64(SLOT_FILE_SLEEP).load(Ordering::Acquire) % 2 == 1;
+        files.iter().flatten().filter(|f| f.follows(ours)).filter(asleep).count()
     }
 
     /// The slots of replicas that reported recently.
@@ -246,6 +294,9 @@ impl SyncReplicas for SyncBy {
     }
     fn timeout(&self) -> Duration {
         self.timeout
+    }
+    fn nudge(&self) {
+        self.slots.ring_sleepers(self.slots.log.head());
     }
 }
 

@@ -22,9 +22,17 @@
 //! `--promote-drain-ms`), fencing it first so a live one stops writing.
 //!
 //! No sleeps: while records flow it spins; when idle it polls for
-//! `IDLE_SPIN` with a growing pause between polls (a crossbeam `Backoff`),
-//! then backs off to a timed wait on its control eventfd (which promotion,
-//! `replica follow` and shutdown signal), growing to at most `MAX_IDLE_WAIT`.
+//! `IDLE_POLL`, a few spins and then yielding the CPU between looks (a
+//! crossbeam `Backoff`'s snooze): on a CPU it shares, the writers it waits
+//! for run first, and it looks again only when the CPU has nothing else to
+//! do, so it neither starves them (a spin did) nor sleeps just as records
+//! come (a wake on an idle CPU costs tens of microseconds). Then it waits:
+//! over shm on its primary's doorbell, which a primary holding replies for
+//! `--sync-replicas` rings (`shm::ShmTransport::idle_wait`); otherwise, or
+//! over verbs, on its control eventfd. Either wait is timed, growing to at
+//! most `MAX_IDLE_WAIT` (`shm::RUNG_WAIT` on the doorbell of a primary that
+//! rings for every held write), and promotion, `replica follow` and
+//! shutdown end it.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,8 +55,11 @@ use crate::store::Store;
 
 /// How long an idle replica keeps polling before it starts to wait: a
 /// time, not a count, since one poll is a memory load over shm and a network
-/// round trip over verbs.
-const IDLE_SPIN: Duration = Duration::from_micros(10);
+/// round trip over verbs. Longer than a primary's turnaround from a client's
+/// write to its record (tens of microseconds), so a replica a synchronous
+/// write waits on is still looking when the record lands. (It was 10 us of
+/// pure spinning; 200 us of that starved a load generator sharing the CPU.)
+const IDLE_POLL: Duration = Duration::from_micros(200);
 /// The longest idle wait: bounds the lag after a quiet spell.
 const MAX_IDLE_WAIT: Duration = Duration::from_micros(100);
 /// First staging read size; grows to fit the largest record seen.
@@ -109,6 +120,8 @@ pub struct ReplicaControl {
     promote: AtomicBool,
     follow: Mutex<Option<Url>>,
     waker: EventFd,
+    /// Ends the follower's doorbell wait (`Transport::waker`) while it has one.
+    bell: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     /// Set by the replica thread once a promotion took effect: Ok(epoch) or why not.
     promoted: Mutex<Option<std::result::Result<u64, String>>>,
     promoted_cv: Condvar,
@@ -121,6 +134,7 @@ impl ReplicaControl {
             promote: AtomicBool::new(false),
             follow: Mutex::new(None),
             waker: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            bell: Mutex::new(None),
             promoted: Mutex::new(None),
             promoted_cv: Condvar::new(),
         })
@@ -128,6 +142,13 @@ impl ReplicaControl {
 
     fn wake(&self) {
         let _ = self.waker.write(1);
+        if let Some(ring) = self.bell.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            ring();
+        }
+    }
+
+    fn set_bell(&self, bell: Option<Box<dyn Fn() + Send + Sync>>) {
+        *self.bell.lock().unwrap_or_else(|e| e.into_inner()) = bell;
     }
 
     pub fn request_stop(&self) {
@@ -429,10 +450,18 @@ impl<'a> Follower<'a> {
     }
 
     pub(super) fn follow(&mut self, t: &mut dyn Transport) -> Result<Exit> {
+        self.ctl.set_bell(t.waker());
+        let r = self.follow_with(t);
+        self.ctl.set_bell(None);
+        r
+    }
+
+    fn follow_with(&mut self, t: &mut dyn Transport) -> Result<Exit> {
         let cap = self.store.log().capacity();
         let mut idle = 0u32;
         // Between polls while idle: a few pauses, doubling up to a bound, so
-        // an idle replica does not hammer the primary's control block line.
+        // an idle replica does not hammer the primary's control block line,
+        // then a yield of the CPU.
         let spin = Backoff::new();
         let mut idle_since = Instant::now();
         let mut wait = Duration::from_micros(5);
@@ -545,12 +574,15 @@ impl<'a> Follower<'a> {
                 if self.no_idle_wait {
                     continue;
                 }
-                if idle_since.elapsed() > IDLE_SPIN {
-                    self.ctl.wait(wait);
-                    wait = (wait * 2).min(MAX_IDLE_WAIT);
-                } else {
-                    spin.spin();
+                if idle_since.elapsed() <= IDLE_POLL {
+                    spin.snooze();
+                    continue;
                 }
+                let ctl = self.ctl;
+                if !t.idle_wait(c.head, wait, &|| ctl.has_pending()) {
+                    self.ctl.wait(wait);
+                }
+                wait = (wait * 2).min(MAX_IDLE_WAIT);
                 continue;
             }
             idle = 0;

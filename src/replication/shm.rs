@@ -24,10 +24,13 @@ use std::fs::File;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::transport::{NextRead, Progress, Transport};
 use crate::error::{Context, Error, Result};
 use crate::log::control::{self, ControlSnapshot, MAX_REPLICAS, SLOT_LEN};
+use crate::memory::futex;
 use crate::memory::region::Region;
 
 /// A progress slot unreported for this long may be taken by a new replica
@@ -41,6 +44,21 @@ pub const SLOT_FILE_LEN: usize = 4096;
 /// primary; this keeps a replica of a dead log from counting for, or
 /// fencing, the next primary of the same name.
 pub const SLOT_FILE_INCARNATION: usize = 40;
+/// In a slot file: the replica's sleep count, odd while it sleeps on the
+/// primary's doorbell (`control::OFF_DOORBELL`). A primary holding replies
+/// for `--sync-replicas` rings it once per odd value it sees
+/// (`SlotTable::ring_sleepers`); an awake replica costs it no system call.
+pub const SLOT_FILE_SLEEP: usize = 48;
+
+/// The longest a replica sleeps on the doorbell of a primary that rings for
+/// every write that waits on it (`control::OFF_RINGS`): what is left to
+/// wake it for is a write nobody waits on (bounded lag), the heartbeat, and
+/// a control request lost in the race `ShmTransport::idle_wait` describes.
+/// Longer than a scheduler tick (4 ms at HZ=250), so the timer is seldom the
+/// CPU's next one: arming and cancelling a short one cost the replica about
+/// 30 us a sleep (a timer reprogram is a VM exit), a third of its CPU time
+/// under set-only `--sync-replicas 1` (perf/results/sync_replicas.md).
+pub const RUNG_WAIT: Duration = Duration::from_millis(10);
 
 /// Where `shm://NAME` lives: a hugetlbfs mount when one is available and huge
 /// pages are wanted, else /dev/shm.
@@ -219,12 +237,15 @@ pub fn remove_files(name: &str, region: &Path, group: Option<u32>) {
 
 pub struct ShmTransport {
     name: String,
-    region: Region,
+    /// Shared with the control requests' waker (`Transport::waker`).
+    region: Arc<Region>,
     /// Our slot file, mapped read-write (the only thing we write).
     slot_file: Region,
     slot: usize,
     staging: Vec<u8>,
     release_on_drop: bool,
+    /// What we last wrote at `SLOT_FILE_SLEEP` (odd: asleep).
+    sleeps: u64,
 }
 
 impl ShmTransport {
@@ -243,7 +264,7 @@ impl ShmTransport {
         })?;
         let (file, path) = open_region(&path, group)?;
         let md = file.metadata()?;
-        let region = Region::map_readonly(&file, &path)?;
+        let region = Arc::new(Region::map_readonly(&file, &path)?);
         // Our slot file is readable by the region's group when the region is.
         let share = (md.mode() & 0o040 != 0 && md.uid() != nix::unistd::geteuid().as_raw()).then_some(md.gid());
         // A primary made it; an in-process one (tests) may not have.
@@ -253,7 +274,15 @@ impl ShmTransport {
         let (slot, slot_file) = (0..MAX_REPLICAS)
             .find_map(|i| claim_slot_file(&slot_path(name, i), id, share).map(|r| (i, r)))
             .ok_or_else(|| Error::new(format!("all {MAX_REPLICAS} progress slots of shm://{name} are taken")))?;
-        Ok(ShmTransport { name: name.to_string(), region, slot_file, slot, staging: Vec::new(), release_on_drop: true })
+        Ok(ShmTransport {
+            name: name.to_string(),
+            region,
+            slot_file,
+            slot,
+            staging: Vec::new(),
+            release_on_drop: true,
+            sleeps: 0,
+        })
     }
 }
 
@@ -353,6 +382,37 @@ impl Transport for ShmTransport {
         Ok(())
     }
 
+    /// Sleep on the doorbell. Against `SlotTable::ring_sleepers`, a
+    /// store-fence-load on each side: we say we sleep, then look at the head;
+    /// the primary publishes a head, then looks whether we sleep. One of the
+    /// two sees the other's store, so either we see the new head and do not
+    /// sleep, or the primary rings; and it bumps the doorbell before waking,
+    /// so a ring that comes before our futex wait makes that wait return.
+    /// A control request's wake (`waker`) does not bump it: one that lands
+    /// between `interrupted` and the futex wait is seen when the wait ends.
+    fn idle_wait(&mut self, head: u64, d: Duration, interrupted: &dyn Fn() -> bool) -> bool {
+        let bell = self.region.atomic_u32(control::OFF_DOORBELL);
+        let rung = bell.load(Ordering::Acquire);
+        let d = if self.region.atomic_u32(control::OFF_RINGS).load(Ordering::Acquire) == 1 { RUNG_WAIT } else { d };
+        let word = self.slot_file.atomic_u64(SLOT_FILE_SLEEP);
+        self.sleeps = (self.sleeps + 1) | 1;
+        word.store(self.sleeps, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.region.atomic_u64(control::OFF_HEAD).load(Ordering::SeqCst) == head && !interrupted() {
+            futex::wait(bell, rung, d);
+        }
+        self.sleeps += 1;
+        word.store(self.sleeps, Ordering::Release);
+        true
+    }
+
+    fn waker(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
+        let region = self.region.clone();
+        Some(Box::new(move || {
+            futex::wake(region.atomic_u32(control::OFF_DOORBELL));
+        }))
+    }
+
     fn slot(&self) -> usize {
         self.slot
     }
@@ -373,5 +433,54 @@ impl Drop for ShmTransport {
             return;
         }
         self.slot_file.atomic_u64(control::SLOT_REPLICA_ID).store(0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::region::HugePages;
+    use crate::replication::primary::SlotTable;
+    use crate::store::{SetArgs, SetMode, Store, StoreConfig};
+
+    #[test]
+    fn the_primary_rings_a_sleeping_replica_once_per_sleep_and_never_an_awake_one() {
+        let name = format!("unit-doorbell-{}", std::process::id());
+        let cfg = StoreConfig { memory_bytes: 4 << 20, max_item_size: 1 << 10, hugepages: HugePages::Off };
+        let store = Store::open(&cfg, Some(&region_path(&name, false))).expect("primary store");
+        prepare_slot_dir(&name, None).expect("slot dir");
+        let mut t = ShmTransport::connect(&name, 7).expect("replica transport");
+        // The slot file says which log it follows once the replica reports.
+        t.report(&Progress { applied: 0, epoch: store.log().epoch(), caught_up_us: now_us() }).expect("report");
+        let slots = SlotTable::new(store.log().clone(), Some((name.clone(), None)));
+        let bell = || store.log().region().atomic_u32(control::OFF_DOORBELL).load(Ordering::Acquire);
+        let set = |k: &[u8]| store.set(&SetArgs::new(SetMode::Set, k, b"v", 0, 0)).expect("set");
+        let b0 = bell();
+        set(b"a");
+        let head = store.log().head();
+        slots.ring_sleepers(head);
+        assert_eq!((bell(), slots.sleepers()), (b0, 0), "an awake replica is not rung");
+        // As idle_wait does before it sleeps (its futex wait would block here).
+        let sleep = t.slot_file.atomic_u64(SLOT_FILE_SLEEP);
+        sleep.store(1, Ordering::SeqCst);
+        assert_eq!(slots.sleepers(), 1);
+        slots.ring_sleepers(head);
+        assert_eq!(bell(), b0 + 1, "a sleeping replica behind the head is rung");
+        slots.ring_sleepers(head);
+        assert_eq!(bell(), b0 + 1, "once per sleep, however often the primary looks");
+        sleep.store(2, Ordering::SeqCst);
+        sleep.store(3, Ordering::SeqCst);
+        slots.ring_sleepers(head);
+        assert_eq!(bell(), b0 + 2, "the next sleep is rung again");
+        // Asleep but holding everything: nothing to wake it for.
+        sleep.store(5, Ordering::SeqCst);
+        t.report(&Progress { applied: head, epoch: store.log().epoch(), caught_up_us: now_us() }).expect("report");
+        slots.ring_sleepers(head);
+        assert_eq!(bell(), b0 + 2, "a replica that holds the head is not rung");
+        set(b"b");
+        slots.ring_sleepers(store.log().head());
+        assert_eq!(bell(), b0 + 3);
+        drop(t);
+        remove_files(&name, &region_path(&name, false), None);
     }
 }

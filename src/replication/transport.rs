@@ -2,6 +2,8 @@
 //! from its primary. `shm` (same host) and `verbs` (RDMA RC) implement it;
 //! tests wrap it to tear and corrupt what it returns.
 
+use std::time::Duration;
+
 use crate::error::Result;
 use crate::log::control::ControlSnapshot;
 
@@ -55,6 +57,23 @@ pub trait Transport: Send {
     /// before the write lands; a later `control` or `read` returning means it
     /// has (one-sided operations on one connection complete in order).
     fn report(&mut self, p: &Progress) -> Result<()>;
+
+    /// The replica is idle, having seen the primary's head at `head`: wait
+    /// up to about `d` (longer where the primary rings for every write that
+    /// waits on us) for the primary to ring, or `interrupted` (checked last
+    /// before sleeping) to say stop, and return true; or return false at
+    /// once if this transport has no doorbell (verbs: a remote replica
+    /// polls), and the caller waits on its own.
+    fn idle_wait(&mut self, head: u64, d: Duration, interrupted: &dyn Fn() -> bool) -> bool {
+        let _ = (head, d, interrupted);
+        false
+    }
+
+    /// What ends an `idle_wait` early from another thread (control requests:
+    /// promotion, follow, stop); `None` without a doorbell.
+    fn waker(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
+        None
+    }
 
     /// Which progress slot this replica holds.
     fn slot(&self) -> usize;

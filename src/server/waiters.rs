@@ -119,6 +119,9 @@ pub(super) trait Visits {
     fn conn_infos(&self) -> &HashMap<u64, Arc<ConnInfo>>;
     /// How far K replicas hold the log (the store's `sync_confirmed`).
     fn confirmed(&self) -> u64;
+    /// Replies still wait: wake replicas asleep on a doorbell (the store's
+    /// `sync_nudge`).
+    fn nudge(&self);
     /// Settle connection `token`'s held replies against `confirmed`:
     /// whether any went (`None`: no such connection).
     fn settle_conn(&mut self, token: u64, confirmed: u64, now: Instant) -> Option<bool>;
@@ -153,6 +156,9 @@ pub(super) trait Visits {
             }
         }
         self.waiters().visiting = tokens;
+        if !self.waiters().holding.is_empty() {
+            self.nudge();
+        }
         any
     }
 

@@ -305,6 +305,10 @@ impl Visits for Worker {
         self.store.sync_confirmed()
     }
 
+    fn nudge(&self) {
+        self.store.sync_nudge()
+    }
+
     fn settle_conn(&mut self, token: u64, confirmed: u64, now: Instant) -> Option<bool> {
         let (conn, _) = self.conns.get_mut(&token)?;
         let ctx = Ctx { store: &self.store, stats: &self.shared.rt.workers[self.id], rt: &self.shared.rt };

@@ -28,6 +28,9 @@ pub trait SyncReplicas: Send + Sync {
     fn confirmed(&self) -> u64;
     /// `--sync-timeout`: the longest a write's reply waits.
     fn timeout(&self) -> Duration;
+    /// Replies wait for replicas: wake those that sleep (a replica that
+    /// polls needs nothing, the default).
+    fn nudge(&self) {}
 }
 
 thread_local! {
@@ -87,6 +90,13 @@ impl Store {
         self.sync.get().map_or(Duration::ZERO, |s| s.timeout())
     }
 
+    /// Replies are held for replicas: wake any that sleep on a doorbell.
+    pub fn sync_nudge(&self) {
+        if let Some(s) = self.sync.get() {
+            s.nudge();
+        }
+    }
+
     /// A held reply's wait ran out (`sync_timeouts`).
     pub fn note_sync_timeout(&self) {
         self.stats.sync_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -112,6 +122,7 @@ impl Store {
             if sync.confirmed() >= end {
                 return Ok(());
             }
+            sync.nudge();
             if Instant::now() >= deadline {
                 self.note_sync_timeout();
                 return Err(StoreError::NotReplicated);
