@@ -178,23 +178,8 @@ impl Table {
     }
 
     /// The slot of the entry with `hash` for which `is_it` says yes.
-    pub fn find(&self, hash: u32, mut is_it: impl FnMut(&Slot) -> bool) -> Option<usize> {
-        if self.is_empty() {
-            return None;
-        }
-        let want = tag(hash);
-        let mut i = self.home(want);
-        for _ in 0..self.tags.len() {
-            let t = self.tags[i];
-            if t == 0 {
-                return None;
-            }
-            if t == want && is_it(&self.slots[i]) {
-                return Some(i);
-            }
-            i = self.next(i);
-        }
-        None
+    pub fn find(&self, hash: u32, is_it: impl FnMut(&Slot) -> bool) -> Option<usize> {
+        self.find_or_vacancy(hash, is_it).ok()
     }
 
     /// `find`, or where the walk ended when the key is missing: the empty
@@ -235,18 +220,8 @@ impl Table {
     /// empty slot an insert would take, and start loading that entry: at
     /// high load it is often a cache line past the home's.
     pub fn prefetch_probe(&self, hash: u32) {
-        if self.tags.is_empty() {
-            return;
-        }
-        let want = tag(hash);
-        let mut i = self.home(want);
-        for _ in 0..self.tags.len() {
-            let t = self.tags[i];
-            if t == 0 || t == want {
-                prefetch(&self.slots[i]);
-                return;
-            }
-            i = self.next(i);
+        if let Ok(i) | Err(Vacancy { slot: Some(i), .. }) = self.find_or_vacancy(hash, |_| true) {
+            prefetch(&self.slots[i]);
         }
     }
 

@@ -188,8 +188,9 @@ pub fn check_record(h: &record::Header, geo: LogGeometry) -> Result<(), String> 
 /// Walk `[tail, head)` of the log `w` writes, validating every record and
 /// handing each to `visit` in log order; stop at the first that does not
 /// validate. Records are validated where they lie in the mapping (the
-/// writer, borrowed, keeps every store out meanwhile: `Region::view`).
-pub fn scan(w: &LogWriter, visit: &mut dyn FnMut(&Record<'_>)) -> Scan {
+/// writer, borrowed, keeps every store out meanwhile: `Region::view`), so
+/// they borrow it for as long as `w` is: a visitor may keep their keys.
+pub fn scan<'w>(w: &'w LogWriter, visit: &mut dyn FnMut(&Record<'w>)) -> Scan {
     let log = &w.log;
     let geo = log.geometry();
     let (tail, head) = (log.tail(), log.head());

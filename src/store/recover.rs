@@ -20,7 +20,7 @@ use super::{cas_floor, Store, StoreConfig};
 use crate::error::{Error, Result};
 use crate::index::{Bulk, Entry, KeyHash, Records};
 use crate::log::control::CONTROL_SIZE;
-use crate::log::record::{Kind, Record};
+use crate::log::record::{Header, Kind};
 use crate::log::recover::{self, Expect};
 use crate::log::Log;
 use crate::memory::region::{round_to_huge, Region};
@@ -96,41 +96,12 @@ impl Sizing {
     }
 }
 
-/// A Set, Touch or Delete record waiting in a batch, its key copied (the
-/// scan's buffer moves on).
-struct Pending {
-    kind: Kind,
+/// A Set, Touch or Delete record waiting in a batch: its header, and its
+/// key where it lies in the mapping (the scan validates in place).
+struct Pending<'w> {
     hash: KeyHash,
-    pos: u64,
-    len: u32,
-    expiry: u32,
-    time: u32,
-    cas: u64,
-    key: std::ops::Range<usize>,
-}
-
-#[derive(Default)]
-struct Batch {
-    items: Vec<Pending>,
-    keys: Vec<u8>,
-}
-
-impl Batch {
-    fn push(&mut self, hash: KeyHash, r: &Record<'_>) {
-        let h = &r.header;
-        let at = self.keys.len();
-        self.keys.extend_from_slice(r.key);
-        self.items.push(Pending {
-            kind: h.kind,
-            hash,
-            pos: h.position,
-            len: h.total_len() as u32,
-            expiry: h.expiry,
-            time: h.time,
-            cas: h.cas,
-            key: at..self.keys.len(),
-        });
-    }
+    h: Header,
+    key: &'w [u8],
 }
 
 impl Store {
@@ -204,7 +175,7 @@ impl Store {
         // be below the tail; later Flush records in the scan move it.
         self.set_flush_at(self.log.flush_at().min(u32::MAX as u64) as u32);
         let mut bulk = self.index.bulk();
-        let mut batch = Batch::default();
+        let mut batch = Vec::with_capacity(BATCH);
         let mut sizing = Sizing::new(self.log.head() - self.log.tail());
         let scan = recover::scan(&w.log, &mut |r| match r.header.kind {
             Kind::Padding => {}
@@ -218,14 +189,14 @@ impl Store {
                 if let Some(n) = sizing.saw(r.header.total_len(), kind == Kind::Set) {
                     bulk.reserve(n);
                 }
-                batch.push(bulk.hash(r.key), r);
-                if batch.items.len() == BATCH {
+                batch.push(Pending { hash: bulk.hash(r.key), h: r.header, key: r.key });
+                if batch.len() == BATCH {
                     self.apply_batch(&mut bulk, &mut batch);
                 }
             }
         });
         self.apply_batch(&mut bulk, &mut batch);
-        drop(bulk);
+        drop((bulk, batch));
         self.index.trim();
         if scan.cut.is_some() {
             w.log.cut_at(scan.end);
@@ -254,26 +225,26 @@ impl Store {
     /// then the entry its probe ends on, so their cache misses overlap
     /// (random slots of a table of millions: the rebuild's main cost
     /// otherwise).
-    fn apply_batch<R: Records>(&self, bulk: &mut Bulk<'_, R>, batch: &mut Batch) {
-        for p in &batch.items {
+    fn apply_batch<R: Records>(&self, bulk: &mut Bulk<'_, R>, batch: &mut Vec<Pending<'_>>) {
+        for p in batch.iter() {
             bulk.prefetch_home(p.hash);
         }
-        for p in &batch.items {
+        for p in batch.iter() {
             bulk.prefetch_probe(p.hash);
         }
         let mut sets = 0;
-        for p in &batch.items {
-            let key = &batch.keys[p.key.clone()];
-            match p.kind {
+        for p in batch.iter() {
+            let (h, key) = (&p.h, p.key);
+            match h.kind {
                 Kind::Set => {
-                    bulk.insert(p.hash, key, Entry::new(p.pos, p.len, p.expiry, p.time));
+                    bulk.insert(p.hash, key, Entry::new(h.position, h.total_len() as u32, h.expiry, h.time));
                     sets += 1;
                 }
                 Kind::Touch => {
                     // As `apply_meaning`: only the item of the Touch's CAS.
                     if let Some(at) = bulk.position(p.hash, key) {
-                        if self.log.read_header(at).is_some_and(|item| item.cas == p.cas) {
-                            bulk.set_expiry_at(p.hash, at, p.expiry);
+                        if self.log.read_header(at).is_some_and(|item| item.cas == h.cas) {
+                            bulk.set_expiry_at(p.hash, at, h.expiry);
                         }
                     }
                 }
@@ -285,8 +256,7 @@ impl Store {
         }
         // One locked add a batch: one per record would wait for its stores.
         self.stats.total_items.fetch_add(sets, Ordering::Relaxed);
-        batch.items.clear();
-        batch.keys.clear();
+        batch.clear();
     }
 
     /// What opening the memory file found (None without `-e`).
