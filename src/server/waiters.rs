@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::runtime::Runtime;
 use crate::stats::conns::ConnInfo;
+use crate::store::Store;
 
 /// The longest a worker blocks while replies are held for replicas.
 const HOLD_POLL: Duration = Duration::from_millis(1);
@@ -117,11 +118,8 @@ pub(super) trait Visits {
     fn runtime(&self) -> &Runtime;
     /// Each connection's entry in the runtime's `stats conns` table.
     fn conn_infos(&self) -> &HashMap<u64, Arc<ConnInfo>>;
-    /// How far K replicas hold the log (the store's `sync_confirmed`).
-    fn confirmed(&self) -> u64;
-    /// Replies still wait: wake replicas asleep on a doorbell (the store's
-    /// `sync_nudge`).
-    fn nudge(&self);
+    /// The store the held replies wait on (its replicas' progress).
+    fn store(&self) -> &Store;
     /// Settle connection `token`'s held replies against `confirmed`:
     /// whether any went (`None`: no such connection).
     fn settle_conn(&mut self, token: u64, confirmed: u64, now: Instant) -> Option<bool>;
@@ -138,7 +136,7 @@ pub(super) trait Visits {
         if self.waiters().holding.is_empty() {
             return false;
         }
-        let confirmed = self.confirmed();
+        let confirmed = self.store().sync_confirmed();
         let now = Instant::now();
         let tokens = self.waiters().take(false);
         let mut any = false;
@@ -157,7 +155,8 @@ pub(super) trait Visits {
         }
         self.waiters().visiting = tokens;
         if !self.waiters().holding.is_empty() {
-            self.nudge();
+            // Replies still wait: wake replicas asleep on a doorbell.
+            self.store().sync_nudge();
         }
         any
     }

@@ -301,12 +301,8 @@ impl Visits for Worker {
         &self.conn_info
     }
 
-    fn confirmed(&self) -> u64 {
-        self.store.sync_confirmed()
-    }
-
-    fn nudge(&self) {
-        self.store.sync_nudge()
+    fn store(&self) -> &Store {
+        &self.store
     }
 
     fn settle_conn(&mut self, token: u64, confirmed: u64, now: Instant) -> Option<bool> {
