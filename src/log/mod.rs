@@ -205,12 +205,16 @@ impl Log {
     /// Whether the record at `pos` (one the index holds) is for `key`: its
     /// key length, then its key bytes (never read past the lap's end).
     pub fn key_is(&self, pos: u64, key: &[u8]) -> bool {
-        let mut b = [0u8; HEADER_LEN + record::MAX_KEY_LEN];
-        let n = (HEADER_LEN + key.len()).min(b.len()).min(self.room_to_end(pos) as usize);
-        self.region.read(self.physical(pos), &mut b[..n]);
-        // A record whose key is this long fits before the lap's end, so a
-        // cut-short read means another length.
-        n == HEADER_LEN + key.len() && b[record::KEY_LEN_AT] as usize == key.len() && &b[HEADER_LEN..n] == key
+        // A record with a key this long fits before the lap's end, so one
+        // that would not is another record. Compared in place: copying the
+        // key out first was most of a get's memmove.
+        if key.len() > record::MAX_KEY_LEN || HEADER_LEN + key.len() > self.room_to_end(pos) as usize {
+            return false;
+        }
+        let at = self.physical(pos);
+        let mut len = [0u8; 1];
+        self.region.read(at + record::KEY_LEN_AT, &mut len);
+        len[0] as usize == key.len() && self.region.bytes_eq(at + HEADER_LEN, key)
     }
 
     /// Append the value of the record at `pos` to `out`.
@@ -606,6 +610,11 @@ mod tests {
         let r = record::validate(&buf, p2).unwrap();
         assert_eq!(r.key, b"bb");
         assert_eq!(r.value, b"1234");
+        assert!(log.key_is(p2, b"bb") && log.key_is(p1, b"a"));
+        for other in [&b"b"[..], b"bc", b"bbb", b""] {
+            assert!(!log.key_is(p2, other), "{other:?} is not the key at p2");
+        }
+        assert!(!log.key_is(log.capacity() - 8, b"bb"), "a key that cannot fit before the lap's end");
     }
 
     #[test]

@@ -324,6 +324,17 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
     }
 
+    /// Whether the bytes at `off` equal `bytes`, compared in place (as
+    /// `read`, under the same contract, without copying them out first: an
+    /// index probe checks a candidate record's key this way on every get).
+    pub fn bytes_eq(&self, off: usize, bytes: &[u8]) -> bool {
+        self.check(off, bytes.len());
+        // SAFETY: bounds checked above, in a mapping that lives as long as
+        // `self`; the slice lives only for this comparison, while writers of
+        // these bytes are excluded by the log's protocol (as for `read`).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(off), bytes.len()) == bytes }
+    }
+
     /// Borrow `len` bytes at `off` in place, for as long as this region's
     /// writer token is borrowed too: while `w` is lent out shared, no store
     /// of this process can run (every one takes it mutably). For bytes no
@@ -474,6 +485,7 @@ mod tests {
         let mut v = b"<".to_vec();
         r.append_to(101, 3, &mut v);
         assert_eq!(v, b"<ell");
+        assert!(r.bytes_eq(101, b"ell") && r.bytes_eq(101, b"") && !r.bytes_eq(101, b"elm"));
         r.atomic_u64(8).store(42, Ordering::Release);
         assert_eq!(r.atomic_u64(8).load(Ordering::Acquire), 42);
     }

@@ -18,7 +18,6 @@
 //! memory hazard; the worker still keeps each socket open until its
 //! operations complete, so a reused descriptor number is never the target.
 
-use std::collections::HashMap;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -103,8 +102,9 @@ struct BufRing {
 pub struct Ring {
     ring: IoUring,
     bufs: BufRing,
-    /// Sends the kernel holds, by user data.
-    sends: HashMap<u64, Vec<u8>>,
+    /// Sends the kernel holds, by user data (the worker's own numbers, so
+    /// an unkeyed hash).
+    sends: rustc_hash::FxHashMap<u64, Vec<u8>>,
 }
 
 impl Ring {
@@ -150,7 +150,7 @@ impl Ring {
             bufs.push(bid);
         }
         bufs.publish();
-        Ok(Ring { ring, bufs, sends: HashMap::new() })
+        Ok(Ring { ring, bufs, sends: Default::default() })
     }
 
     /// Queue an entry, submitting first when the queue is full.

@@ -388,6 +388,11 @@ impl<S: Read + Write + AsFd> Conn<S> {
     /// returns the bytes consumed.
     fn handle(&mut self, input: &[u8], ctx: &Ctx) -> usize {
         let mut pos = 0;
+        // Service time: parse start to reply in `out`, recorded under the
+        // command the protocol says it ran. One clock read a request: the
+        // end of one is the start of the next (the two reads a request took
+        // were 1.6% of a get's CPU).
+        let mut start = None;
         while !self.closing && pos < input.len() {
             match self.room(ctx) {
                 Ok(room) => self.session.out_limit = self.out.len().saturating_add(room),
@@ -396,9 +401,7 @@ impl<S: Read + Write + AsFd> Conn<S> {
                     break;
                 }
             }
-            // Service time: parse start to reply in `out`, recorded under
-            // the command the protocol says it ran.
-            let t0 = Instant::now();
+            let t0 = *start.get_or_insert_with(Instant::now);
             let before = self.out.len();
             let (step, wrote) =
                 ctx.store.deferring(|| protocol::step(&mut self.session, &input[pos..], &mut self.out, ctx));
@@ -412,21 +415,26 @@ impl<S: Read + Write + AsFd> Conn<S> {
                         // `watch`: what follows it is never run.
                         return input.len();
                     }
-                    ctx.stats.latency.record(kind, t0.elapsed());
+                    let t1 = Instant::now();
+                    ctx.stats.latency.record(kind, t1 - t0);
+                    start = Some(t1);
                     self.requests_left = self.requests_left.saturating_sub(1);
                     if let Some((start, end)) = self.open_hold.take() {
                         self.held.push_back(Held {
                             start,
                             len: self.out.len() - start,
                             end,
-                            deadline: Instant::now() + ctx.store.sync_timeout(),
+                            deadline: t1 + ctx.store.sync_timeout(),
                             error: Unconfirmed::of(self.session.protocol, &input[pos..pos + len]),
                         });
                     }
                     pos += len
                 }
                 // Bytes swallowed after a refused value are not a request.
-                Step::Discarded(n) => pos += n,
+                Step::Discarded(n) => {
+                    pos += n;
+                    start = None;
+                }
                 Step::NeedMore => break,
                 Step::Close => self.closing = true,
                 Step::Paused => {

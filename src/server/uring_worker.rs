@@ -19,7 +19,6 @@
 //! receive is cancelled and its last send (a reply before `quit`, an error
 //! before the close) has gone, then closes.
 
-use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,7 +29,7 @@ use super::conn::{Conn, Next, Scratch};
 use super::listen::{Listener, Stream};
 use super::uring_stream::{RingStream, SendDone};
 use super::waiters::{Visits, Waiters, IDLE_CHECK};
-use super::Shared;
+use super::{Shared, TokenMap};
 use crate::error::{Context, Result};
 use crate::memory::uring::{Completion, Ring, RingConfig};
 use crate::protocol::Ctx;
@@ -83,13 +82,13 @@ pub struct UringWorker {
     listeners: Vec<Listener>,
     store: Arc<Store>,
     shared: Arc<Shared>,
-    conns: HashMap<u64, Conn<RingStream>>,
-    conn_info: HashMap<u64, Arc<ConnInfo>>,
+    conns: TokenMap<Conn<RingStream>>,
+    conn_info: TokenMap<Arc<ConnInfo>>,
     /// Closed connections whose sockets wait for their operations to end.
     /// With when each began: one that has not finished in `DRAIN_LIMIT`
     /// (a client that stopped reading) is shut down, so closed connections
     /// cannot hold descriptors past the `-c` limit.
-    draining: HashMap<u64, (RingStream, Instant)>,
+    draining: TokenMap<(RingStream, Instant)>,
     next_drain_check: Instant,
     next_token: u64,
     scratch: Scratch,
@@ -135,9 +134,9 @@ impl UringWorker {
             listeners,
             store,
             shared,
-            conns: HashMap::new(),
-            conn_info: HashMap::new(),
-            draining: HashMap::new(),
+            conns: TokenMap::default(),
+            conn_info: TokenMap::default(),
+            draining: TokenMap::default(),
             next_drain_check: Instant::now() + IDLE_CHECK,
             next_token: 0,
             scratch: Scratch::default(),
@@ -448,7 +447,7 @@ impl Visits for UringWorker {
         &self.shared.rt
     }
 
-    fn conn_infos(&self) -> &HashMap<u64, Arc<ConnInfo>> {
+    fn conn_infos(&self) -> &TokenMap<Arc<ConnInfo>> {
         &self.conn_info
     }
 

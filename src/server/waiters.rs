@@ -6,11 +6,11 @@
 //! The loops differ only in how they reach a connection and serve or close
 //! it; [`Visits`] is that difference, and its provided methods are the rest.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::{TokenMap, TokenSet};
 use crate::runtime::Runtime;
 use crate::stats::conns::ConnInfo;
 use crate::store::Store;
@@ -32,10 +32,10 @@ pub(super) const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 pub(super) struct Waiters {
     /// Connections holding replies for `--sync-replicas`.
-    holding: HashSet<u64>,
+    holding: TokenSet,
     /// Connections streaming `watch` events: served on every poll, which
     /// wakes at least every `WATCH_POLL` while there are any.
-    watching: HashSet<u64>,
+    watching: TokenSet,
     /// The tokens being visited, a list kept for reuse.
     visiting: Vec<u64>,
     /// When `-o idle_timeout` next looks for idle connections.
@@ -47,8 +47,8 @@ pub(super) struct Waiters {
 impl Waiters {
     pub(super) fn new() -> Waiters {
         Waiters {
-            holding: HashSet::new(),
-            watching: HashSet::new(),
+            holding: TokenSet::default(),
+            watching: TokenSet::default(),
             visiting: Vec::new(),
             next_idle_check: Instant::now() + IDLE_CHECK,
             hold_moved: Instant::now(),
@@ -117,7 +117,7 @@ pub(super) trait Visits {
     fn waiters(&mut self) -> &mut Waiters;
     fn runtime(&self) -> &Runtime;
     /// Each connection's entry in the runtime's `stats conns` table.
-    fn conn_infos(&self) -> &HashMap<u64, Arc<ConnInfo>>;
+    fn conn_infos(&self) -> &TokenMap<Arc<ConnInfo>>;
     /// The store the held replies wait on (its replicas' progress).
     fn store(&self) -> &Store;
     /// Settle connection `token`'s held replies against `confirmed`:

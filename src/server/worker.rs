@@ -17,7 +17,6 @@
 //! write waiting on the worker (src/server/waiters.rs, shared with the
 //! io_uring loop, says how long the worker polls before it blocks).
 
-use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,7 +28,7 @@ use super::accept::{accept_round, admission, AcceptEnd, ACCEPT_BACKOFF};
 use super::conn::{Conn, Next, Scratch};
 use super::listen::{Listener, Stream};
 use super::waiters::{Visits, Waiters};
-use super::Shared;
+use super::{Shared, TokenMap};
 use crate::error::{Context, Result};
 use crate::protocol::Ctx;
 use crate::runtime::PollMode;
@@ -55,9 +54,9 @@ pub struct Worker {
     store: Arc<Store>,
     shared: Arc<Shared>,
     /// Each connection with the epoll interest currently registered for it.
-    conns: HashMap<u64, (Conn, EpollFlags)>,
+    conns: TokenMap<(Conn, EpollFlags)>,
     /// Each connection's entry in the runtime's `stats conns` table.
-    conn_info: HashMap<u64, Arc<ConnInfo>>,
+    conn_info: TokenMap<Arc<ConnInfo>>,
     next_token: u64,
     /// Read and reply buffers lent to the connection being served.
     scratch: Scratch,
@@ -94,8 +93,8 @@ impl Worker {
             listeners,
             store,
             shared,
-            conns: HashMap::new(),
-            conn_info: HashMap::new(),
+            conns: TokenMap::default(),
+            conn_info: TokenMap::default(),
             next_token: 0,
             scratch: Scratch::default(),
             accept_paused_until: None,
@@ -297,7 +296,7 @@ impl Visits for Worker {
         &self.shared.rt
     }
 
-    fn conn_infos(&self) -> &HashMap<u64, Arc<ConnInfo>> {
+    fn conn_infos(&self) -> &TokenMap<Arc<ConnInfo>> {
         &self.conn_info
     }
 
