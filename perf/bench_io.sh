@@ -64,27 +64,29 @@ raw=$work/raw
 : > "$raw"
 tck=$(clk_tck)
 
-# Fresh servers for each value size: memcached's slab classes, once filled by
-# 100-byte items, leave 4 KiB sets "out of memory" (and the log its cleaner's
-# state); each size then starts from empty memory for all three alike.
+# Fresh servers for each value size and round: memcached's slab classes,
+# once filled by 100-byte items, leave 4 KiB sets "out of memory", and a
+# memcached long full of 4 KiB items answers some sets "out of memory" too
+# (seen in round 2 of a 3-round run); each round then starts from empty
+# memory for all three alike.
 for size in 100 4096; do
-    mc_port=$(free_port); ep_port=$(free_port); ur_port=$(free_port)
-    taskset -c 0 memcached -u nobody -p "$mc_port" -l 127.0.0.1 -U 0 -t 1 -m 1024 -c 1024 & mc_pid=$!; pids+=("$mc_pid")
-    for io in epoll uring; do
-        port=$ep_port; [ "$io" = uring ] && port=$ur_port
-        taskset -c 0 ./target/release/logmemcached serve -p "$port" -l 127.0.0.1 -t 1 -m 1024 -c 1024 --io "$io" \
-            --hugepages auto 2>"$work/$io.err" & pid=$!; pids+=("$pid")
-        [ "$io" = uring ] && ur_pid=$pid || ep_pid=$pid
-    done
-    wait_port "$mc_port"; wait_port "$ep_port"; wait_port "$ur_port"
-    for p in "$ep_port" "$ur_port"; do
-        stats_snapshot "$p" settings > "$work/settings"
-        want=epoll; [ "$p" = "$ur_port" ] && want=uring
-        [ "$(stat_get "$work/settings" io_mode)" = "$want" ] || checks_die "the --io $want server reports io_mode $(stat_get "$work/settings" io_mode)"
-        spins[$want]=$(stat_get "$work/settings" poll_idle_spins)
-    done
-
     for r in $(seq "$rounds"); do
+        mc_port=$(free_port); ep_port=$(free_port); ur_port=$(free_port)
+        taskset -c 0 memcached -u nobody -p "$mc_port" -l 127.0.0.1 -U 0 -t 1 -m 1024 -c 1024 & mc_pid=$!; pids+=("$mc_pid")
+        for io in epoll uring; do
+            port=$ep_port; [ "$io" = uring ] && port=$ur_port
+            taskset -c 0 ./target/release/logmemcached serve -p "$port" -l 127.0.0.1 -t 1 -m 1024 -c 1024 --io "$io" \
+                --hugepages auto 2>"$work/$io.err" & pid=$!; pids+=("$pid")
+            [ "$io" = uring ] && ur_pid=$pid || ep_pid=$pid
+        done
+        wait_port "$mc_port"; wait_port "$ep_port"; wait_port "$ur_port"
+        for p in "$ep_port" "$ur_port"; do
+            stats_snapshot "$p" settings > "$work/settings"
+            want=epoll; [ "$p" = "$ur_port" ] && want=uring
+            [ "$(stat_get "$work/settings" io_mode)" = "$want" ] || checks_die "the --io $want server reports io_mode $(stat_get "$work/settings" io_mode)"
+            spins[$want]=$(stat_get "$work/settings" poll_idle_spins)
+        done
+
         case $((r % 3)) in 1) order="mc ep ur" ;; 2) order="ep ur mc" ;; *) order="ur mc ep" ;; esac
         for wl in mixed$size multi$size set$size; do
             kind=${wl%%[0-9]*}
@@ -113,8 +115,9 @@ for size in 100 4096; do
                 echo "round $r  $wl  $who  $MS_TPS ops/s  $ops_cpu ops/CPU-s  $per_req syscalls/request  (checked: $MS_GETS gets, $MS_SETS sets, 0 errors)" >&2
             done
         done
+        kill "$mc_pid" "$ep_pid" "$ur_pid"; wait "$mc_pid" "$ep_pid" "$ur_pid" 2>/dev/null || true
+        pids=()
     done
-    kill "$mc_pid" "$ep_pid" "$ur_pid"; wait "$mc_pid" "$ep_pid" "$ur_pid" 2>/dev/null || true
 done
 unset CHECKS_CONTEXT
 
@@ -140,7 +143,7 @@ out=perf/results/io.md
     echo "($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(uname -r)), load average $load0 at the start and"
     echo "$(cut -d' ' -f1-3 /proc/loadavg) at the end (other work shares this box); memcached $(memcached -V | awk '{print $2}')."
     echo "All three servers -t 1 -m 1024 pinned to cpu0, memcaslap -T 1 -c $conc pinned to cpu1, ${secs} s per run,"
-    echo "alternating order, fresh servers for each value size; logmemcached with its defaults otherwise (--poll adaptive,"
+    echo "alternating order, fresh servers for each value size and round; logmemcached with its defaults otherwise (--poll adaptive,"
     echo "idle spins before blocking: epoll ${spins[epoll]}, uring ${spins[uring]}). Medians of $rounds rounds."
     echo "Every run was checked before it counted: no error replies, no protocol_errors, the server's"
     echo "cmd_get/cmd_set/get_hits/get_misses within what can be in flight of what memcaslap sent, every set stored."

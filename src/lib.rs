@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod clock;
 pub mod error;
 /// Invariant checks shared by the fuzz targets and the corpus replay test
 /// (in `bench/`: like the load generator, they drive the whole stack).

@@ -4,7 +4,6 @@
 //! publishes for replicas).
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Store;
 use crate::log::record::Header;
@@ -29,7 +28,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn now(&self) -> u32 {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let t = crate::clock::unix_secs().min(i64::MAX as u64) as i64;
         (t + self.offset.load(Ordering::Relaxed)).clamp(1, u32::MAX as i64) as u32
     }
 
