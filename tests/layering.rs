@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
 const SIBLINGS: &[(&str, &str)] = &[("client", "server")];
 
 /// Utilities every layer may use; they name nothing above themselves.
-const LEAVES: &[&str] = &["error", "logging"];
+const LEAVES: &[&str] = &["error", "logging", "clock"];
 
 const MAX_LINES: usize = 800;
 
