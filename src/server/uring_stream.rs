@@ -12,6 +12,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
+use super::conn::TakeOutput;
 use super::listen::Stream;
 use crate::runtime::Buffers;
 
@@ -205,6 +206,19 @@ impl Write for RingStream {
     }
 }
 
+impl TakeOutput for RingStream {
+    /// While nothing is staged or in flight, the output buffer becomes the
+    /// next send as it is, and the (empty) staging buffer goes back in its
+    /// place.
+    fn take_output(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.failed || self.in_flight.is_some() || !self.tx.is_empty() || out.len() > SEND_BATCH {
+            return false;
+        }
+        std::mem::swap(&mut self.tx, out);
+        true
+    }
+}
+
 impl AsFd for RingStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.socket.as_fd()
@@ -238,6 +252,30 @@ mod tests {
         assert!(matches!(s.sent(buf, -libc::EPIPE), SendDone::Failed));
         assert_eq!(s.write(b"x").unwrap_err().kind(), ErrorKind::BrokenPipe);
         assert!(s.quiet());
+    }
+
+    #[test]
+    fn an_output_buffer_is_taken_whole_only_while_nothing_is_staged_or_in_flight() {
+        let mut s = stream();
+        let mut out = b"VALUE k 0 1\r\nx\r\nEND\r\n".to_vec();
+        assert!(s.take_output(&mut out), "an idle socket takes the buffer");
+        assert!(out.is_empty());
+        let mut more = b"STORED\r\n".to_vec();
+        assert!(!s.take_output(&mut more), "not over staged bytes (they would be lost)");
+        assert_eq!(s.write(&more).unwrap(), more.len(), "they are appended instead");
+        let buf = s.take_send().unwrap();
+        assert_eq!(buf, b"VALUE k 0 1\r\nx\r\nEND\r\nSTORED\r\n", "in order, nothing lost");
+        let mut next = b"END\r\n".to_vec();
+        assert!(!s.take_output(&mut next), "not while a send is in flight");
+        let SendDone::Free(_) = s.sent(buf, 29) else { panic!("all sent") };
+        assert!(s.take_output(&mut next));
+        let buf = s.take_send().unwrap();
+        assert_eq!(buf, b"END\r\n");
+        let SendDone::Free(_) = s.sent(buf, 5) else { panic!("all sent") };
+        let mut big = vec![0; SEND_BATCH + 1];
+        assert!(!s.take_output(&mut big), "not past the batch bound");
+        big.pop();
+        assert!(s.take_output(&mut big), "up to it");
     }
 
     #[test]
