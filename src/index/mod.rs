@@ -53,6 +53,9 @@ pub trait Records {
     fn len_at(&self, pos: u64) -> u64;
     /// The key of the record at `pos`, into `out` (replacing what it held).
     fn key_into(&self, pos: u64, out: &mut Vec<u8>);
+    /// Start loading the start of the record at `pos` (a hint, see
+    /// `Index::prefetch_lookups`).
+    fn prefetch(&self, _pos: u64) {}
 }
 
 /// An entry's fields, copied out of the index (what `insert` takes and what
@@ -221,6 +224,28 @@ impl<R: Records> Index<R> {
         let shard = self.read_shard(h.shard);
         let slot = self.find(&shard, h, key)?;
         Some(Held { shard, slot })
+    }
+
+    /// Before a batch of lookups (a multi-get's keys): start loading every
+    /// key's home slot, then every first candidate's record, so the two
+    /// cache misses each lookup takes overlap across the batch instead of
+    /// coming one after another. Hints only: nothing is looked up here.
+    pub fn prefetch_lookups<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
+        const BATCH: usize = 32;
+        let mut hashes = [KeyHash { shard: 0, table: 0 }; BATCH];
+        let mut n = 0;
+        for key in keys.take(BATCH) {
+            hashes[n] = self.hash(key);
+            n += 1;
+        }
+        for h in &hashes[..n] {
+            self.read_shard(h.shard).prefetch_home(h.table);
+        }
+        for h in &hashes[..n] {
+            if let Some(s) = self.read_shard(h.shard).first_candidate(h.table) {
+                self.records.prefetch(s.pos());
+            }
+        }
     }
 
     /// Apply counter changes, under the lock of every shard whose entries

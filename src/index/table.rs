@@ -225,6 +225,12 @@ impl Table {
         }
     }
 
+    /// The first entry a lookup of `hash` would check, if any: a batch of
+    /// lookups prefetches the records of these before any key is compared.
+    pub fn first_candidate(&self, hash: u32) -> Option<&Slot> {
+        self.find_or_vacancy(hash, |_| true).ok().map(|i| &self.slots[i])
+    }
+
     pub fn slot(&self, i: usize) -> &Slot {
         &self.slots[i]
     }

@@ -217,6 +217,13 @@ impl Log {
         len[0] as usize == key.len() && self.region.bytes_eq(at + HEADER_LEN, key)
     }
 
+    /// Start loading the record at `pos`: its header and a key's worth.
+    pub fn prefetch_record(&self, pos: u64) {
+        let at = self.physical(pos);
+        self.region.prefetch(at);
+        self.region.prefetch(at + 64);
+    }
+
     /// Append the value of the record at `pos` to `out`.
     pub fn append_value(&self, pos: u64, h: &Header, out: &mut Vec<u8>) {
         self.region.append_to(self.physical(pos) + HEADER_LEN + h.key_len as usize, h.value_len as usize, out);

@@ -324,6 +324,13 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
     }
 
+    /// Start loading the cache line at `off` (a hint: out of bounds, none).
+    pub fn prefetch(&self, off: usize) {
+        if off < self.len {
+            super::prefetch::prefetch(self.ptr.wrapping_add(off));
+        }
+    }
+
     /// Whether the bytes at `off` equal `bytes`, compared in place (as
     /// `read`, under the same contract, without copying them out first: an
     /// index probe checks a candidate record's key this way on every get).

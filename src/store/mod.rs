@@ -97,6 +97,10 @@ impl Records for LogRecords {
         self.0.key_is(pos, key)
     }
 
+    fn prefetch(&self, pos: u64) {
+        self.0.prefetch_record(pos)
+    }
+
     fn len_at(&self, pos: u64) -> u64 {
         // An indexed position always holds a record; a header that does not
         // decode is a corrupt log (a bug), counted as nothing.

@@ -20,6 +20,12 @@ impl Store {
         self.read_item(key, opts, true, out, before_value)
     }
 
+    /// A multi-get's keys are about to be read: start loading their index
+    /// slots and records (`Index::prefetch_lookups`).
+    pub fn prefetch_gets<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) {
+        self.index.prefetch_lookups(keys)
+    }
+
     /// Look `key` up and run `f` on its index entry and record header while
     /// the shard's read lock is held (so the record cannot be reclaimed under
     /// it). With `check_live`, an expired or flushed item is unlinked and

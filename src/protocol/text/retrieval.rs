@@ -135,6 +135,15 @@ fn produce(mut r: Resume, line: &[u8], session: &mut Session, out: &mut Vec<u8>,
     let start = out.len();
     let opts = ReadOpts { value: true, note_access: true };
     let with_cas = r.kind.with_cas();
+    // More than one key: their lookups' cache misses go out together first.
+    if next_token(line, r.at).is_some_and(|(_, e)| next_token(line, e).is_some()) {
+        let mut at = r.at;
+        ctx.store.prefetch_gets(std::iter::from_fn(|| {
+            let (s, e) = next_token(line, at)?;
+            at = e;
+            Some(&line[s..e])
+        }));
+    }
     while let Some((s, e)) = next_token(line, r.at) {
         let key = &line[s..e];
         r.at = e;
