@@ -5,7 +5,7 @@ use std::sync::Mutex;
 /// Records as a map from position to (key, length): what the log is to the
 /// store's index.
 #[derive(Default)]
-struct Fake(Mutex<HashMap<u64, (Vec<u8>, u64)>>);
+struct Fake(Mutex<HashMap<u64, (Vec<u8>, u64)>>, Mutex<Vec<u64>>);
 
 impl Fake {
     fn put(&self, pos: u64, key: &[u8], len: u64) {
@@ -23,6 +23,9 @@ impl Records for Fake {
     fn key_into(&self, pos: u64, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.0.lock().unwrap()[&pos].0);
+    }
+    fn prefetch(&self, pos: u64) {
+        self.1.lock().unwrap().push(pos);
     }
 }
 
@@ -44,6 +47,24 @@ fn insert_replace_remove() {
     assert_eq!(ix.remove(b"a").map(|e| (e.pos, e.len)), Some((72, 48)));
     assert!(ix.position(b"a").is_none());
     assert_eq!((ix.items(), ix.bytes()), (0, 0));
+}
+
+#[test]
+fn a_batch_of_lookups_prefetches_a_record_per_key_up_to_its_bound() {
+    let ix = Index::new(Fake::default());
+    let keys: Vec<Vec<u8>> = (0..40u64).map(|i| format!("key{i}").into_bytes()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        put(&ix, k, 8 * (i as u64 + 1), 64);
+    }
+    ix.prefetch_lookups(keys.iter().map(|k| &k[..]));
+    let fetched = std::mem::take(&mut *ix.records().1.lock().unwrap());
+    // Each key's own record is a candidate, so each of the first 32 gives
+    // one (another key's, where tags collide); no lookup happened.
+    assert_eq!(fetched.len(), 32);
+    assert!(fetched.iter().all(|p| (8..=320).contains(p) && p % 8 == 0), "{fetched:?}");
+    let empty = Index::new(Fake::default());
+    empty.prefetch_lookups(keys.iter().map(|k| &k[..]));
+    assert!(empty.records().1.lock().unwrap().is_empty(), "nothing indexed, nothing to fetch");
 }
 
 #[test]
