@@ -406,7 +406,7 @@ impl<S: Read + Write + AsFd + TakeOutput> Conn<S> {
         // command the protocol says it ran. One clock read a request: the
         // end of one is the start of the next (the two reads a request took
         // were 1.6% of a get's CPU).
-        let mut start = None;
+        let mut began = None;
         while !self.closing && pos < input.len() {
             match self.room(ctx) {
                 Ok(room) => self.session.out_limit = self.out.len().saturating_add(room),
@@ -415,7 +415,7 @@ impl<S: Read + Write + AsFd + TakeOutput> Conn<S> {
                     break;
                 }
             }
-            let t0 = *start.get_or_insert_with(Instant::now);
+            let t0 = *began.get_or_insert_with(Instant::now);
             let before = self.out.len();
             let (step, wrote) =
                 ctx.store.deferring(|| protocol::step(&mut self.session, &input[pos..], &mut self.out, ctx));
@@ -431,7 +431,7 @@ impl<S: Read + Write + AsFd + TakeOutput> Conn<S> {
                     }
                     let t1 = Instant::now();
                     ctx.stats.latency.record(kind, t1 - t0);
-                    start = Some(t1);
+                    began = Some(t1);
                     self.requests_left = self.requests_left.saturating_sub(1);
                     if let Some((start, end)) = self.open_hold.take() {
                         self.held.push_back(Held {
@@ -447,7 +447,7 @@ impl<S: Read + Write + AsFd + TakeOutput> Conn<S> {
                 // Bytes swallowed after a refused value are not a request.
                 Step::Discarded(n) => {
                     pos += n;
-                    start = None;
+                    began = None;
                 }
                 Step::NeedMore => break,
                 Step::Close => self.closing = true,
@@ -477,7 +477,6 @@ impl<S: Read + Write + AsFd + TakeOutput> Conn<S> {
         if n > 0 && self.out_pos == 0 && self.sendable_end() == n && self.stream.take_output(&mut self.out) {
             debug_assert!(self.out.is_empty(), "a taken output leaves an empty buffer");
             ctx.stats.bytes_written.add(n as u64);
-            self.out.clear();
             // Quiet writes' holds (empty, at the end) go with it, as a
             // written-out buffer's do in give_back.
             self.shift_holds(n);
