@@ -209,9 +209,18 @@ impl Write for RingStream {
 impl TakeOutput for RingStream {
     /// While nothing is staged or in flight, the output buffer becomes the
     /// next send as it is, and the (empty) staging buffer goes back in its
-    /// place.
+    /// place. Neither may be larger than a batch: the exchange must leave no
+    /// buffer larger than the copy would have. Without this bound, buffers a
+    /// slow reader's output had grown (to hold its replies) came to stage
+    /// sends and pool for other connections, and the uncounted capacity
+    /// pushed a flood of slow readers past the stated memory bound
+    /// (tests/load.rs, by 2 MiB of 39 in one CI run).
     fn take_output(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.failed || self.in_flight.is_some() || !self.tx.is_empty() || out.len() > SEND_BATCH {
+        if self.failed
+            || self.in_flight.is_some()
+            || !self.tx.is_empty()
+            || out.capacity().max(self.tx.capacity()) > SEND_BATCH
+        {
             return false;
         }
         std::mem::swap(&mut self.tx, out);
@@ -274,8 +283,19 @@ mod tests {
         let SendDone::Free(_) = s.sent(buf, 5) else { panic!("all sent") };
         let mut big = vec![0; SEND_BATCH + 1];
         assert!(!s.take_output(&mut big), "not past the batch bound");
-        big.pop();
+        big.truncate(10);
+        assert!(!s.take_output(&mut big), "nor a short output in a buffer past it");
+        big.shrink_to_fit();
+        big.resize(SEND_BATCH, 0);
         assert!(s.take_output(&mut big), "up to it");
+        assert!(big.is_empty() && big.capacity() <= SEND_BATCH);
+        let buf = s.take_send().unwrap();
+        let SendDone::Free(mut buf) = s.sent(buf, SEND_BATCH as i32) else { panic!("all sent") };
+        buf.clear();
+        buf.reserve(SEND_BATCH + 1);
+        assert!(s.lend(buf).is_none(), "an idle socket takes a lent buffer");
+        let mut small = b"END\r\n".to_vec();
+        assert!(!s.take_output(&mut small), "nor is a staging buffer past the bound given in exchange");
     }
 
     #[test]
